@@ -1,0 +1,129 @@
+"""The ``tollgate`` command: serve, migrate, and manage keys."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, TypeVar
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import REPO_ROOT, get_settings
+from app.db.engine import build_engine, build_sessionmaker
+from app.keys.schemas import CreatedKey, Scope
+from app.keys.service import create_key, revoke_key
+
+cli = typer.Typer(help="Tollgate: metered inference as a service.", no_args_is_help=True)
+keys_cli = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
+cli.add_typer(keys_cli, name="keys")
+
+T = TypeVar("T")
+
+
+def _in_transaction(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run ``work`` in one transaction on a short-lived engine."""
+
+    async def runner() -> T:
+        engine = build_engine(get_settings().database_url, pool_size=1)
+        try:
+            async with build_sessionmaker(engine)() as session, session.begin():
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(runner())
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+) -> None:
+    """Serve the HTTP API (migrate first)."""
+    import uvicorn
+
+    uvicorn.run(
+        "app.main:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        access_log=False,
+        log_config=None,
+    )
+
+
+@cli.command()
+def migrate(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply database migrations (``alembic upgrade``) to TOLLGATE_DATABASE_URL."""
+    from alembic import command
+    from alembic.config import Config
+
+    command.upgrade(Config(str(REPO_ROOT / "alembic.ini")), revision)
+    typer.echo(f"database migrated to {revision}")
+
+
+@keys_cli.command("create")
+def keys_create(
+    customer: Annotated[str, typer.Option(help="Customer name; created if missing.")],
+    scope: Annotated[list[Scope], typer.Option(help="Repeat for several scopes.")] = [  # noqa: B006
+        Scope.predict
+    ],
+    name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
+    expires_in_days: Annotated[
+        float | None, typer.Option(help="Expire after this many days.", min=0)
+    ] = None,
+    model: Annotated[
+        list[str] | None, typer.Option(help="Restrict the key to these models.")
+    ] = None,
+) -> None:
+    """Create an API key. The secret is printed once, alone on the last line."""
+    settings = get_settings()
+    expires_at = (
+        datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days is not None else None
+    )
+
+    async def work(session: AsyncSession) -> CreatedKey:
+        return await create_key(
+            session,
+            settings.secret_key,
+            customer_name=customer,
+            scopes=scope,
+            name=name,
+            expires_at=expires_at,
+            allowed_models=model,
+        )
+
+    created = _in_transaction(work)
+    typer.echo(
+        f"created key {created.prefix}... for customer '{customer}' (id {created.customer_id}), "
+        f"scopes {','.join(created.scopes)}"
+        + (f", expires {created.expires_at.isoformat()}" if created.expires_at else ""),
+        err=True,
+    )
+    typer.echo("store it now; it is not shown again:", err=True)
+    typer.echo(created.secret)
+
+
+@keys_cli.command("revoke")
+def keys_revoke(
+    prefix: Annotated[str, typer.Argument(help="The key's prefix, e.g. tg_AbCd1234")],
+) -> None:
+    """Revoke a key by its public prefix. Takes effect within the key cache TTL (1 s)."""
+
+    async def work(session: AsyncSession) -> bool:
+        return await revoke_key(session, prefix)
+
+    if not _in_transaction(work):
+        typer.echo(f"no active key with prefix {prefix}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {prefix}")
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Settings: one pydantic-settings object, read from ``TOLLGATE_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEV_SECRET = "dev-insecure-secret-change-me"  # noqa: S105 - refused outside development
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOLLGATE_", env_file=None, extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    database_url: str = f"sqlite+aiosqlite:///{REPO_ROOT / 'var' / 'tollgate.db'}"
+    secret_key: str = DEV_SECRET
+    models_dir: Path = REPO_ROOT / "models"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    # Request limits.
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    max_batch_items: int = Field(default=64, gt=0)
+
+    # Torch execution: a small pool of worker threads keeps torch off the event loop.
+    inference_threads: int = Field(default=2, gt=0)
+    torch_threads: int = Field(default=1, gt=0)
+
+    # Auth: how long a resolved key is trusted before it is looked up again.
+    key_cache_ttl_s: float = Field(default=1.0, ge=0)
+
+    # Metering (group commit).
+    meter_max_batch: int = Field(default=512, gt=0)
+    meter_queue_size: int = Field(default=10_000, gt=0)
+    meter_commit_timeout_s: float = Field(default=5.0, gt=0)
+
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_default_secret(self) -> Settings:
+        if self.env != "development" and (
+            not self.secret_key or self.secret_key == DEV_SECRET or len(self.secret_key) < 16
+        ):
+            raise ValueError(
+                "TOLLGATE_SECRET_KEY must be set to a non-default value of at least 16 "
+                f"characters when TOLLGATE_ENV={self.env}"
+            )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

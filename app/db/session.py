@@ -1,0 +1,33 @@
+"""The request-scoped session: one transaction per request, committed on success."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import ServiceUnavailable
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    type = "database_unavailable"
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    maker = request.app.state.sessionmaker
+    async with maker() as session:
+        try:
+            yield session
+            await session.commit()
+        except (OperationalError, DBAPIError, OSError) as exc:
+            await session.rollback()
+            raise DatabaseUnavailable("the database is unavailable; retry shortly") from exc
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]

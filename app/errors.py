@@ -1,0 +1,171 @@
+"""The one error tree and its handler.
+
+Every failure a user can cause is an :class:`AppError` subclass with its own status and
+machine-readable ``type``; the handler renders ``{"error": {"type", "message", "request_id"}}``.
+Domain errors live next to their service and subclass the bases here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+log = logging.getLogger("tollgate.errors")
+
+
+class AppError(Exception):
+    status_code: int = 400
+    type: str = "bad_request"
+    headers: dict[str, str] | None = None
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class BadRequest(AppError):
+    status_code = 400
+    type = "bad_request"
+
+
+class InvalidJSON(AppError):
+    status_code = 400
+    type = "invalid_json"
+
+
+class Unauthorized(AppError):
+    status_code = 401
+    type = "unauthorized"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(AppError):
+    status_code = 403
+    type = "forbidden"
+
+
+class NotFound(AppError):
+    status_code = 404
+    type = "not_found"
+
+
+class PayloadTooLarge(AppError):
+    status_code = 413
+    type = "payload_too_large"
+
+
+class Unprocessable(AppError):
+    status_code = 422
+    type = "invalid_request"
+
+
+class ServiceUnavailable(AppError):
+    status_code = 503
+    type = "service_unavailable"
+    headers = {"Retry-After": "1"}
+
+
+def error_body(
+    type_: str, message: str, request_id: str | None, details: Any = None
+) -> dict[str, Any]:
+    err: dict[str, Any] = {"type": type_, "message": message, "request_id": request_id}
+    if details is not None:
+        err["details"] = details
+    return {"error": err}
+
+
+def error_response(
+    status_code: int,
+    type_: str,
+    message: str,
+    request_id: str | None,
+    *,
+    details: Any = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body = orjson.dumps(error_body(type_, message, request_id, details), default=str)
+    return Response(body, status_code, headers=headers, media_type="application/json")
+
+
+def error_schema(description: str) -> dict[str, Any]:
+    """An OpenAPI ``responses=`` entry for an error status."""
+    return {
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "properties": {
+                                "type": {"type": "string"},
+                                "message": {"type": "string"},
+                                "request_id": {"type": "string"},
+                            },
+                            "required": ["type", "message"],
+                        }
+                    },
+                }
+            }
+        },
+    }
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_app_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, AppError)
+        return error_response(
+            exc.status_code,
+            exc.type,
+            exc.message,
+            _request_id(request),
+            details=exc.details,
+            headers=exc.headers,
+        )
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        details = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        return error_response(
+            422,
+            "invalid_request",
+            "request validation failed",
+            _request_id(request),
+            details=details,
+        )
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        type_ = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(
+            exc.status_code,
+            type_,
+            str(exc.detail),
+            _request_id(request),
+            headers=dict(exc.headers or {}),
+        )
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        # Only bugs get here; the tests treat any 500 as a failure.
+        log.exception("unhandled error", extra={"request_id": _request_id(request)})
+        return error_response(500, "internal_error", "internal error", _request_id(request))
+
+    app.add_exception_handler(AppError, on_app_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Path, Query, Request
+from starlette.responses import Response
+
+from app.errors import error_schema
+from app.inference.registry import ModelRegistry, ServedModel
+from app.inference.schemas import ModelInfo, ModelList, PredictRequest, PredictResponse
+from app.inference.service import InferenceService
+from app.keys.deps import Authenticated
+
+router = APIRouter(prefix="/v1", tags=["inference"])
+
+_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: error_schema("Missing, invalid, expired or revoked API key"),
+    403: error_schema("The key lacks the scope, or the customer is suspended"),
+}
+
+
+def _registry(request: Request) -> ModelRegistry:
+    registry: ModelRegistry = request.app.state.registry
+    return registry
+
+
+def _service(request: Request) -> InferenceService:
+    service: InferenceService = request.app.state.inference
+    return service
+
+
+Registry = Annotated[ModelRegistry, Depends(_registry)]
+Service = Annotated[InferenceService, Depends(_service)]
+
+
+class JSONBytes(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def _info(served: ServedModel, registry: ModelRegistry) -> ModelInfo:
+    m = served.manifest
+    return ModelInfo(
+        name=m.name,
+        version=m.version,
+        versions=[s.version for s in registry.list() if s.name == m.name],
+        task=m.task,
+        description=m.description,
+        device=served.device,
+        inputs=[{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in m.inputs],
+        outputs=[{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in m.outputs],
+        labels=list(m.labels) if m.labels is not None else None,
+        metrics=dict(m.metrics),
+        weights_sha256=m.weights_sha256,
+        size_bytes=m.weights_bytes,
+    )
+
+
+@router.get("/models", responses=_AUTH_ERRORS)
+async def list_models(_: Authenticated, registry: Registry) -> ModelList:
+    """The default version of every served model, with its contract and held-out metrics."""
+    latest = {s.name: s for s in registry.list()}
+    return ModelList(data=[_info(s, registry) for s in latest.values()])
+
+
+@router.get(
+    "/models/{model}",
+    responses={**_AUTH_ERRORS, 404: error_schema("Unknown model or version")},
+)
+async def get_model(
+    _: Authenticated,
+    registry: Registry,
+    model: Annotated[str, Path(max_length=128)],
+    version: Annotated[str | None, Query(max_length=32)] = None,
+) -> ModelInfo:
+    return _info(registry.get(model, version), registry)
+
+
+@router.post(
+    "/models/{model}/predict",
+    response_model=PredictResponse,
+    response_class=JSONBytes,
+    responses={
+        **_AUTH_ERRORS,
+        400: error_schema("The body is not valid JSON"),
+        404: error_schema("Unknown model or version"),
+        413: error_schema("Body or batch too large"),
+        422: error_schema("Inputs of the wrong shape or dtype, or not finite"),
+        503: error_schema("The usage ledger is unavailable: no prediction is returned"),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+        }
+    },
+)
+async def predict(
+    request: Request,
+    principal: Authenticated,
+    service: Service,
+    model: Annotated[str, Path(max_length=128)],
+    version: Annotated[str | None, Query(max_length=32)] = None,
+) -> JSONBytes:
+    """Run the model on one item or a batch. Metered: the response is sent only after the
+    request's usage row is committed to the ledger."""
+    result = await service.predict(
+        principal,
+        request_id=request.state.request_id,
+        started_ns=request.state.started_ns,
+        model=model,
+        version=version,
+        read_body=request.body,
+    )
+    return JSONBytes(result)

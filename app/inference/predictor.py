@@ -1,0 +1,114 @@
+"""One served model version, in the LitServe ``LitAPI`` shape.
+
+``decode`` turns the JSON ``inputs`` into a validated float32 batch, ``predict`` runs the
+forward pass on the model's device, ``encode`` turns the output tensor back into JSON-ready
+objects. All three run in a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from app.inference.errors import BatchTooLarge, InvalidTensor
+from models.manifest import Manifest, load_weights
+
+Array = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    outputs: list[dict[str, Any]]
+    items: int
+    compute_us: int
+
+
+class Predictor:
+    def __init__(self, manifest_dir: Path, manifest: Manifest, *, max_batch_items: int) -> None:
+        self.manifest_dir = manifest_dir
+        self.manifest = manifest
+        self.max_batch_items = max_batch_items
+        self.item_shape = tuple(manifest.inputs[0].shape)
+        self.labels = manifest.labels
+        self.output_name = manifest.outputs[0].name
+        self.device = torch.device("cpu")
+        self._module: torch.nn.Module | None = None
+
+    def load(self, device: torch.device) -> None:
+        module = load_weights(self.manifest_dir, self.manifest).to(device)
+        module.eval()
+        self._module = module
+        self.device = device
+        self.predict(np.zeros((1, *self.item_shape), dtype=np.float32))  # warm-up
+
+    def decode(self, inputs: Any) -> Array:
+        try:
+            raw = np.asarray(inputs)
+        except (ValueError, TypeError) as exc:
+            raise InvalidTensor(
+                "inputs must be a (nested) list of numbers with a regular shape"
+            ) from exc
+        if raw.dtype.kind not in "iuf":
+            raise InvalidTensor(
+                f"inputs must be numbers (got {_kind_name(raw.dtype.kind)})",
+                details={"expected_dtype": "float32"},
+            )
+        if raw.shape == self.item_shape:
+            raw = raw[np.newaxis]
+        elif raw.shape[1:] != self.item_shape or raw.ndim != len(self.item_shape) + 1:
+            raise InvalidTensor(
+                f"inputs must have shape {list(self.item_shape)} or "
+                f"[n, {', '.join(map(str, self.item_shape))}], got {list(raw.shape)}",
+                details={"expected_item_shape": list(self.item_shape), "got": list(raw.shape)},
+            )
+        n = raw.shape[0]
+        if n == 0:
+            raise InvalidTensor("inputs must hold at least one item")
+        if n > self.max_batch_items:
+            raise BatchTooLarge(
+                f"at most {self.max_batch_items} items per request, got {n}",
+                details={"max_items": self.max_batch_items},
+            )
+        with np.errstate(over="ignore"):
+            batch = raw.astype(np.float32, copy=False)
+        if not np.isfinite(batch).all():
+            raise InvalidTensor("inputs must be finite float32 numbers (no NaN or Infinity)")
+        return batch
+
+    def predict(self, batch: Array) -> Array:
+        assert self._module is not None, "predictor used before load()"
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            y = self._module(x)
+            out: Array = y.float().cpu().numpy()
+        return out
+
+    def encode(self, outputs: Array) -> list[dict[str, Any]]:
+        rows = outputs.tolist()
+        if self.labels is not None:
+            best = outputs.argmax(axis=1).tolist()
+            return [
+                {"label": self.labels[i], self.output_name: row}
+                for i, row in zip(best, rows, strict=True)
+            ]
+        return [{self.output_name: row} for row in rows]
+
+    def run(self, inputs: Any) -> Prediction:
+        """decode → predict → encode; ``compute_us`` covers the forward pass only."""
+        batch = self.decode(inputs)
+        started = time.perf_counter_ns()
+        outputs = self.predict(batch)
+        compute_us = (time.perf_counter_ns() - started) // 1000
+        return Prediction(self.encode(outputs), items=batch.shape[0], compute_us=compute_us)
+
+
+def _kind_name(kind: str) -> str:
+    return {"b": "booleans", "U": "strings", "S": "strings", "O": "mixed or null values"}.get(
+        kind, "non-numeric values"
+    )

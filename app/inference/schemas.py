@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class PredictRequest(BaseModel):
+    """``inputs`` is one item (e.g. a ``[3, 28, 28]`` image) or a list of items."""
+
+    inputs: list[Any] = Field(
+        description="One item shaped like the model's input tensor, or a list of such items."
+    )
+
+
+class Usage(BaseModel):
+    items: int
+    compute_ms: float
+
+
+class PredictResponse(BaseModel):
+    request_id: str
+    model: str
+    version: str
+    device: str
+    outputs: list[dict[str, Any]] = Field(
+        description="One object per input item: the output tensor by name, and for "
+        "classifiers the predicted label."
+    )
+    usage: Usage
+
+
+class TensorInfo(BaseModel):
+    name: str
+    shape: list[int]
+    dtype: str
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    versions: list[str]
+    task: str
+    description: str
+    device: str
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    labels: list[str] | None
+    metrics: dict[str, float]
+    weights_sha256: str
+    size_bytes: int
+
+
+class ModelList(BaseModel):
+    data: list[ModelInfo]

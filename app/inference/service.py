@@ -1,0 +1,157 @@
+"""The metered inference path.
+
+Every authenticated inference request ends in exactly one usage row. A prediction is
+returned only after its (billable) row is committed; if the ledger cannot take it, the
+caller gets 503 and no prediction. Failed requests are recorded as non-billable rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from app.errors import AppError, InvalidJSON
+from app.inference.errors import InvalidTensor
+from app.inference.registry import ModelRegistry, ServedModel
+from app.keys.errors import ModelNotAllowed
+from app.keys.schemas import Principal, Scope
+from app.keys.service import require
+from app.metering.writer import LedgerUnavailable, MeterWriter, UsageRow
+from app.observability.metrics import Metrics
+from app.orm.base import utcnow
+
+log = logging.getLogger("tollgate.inference")
+
+_MAX_NAME = 128
+
+
+class InferenceService:
+    def __init__(self, registry: ModelRegistry, meter: MeterWriter, metrics: Metrics) -> None:
+        self.registry = registry
+        self.meter = meter
+        self.metrics = metrics
+
+    async def predict(
+        self,
+        principal: Principal,
+        *,
+        request_id: str,
+        started_ns: int,
+        model: str,
+        version: str | None,
+        read_body: Callable[[], Awaitable[bytes]],
+    ) -> dict[str, Any]:
+        served: ServedModel | None = None
+        try:
+            require(principal, Scope.predict)
+            served = self.registry.get(model, version)
+            if principal.allowed_models is not None and model not in principal.allowed_models:
+                raise ModelNotAllowed(f"this API key may not call model '{model}'")
+            inputs = _parse_inputs(await read_body())
+            prediction = await self.registry.run(served, inputs)
+        except Exception as exc:
+            status = exc.status_code if isinstance(exc, AppError) else 500
+            await self._record_failure(principal, request_id, started_ns, model, served, status)
+            raise
+
+        self.metrics.inference_duration.labels(served.name, served.version, served.device).observe(
+            prediction.compute_us / 1e6
+        )
+        await self.meter.record(
+            self._row(
+                principal,
+                request_id,
+                started_ns,
+                model,
+                served,
+                200,
+                billable=True,
+                items=prediction.items,
+                compute_us=prediction.compute_us,
+            )
+        )
+        self._count(served.name, served.version, 200, started_ns)
+        self.metrics.items_total.labels(served.name, served.version).inc(prediction.items)
+        return {
+            "request_id": request_id,
+            "model": served.name,
+            "version": served.version,
+            "device": served.device,
+            "outputs": prediction.outputs,
+            "usage": {"items": prediction.items, "compute_ms": prediction.compute_us / 1000},
+        }
+
+    async def _record_failure(
+        self,
+        principal: Principal,
+        request_id: str,
+        started_ns: int,
+        model: str,
+        served: ServedModel | None,
+        status: int,
+    ) -> None:
+        name = served.name if served else "unknown"
+        version = served.version if served else ""
+        self._count(name, version, status, started_ns)
+        try:
+            await self.meter.record(
+                self._row(principal, request_id, started_ns, model, served, status, billable=False)
+            )
+        except LedgerUnavailable:
+            # The request already failed; its own error is the more useful answer.
+            log.warning(
+                "usage row for a failed request was not recorded",
+                extra={"request_id": request_id, "status": status},
+            )
+
+    def _count(self, model: str, version: str, status: int, started_ns: int) -> None:
+        self.metrics.requests_total.labels(model, version, str(status)).inc()
+        self.metrics.request_duration.labels(model).observe(
+            (time.perf_counter_ns() - started_ns) / 1e9
+        )
+
+    @staticmethod
+    def _row(
+        principal: Principal,
+        request_id: str,
+        started_ns: int,
+        model: str,
+        served: ServedModel | None,
+        status: int,
+        *,
+        billable: bool,
+        items: int = 0,
+        compute_us: int = 0,
+    ) -> UsageRow:
+        return UsageRow(
+            request_id=request_id,
+            api_key_id=principal.key_id,
+            customer_id=principal.customer_id,
+            endpoint="v1.predict",
+            model=served.name if served else model[:_MAX_NAME],
+            version=served.version if served else None,
+            variant=None,
+            device=served.device if served else None,
+            items=items,
+            compute_us=compute_us,
+            latency_us=(time.perf_counter_ns() - started_ns) // 1000,
+            status_code=status,
+            billable=billable,
+            created_at=utcnow(),
+        )
+
+
+def _parse_inputs(body: bytes) -> Any:
+    if not body:
+        raise InvalidJSON('the request body is empty; send {"inputs": ...}')
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSON(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict) or "inputs" not in payload:
+        raise InvalidTensor("the request body must be a JSON object with an 'inputs' field")
+    return payload["inputs"]

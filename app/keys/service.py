@@ -1,0 +1,138 @@
+"""Key lifecycle and authentication.
+
+Authentication hashes the presented key with the server secret and looks the hash up by its
+unique index, so the lookup time does not depend on how much of a guess was right. Resolved
+keys are cached for ``ttl`` seconds (default 1 s): a revocation is seen everywhere within that.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.customers.repository import get_or_create_customer
+from app.db.session import DatabaseUnavailable
+from app.keys import repository
+from app.keys.errors import (
+    CustomerSuspended,
+    InsufficientScope,
+    InvalidApiKey,
+    KeyExpired,
+    KeyRevoked,
+)
+from app.keys.repository import KeyRecord
+from app.keys.schemas import CreatedKey, Principal, Scope
+from app.keys.secrets import generate_key, hash_key, looks_like_key, public_prefix
+from app.orm import ApiKey
+from app.orm.base import utcnow
+
+_CACHE_MAX = 10_000
+
+
+class Authenticator:
+    def __init__(
+        self, secret_key: str, sessionmaker: async_sessionmaker[AsyncSession], ttl: float
+    ) -> None:
+        self._secret = secret_key
+        self._sessionmaker = sessionmaker
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, KeyRecord]] = {}
+
+    async def authenticate(self, presented: str) -> Principal:
+        if not looks_like_key(presented):
+            raise InvalidApiKey("invalid API key")
+        digest = hash_key(self._secret, presented)
+        record = await self._lookup(digest)
+        if record is None or not hmac.compare_digest(record.hash, digest):
+            raise InvalidApiKey("invalid API key")
+        now = utcnow()
+        if record.revoked_at is not None and record.revoked_at <= now:
+            raise KeyRevoked("this API key has been revoked")
+        if record.expires_at is not None and record.expires_at <= now:
+            raise KeyExpired("this API key has expired")
+        if record.customer_status != "active":
+            raise CustomerSuspended("this customer account is suspended")
+        return Principal(
+            key_id=record.key_id,
+            customer_id=record.customer_id,
+            prefix=record.prefix,
+            scopes=frozenset(record.scopes),
+            allowed_models=(
+                frozenset(record.allowed_models) if record.allowed_models is not None else None
+            ),
+            expires_at=record.expires_at,
+        )
+
+    async def _lookup(self, digest: str) -> KeyRecord | None:
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and now - hit[0] < self._ttl:
+            return hit[1]
+        try:
+            async with self._sessionmaker() as session:
+                record = await repository.find_by_hash(session, digest)
+        except (OperationalError, DBAPIError, OSError, TimeoutError) as exc:
+            raise DatabaseUnavailable("the key store is unavailable; retry shortly") from exc
+        if record is None:
+            self._cache.pop(digest, None)
+            return None
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
+        self._cache[digest] = (now, record)
+        return record
+
+    def forget_all(self) -> None:
+        self._cache.clear()
+
+
+def require(principal: Principal, scope: Scope) -> None:
+    if scope.value not in principal.scopes:
+        raise InsufficientScope(f"this API key lacks the '{scope.value}' scope")
+
+
+async def create_key(
+    session: AsyncSession,
+    secret_key: str,
+    *,
+    customer_name: str,
+    scopes: Iterable[Scope],
+    name: str | None = None,
+    expires_at: datetime | None = None,
+    allowed_models: list[str] | None = None,
+) -> CreatedKey:
+    """Create a key for a customer (created if missing). The secret is returned only here."""
+    scope_list = sorted({s.value for s in scopes})
+    if not scope_list:
+        raise ValueError("a key needs at least one scope")
+    customer = await get_or_create_customer(session, customer_name)
+    secret = generate_key()
+    key = await repository.add_key(
+        session,
+        ApiKey(
+            customer_id=customer.id,
+            name=name,
+            prefix=public_prefix(secret),
+            last_four=secret[-4:],
+            hash=hash_key(secret_key, secret),
+            scopes=scope_list,
+            allowed_models=allowed_models,
+            expires_at=expires_at,
+        ),
+    )
+    return CreatedKey(
+        key_id=key.id,
+        customer_id=customer.id,
+        prefix=key.prefix,
+        secret=secret,
+        scopes=tuple(scope_list),
+        expires_at=expires_at,
+    )
+
+
+async def revoke_key(session: AsyncSession, prefix: str) -> bool:
+    return await repository.revoke_by_prefix(session, prefix, utcnow()) > 0

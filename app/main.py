@@ -1,0 +1,91 @@
+"""Application factory. Every resource is built in the lifespan and closed on shutdown."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import FastAPI
+
+from app.config import Settings, get_settings
+from app.db.engine import build_engine, build_sessionmaker
+from app.errors import install_error_handlers
+from app.inference.endpoints import router as inference_router
+from app.inference.registry import ModelRegistry
+from app.inference.service import InferenceService
+from app.keys.service import Authenticator
+from app.metering.endpoints import router as usage_router
+from app.metering.writer import MeterWriter
+from app.observability.endpoints import router as ops_router
+from app.observability.logging import configure_logging
+from app.observability.metrics import Metrics
+from app.observability.middleware import RequestContextMiddleware
+
+log = logging.getLogger("tollgate")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        torch.set_num_threads(settings.torch_threads)
+        metrics = Metrics()
+        engine = build_engine(settings.database_url)
+        sessionmaker = build_sessionmaker(engine)
+        registry = ModelRegistry(
+            settings.models_dir,
+            device=settings.device,
+            max_batch_items=settings.max_batch_items,
+            threads=settings.inference_threads,
+        )
+        registry.load_all()
+        metrics.models_loaded.set(registry.loaded)
+        meter = MeterWriter(
+            engine,
+            metrics,
+            max_batch=settings.meter_max_batch,
+            queue_size=settings.meter_queue_size,
+            commit_timeout_s=settings.meter_commit_timeout_s,
+        )
+        meter.start()
+        app.state.settings = settings
+        app.state.metrics = metrics
+        app.state.engine = engine
+        app.state.sessionmaker = sessionmaker
+        app.state.registry = registry
+        app.state.meter = meter
+        app.state.authenticator = Authenticator(
+            settings.secret_key, sessionmaker, settings.key_cache_ttl_s
+        )
+        app.state.inference = InferenceService(registry, meter, metrics)
+        log.info("tollgate started", extra={"models": registry.loaded, "env": settings.env})
+        try:
+            yield
+        finally:
+            await meter.stop()  # drain: every queued usage row is committed before exit
+            registry.close()
+            await engine.dispose()
+            log.info("tollgate stopped")
+
+    app = FastAPI(
+        title="Tollgate",
+        version="0.1.0",
+        summary="Metered inference: PyTorch models behind API keys, with a usage ledger.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    app.include_router(inference_router)
+    app.include_router(usage_router)
+    app.include_router(ops_router)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for ``uvicorn --factory app.main:app_factory``."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from app.db.session import SessionDep
+from app.errors import Unprocessable, error_schema
+from app.keys.deps import Authenticated
+from app.metering.repository import usage_buckets
+from app.metering.schemas import GroupBy, UsageBucket, UsageReport
+
+router = APIRouter(prefix="/v1", tags=["usage"])
+
+_MAX_RANGE = timedelta(days=400)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@router.get(
+    "/usage",
+    responses={
+        401: error_schema("Missing or invalid API key"),
+        422: error_schema("Bad time range or grouping"),
+    },
+)
+async def get_usage(
+    principal: Authenticated,
+    session: SessionDep,
+    start: Annotated[
+        datetime | None, Query(description="Inclusive, ISO 8601; default: 30 days ago")
+    ] = None,
+    end: Annotated[datetime | None, Query(description="Exclusive, ISO 8601; default: now")] = None,
+    group_by: GroupBy = GroupBy.day,
+) -> UsageReport:
+    """The calling key's own customer's usage, grouped by UTC day or by model."""
+    end_at = _utc(end) if end else datetime.now(UTC)
+    start_at = _utc(start) if start else end_at - timedelta(days=30)
+    if start_at >= end_at:
+        raise Unprocessable("start must be before end")
+    if end_at - start_at > _MAX_RANGE:
+        raise Unprocessable(f"the range may span at most {_MAX_RANGE.days} days")
+    data = await usage_buckets(session, principal.customer_id, start_at, end_at, group_by)
+    total = UsageBucket(
+        key="total",
+        requests=sum(b.requests for b in data),
+        billable_requests=sum(b.billable_requests for b in data),
+        errors=sum(b.errors for b in data),
+        items=sum(b.items for b in data),
+        compute_ms=sum(b.compute_ms for b in data),
+    )
+    return UsageReport(
+        customer_id=principal.customer_id,
+        start=start_at,
+        end=end_at,
+        group_by=group_by,
+        data=data,
+        total=total,
+    )

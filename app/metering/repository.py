@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Integer, case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+
+from app.metering.schemas import GroupBy, UsageBucket
+from app.orm import UsageEvent
+
+
+def _day(dialect: str) -> ColumnElement[Any]:
+    if dialect == "sqlite":
+        return func.strftime("%Y-%m-%d", UsageEvent.created_at)
+    # Connections run with timezone=UTC, so the cast buckets by UTC day.
+    return func.to_char(func.date_trunc("day", UsageEvent.created_at), "YYYY-MM-DD")
+
+
+async def usage_buckets(
+    session: AsyncSession, customer_id: int, start: datetime, end: datetime, group_by: GroupBy
+) -> list[UsageBucket]:
+    dialect = session.get_bind().dialect.name
+    key = _day(dialect) if group_by is GroupBy.day else func.coalesce(UsageEvent.model, "")
+    stmt = (
+        select(
+            key.label("key"),
+            func.count().label("requests"),
+            func.sum(case((UsageEvent.billable, 1), else_=0)).label("billable"),
+            func.sum(case((UsageEvent.status_code >= 400, 1), else_=0)).label("errors"),
+            func.coalesce(func.sum(UsageEvent.items.cast(Integer)), 0).label("items"),
+            func.coalesce(func.sum(UsageEvent.compute_us), 0).label("compute_us"),
+        )
+        .where(
+            UsageEvent.customer_id == customer_id,
+            UsageEvent.created_at >= start,
+            UsageEvent.created_at < end,
+        )
+        .group_by(key)
+        .order_by(key)
+    )
+    rows = (await session.execute(stmt)).all()
+    return [
+        UsageBucket(
+            key=str(r.key),
+            requests=int(r.requests),
+            billable_requests=int(r.billable or 0),
+            errors=int(r.errors or 0),
+            items=int(r.items),
+            compute_ms=int(r.compute_us) / 1000,
+        )
+        for r in rows
+    ]

@@ -1,0 +1,142 @@
+"""The meter writer: group commit of usage rows.
+
+One writer per process owns a queue of pending rows. Its loop takes everything waiting (up to
+``max_batch``), writes it with a single multi-row INSERT in one transaction, and only then
+resolves each caller's future. While one commit is in flight the next batch accumulates, so
+under load the batch size grows by itself and the per-request cost of durability falls,
+without any artificial wait at low load.
+
+A caller that awaits :meth:`MeterWriter.record` therefore knows its row is durable; if the
+commit fails or times out, the caller gets :class:`LedgerUnavailable` (503) and must not
+return a prediction. Shutdown stops intake and drains what is queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.errors import ServiceUnavailable
+from app.observability.metrics import Metrics
+from app.orm import UsageEvent
+
+log = logging.getLogger("tollgate.meter")
+
+
+class LedgerUnavailable(ServiceUnavailable):
+    type = "ledger_unavailable"
+
+
+@dataclass(slots=True)
+class UsageRow:
+    request_id: str
+    api_key_id: int
+    customer_id: int
+    endpoint: str
+    model: str | None
+    version: str | None
+    variant: str | None
+    device: str | None
+    items: int
+    compute_us: int
+    latency_us: int
+    status_code: int
+    billable: bool
+    created_at: datetime
+
+
+_Pending = tuple[UsageRow, asyncio.Future[None]]
+
+
+class MeterWriter:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        metrics: Metrics,
+        *,
+        max_batch: int = 512,
+        queue_size: int = 10_000,
+        commit_timeout_s: float = 5.0,
+    ) -> None:
+        self._engine = engine
+        self._metrics = metrics
+        self._max_batch = max_batch
+        self._commit_timeout = commit_timeout_s
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_size)
+        self._task: asyncio.Task[None] | None = None
+        self._accepting = False
+
+    def start(self) -> None:
+        self._accepting = True
+        self._task = asyncio.create_task(self._run(), name="meter-writer")
+
+    async def record(self, row: UsageRow) -> None:
+        """Queue a row and wait until it is committed. Raises LedgerUnavailable otherwise."""
+        if not self._accepting:
+            raise LedgerUnavailable("the usage ledger is shutting down")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait((row, future))
+        except asyncio.QueueFull:
+            raise LedgerUnavailable("the usage ledger is overloaded; retry shortly") from None
+        self._metrics.meter_queue_depth.set(self._queue.qsize())
+        await future
+
+    async def stop(self) -> None:
+        """Stop intake, commit everything already queued, then end the loop."""
+        self._accepting = False
+        if self._task is None:
+            return
+        await self._queue.join()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            self._metrics.meter_queue_depth.set(self._queue.qsize())
+            try:
+                await self._commit(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        rows = [asdict(row) for row, _ in batch]
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(self._insert(rows), timeout=self._commit_timeout)
+        except Exception as exc:  # any failure means: not durable, tell every waiter
+            self._metrics.meter_failures_total.inc(len(batch))
+            log.error(
+                "ledger commit failed",
+                extra={"rows": len(batch), "error": type(exc).__name__, "detail": str(exc)[:200]},
+            )
+            error = LedgerUnavailable("the usage ledger is unavailable; retry shortly")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        self._metrics.meter_commit_seconds.observe(time.perf_counter() - started)
+        self._metrics.meter_batch_size.observe(len(batch))
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
+
+    async def _insert(self, rows: list[dict[str, object]]) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(insert(UsageEvent), rows)

@@ -1,0 +1,85 @@
+"""Prometheus metrics, held in a per-app registry created in the lifespan.
+
+Labels are model, version, device and status only: never an API key or a customer.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests_total = Counter(
+            "tollgate_requests_total",
+            "Inference requests by model, version and HTTP status.",
+            ["model", "version", "status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "tollgate_request_duration_seconds",
+            "Wall time of inference requests, from arrival to response, metering included.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference_duration = Histogram(
+            "tollgate_inference_duration_seconds",
+            "Time spent in the model's forward pass per call.",
+            ["model", "version", "device"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.items_total = Counter(
+            "tollgate_items_total",
+            "Items (batch elements) predicted, by model and version.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.meter_batch_size = Histogram(
+            "tollgate_meter_batch_size",
+            "Usage rows written per ledger transaction (group commit).",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.meter_commit_seconds = Histogram(
+            "tollgate_meter_commit_seconds",
+            "Duration of one ledger group commit.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.meter_queue_depth = Gauge(
+            "tollgate_meter_queue_depth",
+            "Usage rows waiting for the next ledger commit.",
+            registry=r,
+        )
+        self.meter_failures_total = Counter(
+            "tollgate_meter_failures_total",
+            "Usage rows whose commit failed (their requests got 503).",
+            registry=r,
+        )
+        self.models_loaded = Gauge(
+            "tollgate_models_loaded",
+            "Model versions loaded and serving.",
+            registry=r,
+        )

@@ -1,0 +1,95 @@
+"""Pure ASGI middleware on every HTTP request: request id, body-size limit, access log.
+
+Pure ASGI rather than ``BaseHTTPMiddleware`` because it sits on the hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import PayloadTooLarge, error_response
+
+log = logging.getLogger("tollgate.access")
+
+
+class BodyTooLarge(PayloadTooLarge):
+    type = "body_too_large"
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started_ns = time.perf_counter_ns()
+        request_id = uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["started_ns"] = started_ns
+        header_id = request_id.encode()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", header_id)]
+            await send(message)
+
+        limit = self.max_body_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > limit
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    response = error_response(
+                        413,
+                        BodyTooLarge.type,
+                        f"request body exceeds {limit} bytes",
+                        request_id,
+                    )
+                    await response(scope, receive, send_with_id)
+                    self._log(scope, 413, request_id, started_ns)
+                    return
+                break
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(f"request body exceeds {limit} bytes")
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send_with_id)
+        finally:
+            self._log(scope, status, request_id, started_ns)
+
+    @staticmethod
+    def _log(scope: Scope, status: int, request_id: str, started_ns: int) -> None:
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "method": scope.get("method"),
+                    "path": scope.get("path"),
+                    "status": status,
+                    "duration_ms": round((time.perf_counter_ns() - started_ns) / 1e6, 3),
+                },
+            )

@@ -1,0 +1,8 @@
+"""All ORM models, imported here so Alembic and the app see one complete metadata."""
+
+from app.orm.base import Base
+from app.orm.customers import Customer
+from app.orm.keys import ApiKey
+from app.orm.usage import UsageEvent
+
+__all__ = ["ApiKey", "Base", "Customer", "UsageEvent"]

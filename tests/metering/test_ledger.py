@@ -1,0 +1,217 @@
+"""Promise 1: no unmetered prediction. Group commit writes every row exactly once, and a
+ledger that cannot be written means 503 and no prediction."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from app.config import Settings
+from app.main import create_app
+from app.metering.writer import UsageRow
+from tests.conftest import bearer, ledger, make_key
+
+ROW = [0.05] * 10
+
+
+async def test_concurrent_requests_each_get_exactly_one_row(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    key = await make_key(app)
+    n = 200
+    responses = await asyncio.gather(
+        *(
+            client.post("/v1/models/linreg/predict", json={"inputs": ROW}, headers=bearer(key))
+            for _ in range(n)
+        )
+    )
+    assert [r.status_code for r in responses] == [200] * n
+    ids = [r.json()["request_id"] for r in responses]
+    assert len(set(ids)) == n
+    rows = await ledger(app)
+    assert sorted(r.request_id for r in rows) == sorted(ids)
+    assert all(r.billable and r.items == 1 and r.status_code == 200 for r in rows)
+    assert all(r.model == "linreg" and r.version == "1" and r.device == "cpu" for r in rows)
+    assert all(r.latency_us >= r.compute_us >= 0 for r in rows)
+
+    # Group commit really grouped: fewer transactions than rows.
+    metrics = (await client.get("/metrics")).text
+    commits = _sample(metrics, "tollgate_meter_batch_size_count")
+    rows_written = _sample(metrics, "tollgate_meter_batch_size_sum")
+    assert rows_written == n
+    assert commits < n
+
+
+def _sample(exposition: str, name: str) -> float:
+    for line in exposition.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not exported")
+
+
+async def test_unwritable_ledger_means_503_and_no_prediction(
+    app: FastAPI, client: httpx.AsyncClient, pg_sync: object
+) -> None:
+    key = await make_key(app)
+    assert (
+        await client.post("/v1/models/linreg/predict", json={"inputs": ROW}, headers=bearer(key))
+    ).status_code == 200
+    async with app.state.engine.begin() as conn:
+        await conn.execute(text("ALTER TABLE usage_events RENAME TO usage_events_gone"))
+    try:
+        response = await client.post(
+            "/v1/models/linreg/predict", json={"inputs": ROW}, headers=bearer(key)
+        )
+        assert response.status_code == 503
+        body = response.json()
+        assert body["error"]["type"] == "ledger_unavailable"
+        assert "outputs" not in body
+        assert response.headers["retry-after"]
+    finally:
+        async with app.state.engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE usage_events_gone RENAME TO usage_events"))
+    # The service recovers by itself once the ledger is back.
+    again = await client.post(
+        "/v1/models/linreg/predict", json={"inputs": ROW}, headers=bearer(key)
+    )
+    assert again.status_code == 200
+    assert len(await ledger(app)) == 2
+
+
+async def test_ledger_commit_timeout_is_503(settings: Settings, pg_sync: object) -> None:
+    """A ledger that hangs (table locked by someone else) times out into 503, not a hang."""
+    app = create_app(settings.model_copy(update={"meter_commit_timeout_s": 0.5}))
+    async with app.router.lifespan_context(app):
+        key = await make_key(app)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            async with app.state.engine.connect() as locker:
+                await locker.execute(text("LOCK TABLE usage_events IN ACCESS EXCLUSIVE MODE"))
+                response = await client.post(
+                    "/v1/models/linreg/predict", json={"inputs": ROW}, headers=bearer(key)
+                )
+                await locker.rollback()
+            assert response.status_code == 503
+            assert "outputs" not in response.json()
+            assert (
+                await client.post(
+                    "/v1/models/linreg/predict", json={"inputs": ROW}, headers=bearer(key)
+                )
+            ).status_code == 200
+        rows = await ledger(app)
+        assert [r.status_code for r in rows] == [200]
+
+
+async def test_every_2xx_has_its_row_under_mixed_traffic(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    good, bad = await make_key(app, "good"), await make_key(app, "other")
+    calls = []
+    for i in range(60):
+        key = good if i % 2 else bad
+        payload = {"inputs": ROW} if i % 3 else {"inputs": [1, 2]}
+        calls.append(client.post("/v1/models/linreg/predict", json=payload, headers=bearer(key)))
+    responses = await asyncio.gather(*calls)
+    rows = {r.request_id: r for r in await ledger(app)}
+    assert len(rows) == len(responses)
+    for response in responses:
+        row = rows[response.headers["x-request-id"]]
+        assert row.status_code == response.status_code
+        assert row.billable == (response.status_code == 200)
+
+
+async def test_shutdown_drains_queued_rows(settings: Settings, pg_sync: object) -> None:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        key = await make_key(app)
+        meter = app.state.meter
+        now = datetime.now(UTC)
+        pending = [
+            asyncio.create_task(
+                meter.record(
+                    UsageRow(
+                        request_id=f"drain-{i}",
+                        api_key_id=key.key_id,
+                        customer_id=key.customer_id,
+                        endpoint="test",
+                        model="linreg",
+                        version="1",
+                        variant=None,
+                        device="cpu",
+                        items=1,
+                        compute_us=1,
+                        latency_us=1,
+                        status_code=200,
+                        billable=True,
+                        created_at=now,
+                    )
+                )
+            )
+            for i in range(50)
+        ]
+        await asyncio.sleep(0)  # queued, not necessarily committed
+    # The lifespan exit (shutdown) waited for every queued row.
+    assert all(t.done() and t.exception() is None for t in pending)
+    engine = pg_sync
+    with engine.connect() as conn:  # type: ignore[attr-defined]
+        count = conn.execute(
+            text("SELECT count(*) FROM usage_events WHERE request_id LIKE 'drain-%'")
+        ).scalar()
+    assert count == 50
+
+
+async def test_usage_endpoint_reports_own_customer_only(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    mine, theirs = await make_key(app, "mine"), await make_key(app, "theirs")
+    for _ in range(3):
+        await client.post(
+            "/v1/models/linreg/predict", json={"inputs": [ROW, ROW]}, headers=bearer(mine)
+        )
+    await client.post("/v1/models/linreg/predict", json={"inputs": [1]}, headers=bearer(mine))
+    await client.post("/v1/models/linreg/predict", json={"inputs": ROW}, headers=bearer(theirs))
+
+    by_model = await client.get("/v1/usage", params={"group_by": "model"}, headers=bearer(mine))
+    assert by_model.status_code == 200, by_model.text
+    body = by_model.json()
+    assert body["customer_id"] == mine.customer_id
+    assert [
+        (b["key"], b["requests"], b["billable_requests"], b["errors"], b["items"])
+        for b in body["data"]
+    ] == [("linreg", 4, 3, 1, 6)]
+
+    by_day = (await client.get("/v1/usage", headers=bearer(mine))).json()
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    assert [(b["key"], b["requests"]) for b in by_day["data"]] == [(today, 4)]
+    assert by_day["total"]["items"] == 6
+
+    later = datetime.now(UTC) + timedelta(days=1)
+    empty = await client.get(
+        "/v1/usage",
+        params={"start": later.isoformat(), "end": (later + timedelta(days=1)).isoformat()},
+        headers=bearer(mine),
+    )
+    assert empty.json()["data"] == []
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"group_by": "week"},
+        {"start": "yesterday"},
+        {"start": "2026-02-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"},
+        {"start": "2020-01-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"},
+    ],
+)
+async def test_usage_rejects_bad_queries(
+    app: FastAPI, client: httpx.AsyncClient, params: dict[str, str]
+) -> None:
+    key = await make_key(app)
+    response = await client.get("/v1/usage", params=params, headers=bearer(key))
+    assert response.status_code == 422
+    assert response.json()["error"]["type"] == "invalid_request"

@@ -1,0 +1,67 @@
+"""The ``tollgate`` command, run as a user would run it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import TEST_SECRET
+
+
+def _tollgate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_migrate_create_and_revoke_keys(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "TOLLGATE_DATABASE_URL": f"sqlite:///{tmp_path}/cli.db",
+        "TOLLGATE_ENV": "production",
+        "TOLLGATE_SECRET_KEY": TEST_SECRET,
+    }
+    assert _tollgate("migrate", env=env).returncode == 0
+    created = _tollgate(
+        "keys",
+        "create",
+        "--customer",
+        "Initech",
+        "--scope",
+        "predict",
+        "--scope",
+        "finance",
+        env=env,
+    )
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("tg_") and len(key) == 35
+    assert key not in created.stderr
+    assert "finance,predict" in created.stderr
+
+    revoked = _tollgate("keys", "revoke", key[:11], env=env)
+    assert revoked.returncode == 0, revoked.stderr
+    again = _tollgate("keys", "revoke", key[:11], env=env)
+    assert again.returncode == 1
+
+    bad_scope = _tollgate("keys", "create", "--customer", "x", "--scope", "root", env=env)
+    assert bad_scope.returncode != 0
+
+
+def test_cli_refuses_default_secret_in_production(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "TOLLGATE_ENV": "production",
+        "TOLLGATE_DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+    }
+    env.pop("TOLLGATE_SECRET_KEY", None)
+    result = _tollgate("keys", "create", "--customer", "x", env=env)
+    assert result.returncode != 0
+    assert "TOLLGATE_SECRET_KEY" in result.stderr
