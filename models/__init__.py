@@ -1,0 +1,1 @@
+"""Tollgate model zoo: architectures, datasets, training and manifest loading."""
