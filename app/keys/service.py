@@ -7,6 +7,7 @@ keys are cached for ``ttl`` seconds (default 1 s): a revocation is seen everywhe
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections.abc import Iterable
@@ -42,6 +43,7 @@ class Authenticator:
         self._sessionmaker = sessionmaker
         self._ttl = ttl
         self._cache: dict[str, tuple[float, KeyRecord]] = {}
+        self._inflight: dict[str, asyncio.Future[KeyRecord | None]] = {}
 
     async def authenticate(self, presented: str) -> Principal:
         if not looks_like_key(presented):
@@ -73,11 +75,22 @@ class Authenticator:
         hit = self._cache.get(digest)
         if hit is not None and now - hit[0] < self._ttl:
             return hit[1]
+        # Single flight: concurrent requests with the same (expired) key share one query.
+        pending = self._inflight.get(digest)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[KeyRecord | None] = asyncio.get_running_loop().create_future()
+        self._inflight[digest] = future
         try:
-            async with self._sessionmaker() as session:
-                record = await repository.find_by_hash(session, digest)
-        except (OperationalError, DBAPIError, OSError, TimeoutError) as exc:
-            raise DatabaseUnavailable("the key store is unavailable; retry shortly") from exc
+            record = await self._fetch(digest)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            raise
+        else:
+            future.set_result(record)
+        finally:
+            del self._inflight[digest]
         if record is None:
             self._cache.pop(digest, None)
             return None
@@ -85,6 +98,13 @@ class Authenticator:
             self._cache.clear()
         self._cache[digest] = (now, record)
         return record
+
+    async def _fetch(self, digest: str) -> KeyRecord | None:
+        try:
+            async with self._sessionmaker() as session:
+                return await repository.find_by_hash(session, digest)
+        except (OperationalError, DBAPIError, OSError, TimeoutError) as exc:
+            raise DatabaseUnavailable("the key store is unavailable; retry shortly") from exc
 
     def forget_all(self) -> None:
         self._cache.clear()

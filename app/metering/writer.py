@@ -17,11 +17,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.errors import ServiceUnavailable
 from app.observability.metrics import Metrics
@@ -53,6 +53,7 @@ class UsageRow:
 
 
 _Pending = tuple[UsageRow, asyncio.Future[None]]
+_COLUMNS = tuple(f.name for f in fields(UsageRow))
 
 
 class MeterWriter:
@@ -72,6 +73,7 @@ class MeterWriter:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_size)
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
+        self._conn: AsyncConnection | None = None
 
     def start(self) -> None:
         self._accepting = True
@@ -99,6 +101,9 @@ class MeterWriter:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
 
     async def _run(self) -> None:
         while True:
@@ -116,7 +121,7 @@ class MeterWriter:
                     self._queue.task_done()
 
     async def _commit(self, batch: list[_Pending]) -> None:
-        rows = [asdict(row) for row, _ in batch]
+        rows = [row for row, _ in batch]
         started = time.perf_counter()
         try:
             await asyncio.wait_for(self._insert(rows), timeout=self._commit_timeout)
@@ -137,6 +142,58 @@ class MeterWriter:
             if not future.done():
                 future.set_result(None)
 
-    async def _insert(self, rows: list[dict[str, object]]) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(insert(UsageEvent), rows)
+    async def _insert(self, rows: list[UsageRow]) -> None:
+        # The writer keeps one connection for itself: no pool checkout or pre-ping per batch.
+        # After any failure (or a timeout's cancellation) the connection's state is unknown,
+        # so it is invalidated and the next batch opens a fresh one.
+        if self._conn is None:
+            self._conn = await self._engine.connect()
+        conn = self._conn
+        try:
+            if conn.dialect.name == "postgresql":
+                await _insert_postgres(conn, rows)
+            else:
+                async with conn.begin():
+                    await conn.execute(
+                        insert(UsageEvent), [{c: getattr(r, c) for c in _COLUMNS} for r in rows]
+                    )
+        except BaseException:
+            self._conn = None
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+                await conn.close()
+            raise
+
+
+# One statement, one round trip: the batch travels as one array per column and is unnested
+# server-side. Run outside an explicit transaction, the statement is its own transaction,
+# committed (and, with synchronous_commit on, flushed to WAL) before it returns.
+_PG_TYPES = {
+    "request_id": "varchar",
+    "api_key_id": "bigint",
+    "customer_id": "bigint",
+    "endpoint": "varchar",
+    "model": "varchar",
+    "version": "varchar",
+    "variant": "varchar",
+    "device": "varchar",
+    "items": "integer",
+    "compute_us": "bigint",
+    "latency_us": "bigint",
+    "status_code": "smallint",
+    "billable": "boolean",
+    "created_at": "timestamptz",
+}
+_PG_COLUMNS = ", ".join(_COLUMNS)
+_PG_ARRAYS = ", ".join(f"${i}::{_PG_TYPES[c]}[]" for i, c in enumerate(_COLUMNS, start=1))
+# Built from the constant column list above, never from input.
+_PG_INSERT = f"INSERT INTO usage_events ({_PG_COLUMNS}) SELECT * FROM unnest({_PG_ARRAYS})"  # noqa: S608
+
+
+async def _insert_postgres(conn: AsyncConnection, rows: list[UsageRow]) -> None:
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    if driver.is_in_transaction():  # never inherit a half-open transaction
+        raise RuntimeError("meter connection unexpectedly inside a transaction")
+    await driver.execute(_PG_INSERT, *([getattr(r, c) for r in rows] for c in _COLUMNS))

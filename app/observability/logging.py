@@ -1,14 +1,22 @@
-"""Structured JSON logs. Payloads and API keys are never passed to a logger."""
+"""Structured JSON logs. Payloads and API keys are never passed to a logger.
+
+Records are handed to a queue and formatted and written by a listener thread, so the event
+loop never blocks on (or formats for) stderr.
+"""
 
 from __future__ import annotations
 
+import atexit
 import logging
+import logging.handlers
+import queue
 import sys
 from typing import Any
 
 import orjson
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+_listener: logging.handlers.QueueListener | None = None
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,11 +35,23 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class _EnqueueHandler(logging.handlers.QueueHandler):
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # The stock prepare() formats the message eagerly; leave that to the listener.
+        return record
+
+
 def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(JsonFormatter())
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _listener = logging.handlers.QueueListener(records, stream, respect_handler_level=False)
+    _listener.start()
+    atexit.register(_listener.stop)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_EnqueueHandler(records)]
     root.setLevel(level.upper())
-    for noisy in ("uvicorn.access",):
-        logging.getLogger(noisy).disabled = True
+    logging.getLogger("uvicorn.access").disabled = True

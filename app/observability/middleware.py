@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PayloadTooLarge, error_response
+from app.observability.ids import new_request_id
 
 log = logging.getLogger("tollgate.access")
 
@@ -30,7 +30,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started_ns = time.perf_counter_ns()
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["started_ns"] = started_ns

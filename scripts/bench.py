@@ -1,0 +1,276 @@
+"""``make bench``: bounded loopback load, Tollgate (auth + metering on Postgres) against a bare
+FastAPI endpoint serving the same model, measured side by side in one run.
+
+Each server runs alone, pinned to CPU 0 (uvicorn, one process); wrk runs pinned to CPU 1.
+Rounds alternate bare/Tollgate so that machine noise hits both. Results are printed as a
+Markdown table and written to var/bench/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psycopg
+
+from models.data import diabetes_split, digits_split
+
+ROOT = Path(__file__).resolve().parent.parent
+PG = os.environ.get("TOLLGATE_BENCH_PG", "postgres@127.0.0.1:5432")
+BENCH_DB = "tollgate_bench"
+SECRET = "bench-secret-0123456789abcdef"  # noqa: S105 - a throwaway bench database
+
+
+@dataclass
+class Result:
+    scenario: str
+    server: str
+    round: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+
+
+def _ms(value: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", value)
+    if not m:
+        raise ValueError(value)
+    return float(m[1]) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m[2]]
+
+
+def run_wrk(
+    url: str, body: bytes, headers: dict[str, str], conns: int, seconds: int
+) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "body.json").write_bytes(body)
+        lines = ['wrk.method = "POST"', 'wrk.headers["Content-Type"] = "application/json"']
+        lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+        lines.append(
+            f'local f = io.open("{tmp}/body.json", "rb"); wrk.body = f:read("*a"); f:close()'
+        )
+        script = Path(tmp) / "post.lua"
+        script.write_text("\n".join(lines) + "\n")
+        cmd = [
+            "taskset",
+            "-c",
+            "1",
+            "wrk",
+            "-t1",
+            f"-c{conns}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out)[1])  # type: ignore[index]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out)[1])  # type: ignore[index]
+    total = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return {
+        "rps": rps,
+        "p50": p50,
+        "p99": p99,
+        "requests": total,
+        "non_2xx": int(bad[1]) if bad else 0,
+    }
+
+
+def wait_ready(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - loopback only
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"server at {url} did not become ready")
+
+
+class Server:
+    def __init__(self, cmd: list[str], env: dict[str, str], health: str) -> None:
+        self.cmd, self.env, self.health = cmd, env, health
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Server:
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", "0", *self.cmd],
+            env=self.env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_ready(self.health)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def prepare_db() -> str:
+    with psycopg.connect(f"postgresql://{PG}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
+    return f"postgresql://{PG}/{BENCH_DB}"
+
+
+def ledger_rows(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return int(conn.execute("SELECT count(*) FROM usage_events WHERE billable").fetchone()[0])  # type: ignore[index]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install -y wrk")
+
+    db_url = prepare_db()
+    env = {
+        **os.environ,
+        "TOLLGATE_DATABASE_URL": db_url,
+        "TOLLGATE_SECRET_KEY": SECRET,
+        "TOLLGATE_ENV": "production",
+        "TOLLGATE_DEVICE": "cpu",
+        "PYTHONUNBUFFERED": "1",
+    }
+    tollgate = [sys.executable, "-m", "app.cli"]
+    subprocess.run([*tollgate, "migrate"], env=env, check=True, capture_output=True)
+    key = (
+        subprocess.run(
+            [*tollgate, "keys", "create", "--customer", "bench"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+
+    _, digits = digits_split()
+    _, diabetes = diabetes_split()
+    scenarios = {
+        "linreg 1 row/req": ("linreg", json.dumps({"inputs": diabetes.x[0].tolist()}).encode()),
+        "cnn 1 image/req": ("cnn", json.dumps({"inputs": digits.x[0].tolist()}).encode()),
+    }
+    servers = {
+        "bare": (
+            Server(
+                [sys.executable, "-m", "scripts.bare_server", "--port", "8101"],
+                env,
+                "http://127.0.0.1:8101/healthz",
+            ),
+            "http://127.0.0.1:8101/predict/{model}",
+            {},
+        ),
+        "tollgate": (
+            Server([*tollgate, "serve", "--port", "8102"], env, "http://127.0.0.1:8102/readyz"),
+            "http://127.0.0.1:8102/v1/models/{model}/predict",
+            {"Authorization": f"Bearer {key}"},
+        ),
+    }
+    results: list[Result] = []
+    warm_served = 0
+    for rnd in range(args.rounds):
+        for server_name, (server, url, headers) in servers.items():
+            with server:
+                for scenario, (model, body) in scenarios.items():
+                    target = url.format(model=model)
+                    warm = run_wrk(target, body, headers, args.connections, 2)
+                    if server_name == "tollgate":
+                        warm_served += int(warm["requests"] - warm["non_2xx"])
+                    r = run_wrk(target, body, headers, args.connections, args.seconds)
+                    results.append(
+                        Result(
+                            scenario,
+                            server_name,
+                            rnd,
+                            r["rps"],
+                            r["p50"],
+                            r["p99"],
+                            int(r["requests"]),
+                            int(r["non_2xx"]),
+                        )
+                    )
+                    print(
+                        f"round {rnd} {server_name:8} {scenario:18} {r['rps']:8.0f} req/s "
+                        f"p50 {r['p50']:6.2f} ms p99 {r['p99']:6.2f} ms non-2xx {r['non_2xx']}",
+                        flush=True,
+                    )
+
+    served = warm_served + sum(r.requests - r.non_2xx for r in results if r.server == "tollgate")
+    rows = ledger_rows(db_url)
+    report = render(results, args, rows, served)
+    print(report)
+    out = ROOT / "var" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+    (out / "report.md").write_text(report)
+
+
+def render(results: list[Result], args: argparse.Namespace, rows: int, served: int) -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    lines = [
+        f"Machine: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}; "
+        f"server pinned to CPU 0, wrk (-t1 -c{args.connections} -d{args.seconds}s) on CPU 1; "
+        f"{args.rounds} alternating rounds, median shown.",
+        "",
+        "| scenario | bare req/s | Tollgate req/s | ratio "
+        "| bare p50 / p99 ms | Tollgate p50 / p99 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for scenario in dict.fromkeys(r.scenario for r in results):
+
+        def med(server: str, field: str, scenario: str = scenario) -> float:
+            return statistics.median(
+                getattr(r, field) for r in results if r.scenario == scenario and r.server == server
+            )
+
+        bare, toll = med("bare", "rps"), med("tollgate", "rps")
+        lines.append(
+            f"| {scenario} | {bare:,.0f} | {toll:,.0f} | {toll / bare:.2f}x | "
+            f"{med('bare', 'p50_ms'):.2f} / {med('bare', 'p99_ms'):.2f} | "
+            f"{med('tollgate', 'p50_ms'):.2f} / {med('tollgate', 'p99_ms'):.2f} |"
+        )
+    lines += [
+        "",
+        f"Ledger check: {rows:,} billable usage rows for {served:,} 2xx responses "
+        "counted by wrk, warm-ups included (rows ≥ responses: requests still in flight "
+        "when wrk stops are metered but not counted).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
