@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, fields
 from datetime import datetime
 
-from sqlalchemy import insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.errors import ServiceUnavailable
@@ -124,7 +124,7 @@ class MeterWriter:
         rows = [row for row, _ in batch]
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(self._insert(rows), timeout=self._commit_timeout)
+            await asyncio.wait_for(self._insert_with_retry(rows), timeout=self._commit_timeout)
         except Exception as exc:  # any failure means: not durable, tell every waiter
             self._metrics.meter_failures_total.inc(len(batch))
             log.error(
@@ -142,6 +142,19 @@ class MeterWriter:
             if not future.done():
                 future.set_result(None)
 
+    async def _insert_with_retry(self, rows: list[UsageRow]) -> None:
+        """One retry on a fresh connection (a server restart or a killed idle connection
+        should not cost a batch). Safe because the insert skips request ids already present:
+        if the first attempt did commit, the retry writes nothing twice."""
+        try:
+            await self._insert(rows)
+        except Exception as exc:
+            log.warning(
+                "ledger commit failed; retrying on a new connection",
+                extra={"error": type(exc).__name__},
+            )
+            await self._insert(rows)
+
     async def _insert(self, rows: list[UsageRow]) -> None:
         # The writer keeps one connection for itself: no pool checkout or pre-ping per batch.
         # After any failure (or a timeout's cancellation) the connection's state is unknown,
@@ -155,7 +168,10 @@ class MeterWriter:
             else:
                 async with conn.begin():
                     await conn.execute(
-                        insert(UsageEvent), [{c: getattr(r, c) for c in _COLUMNS} for r in rows]
+                        sqlite_insert(UsageEvent).on_conflict_do_nothing(
+                            index_elements=["request_id"]
+                        ),
+                        [{c: getattr(r, c) for c in _COLUMNS} for r in rows],
                     )
         except BaseException:
             self._conn = None
@@ -187,7 +203,10 @@ _PG_TYPES = {
 _PG_COLUMNS = ", ".join(_COLUMNS)
 _PG_ARRAYS = ", ".join(f"${i}::{_PG_TYPES[c]}[]" for i, c in enumerate(_COLUMNS, start=1))
 # Built from the constant column list above, never from input.
-_PG_INSERT = f"INSERT INTO usage_events ({_PG_COLUMNS}) SELECT * FROM unnest({_PG_ARRAYS})"  # noqa: S608
+_PG_INSERT = (
+    f"INSERT INTO usage_events ({_PG_COLUMNS}) SELECT * FROM unnest({_PG_ARRAYS}) "  # noqa: S608
+    "ON CONFLICT (request_id) DO NOTHING"
+)
 
 
 async def _insert_postgres(conn: AsyncConnection, rows: list[UsageRow]) -> None:

@@ -215,3 +215,76 @@ async def test_usage_rejects_bad_queries(
     response = await client.get("/v1/usage", params=params, headers=bearer(key))
     assert response.status_code == 422
     assert response.json()["error"]["type"] == "invalid_request"
+
+
+async def test_database_connections_killed_mid_load(
+    app: FastAPI, client: httpx.AsyncClient, pg_sync: object
+) -> None:
+    """Every server connection is terminated while requests are in flight: each request
+    either gets its prediction with a ledger row, or a 503 without a prediction; then the
+    service recovers by itself."""
+    key = await make_key(app)
+    # Warm the key cache so the cut hits the ledger, not authentication.
+    assert (
+        await client.post("/v1/models/linreg/predict", json={"inputs": ROW}, headers=bearer(key))
+    ).status_code == 200
+
+    async def burst() -> list[httpx.Response]:
+        return list(
+            await asyncio.gather(
+                *(
+                    client.post(
+                        "/v1/models/linreg/predict", json={"inputs": ROW}, headers=bearer(key)
+                    )
+                    for _ in range(40)
+                )
+            )
+        )
+
+    async def cut() -> None:
+        await asyncio.sleep(0.005)
+        engine = pg_sync
+        with engine.begin() as conn:  # type: ignore[attr-defined]
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = 'tollgate' AND pid <> pg_backend_pid()"
+                )
+            )
+
+    responses, _ = await asyncio.gather(burst(), asyncio.to_thread(asyncio.run, cut()))
+    statuses = {r.status_code for r in responses}
+    assert statuses <= {200, 503}, statuses
+    for r in responses:
+        if r.status_code == 503:
+            assert "outputs" not in r.json()
+
+    recovered = await client.post(
+        "/v1/models/linreg/predict", json={"inputs": ROW}, headers=bearer(key)
+    )
+    assert recovered.status_code == 200
+    rows = {row.request_id: row for row in await ledger(app)}
+    for r in [*responses, recovered]:
+        if r.status_code == 200:
+            assert rows[r.json()["request_id"]].billable
+
+
+async def test_a_killed_idle_ledger_connection_costs_no_request(
+    app: FastAPI, client: httpx.AsyncClient, pg_sync: object
+) -> None:
+    """After a database restart (here: every backend terminated while idle), the next
+    request is served: the writer retries once on a fresh connection."""
+    key = await make_key(app)
+    predict = {"json": {"inputs": ROW}, "headers": bearer(key)}
+    assert (await client.post("/v1/models/linreg/predict", **predict)).status_code == 200
+    with pg_sync.begin() as conn:  # type: ignore[attr-defined]
+        killed = conn.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'tollgate' AND pid <> pg_backend_pid()"
+            )
+        ).scalar()
+    assert killed >= 1
+    response = await client.post("/v1/models/linreg/predict", **predict)
+    assert response.status_code == 200, response.text
+    assert len(await ledger(app)) == 2
