@@ -26,6 +26,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_batch_items: int = Field(default=64, gt=0)
 
+    # Dynamic batching across requests, per model version: at most this many items per
+    # forward pass; wait up to the delay for more (0: take only what is already queued).
+    batch_max_items: int = Field(default=64, gt=0)
+    batch_max_delay_ms: float = Field(default=0.0, ge=0)
+    batch_queue_size: int = Field(default=1024, gt=0)
+
     # Torch execution: a small pool of worker threads keeps torch off the event loop.
     inference_threads: int = Field(default=2, gt=0)
     torch_threads: int = Field(default=1, gt=0)

@@ -37,11 +37,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sessionmaker = build_sessionmaker(engine)
         registry = ModelRegistry(
             settings.models_dir,
+            metrics,
             device=settings.device,
             max_batch_items=settings.max_batch_items,
             threads=settings.inference_threads,
+            batch_max_items=settings.batch_max_items,
+            batch_max_delay_s=settings.batch_max_delay_ms / 1000,
+            batch_queue_size=settings.batch_queue_size,
         )
         registry.load_all()
+        registry.start()
         metrics.models_loaded.set(registry.loaded)
         meter = MeterWriter(
             engine,
@@ -66,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await meter.stop()  # drain: every queued usage row is committed before exit
-            registry.close()
+            await registry.close()
             await engine.dispose()
             log.info("tollgate stopped")
 

@@ -2,12 +2,12 @@
 
 ``decode`` turns the JSON ``inputs`` into a validated float32 batch, ``predict`` runs the
 forward pass on the model's device, ``encode`` turns the output tensor back into JSON-ready
-objects. All three run in a worker thread, never on the event loop.
+objects. ``decode`` validates on the event loop (numpy, no torch); ``predict`` and
+``encode`` run in a worker thread, batched across requests by the model's batcher.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,14 +98,6 @@ class Predictor:
                 for i, row in zip(best, rows, strict=True)
             ]
         return [{self.output_name: row} for row in rows]
-
-    def run(self, inputs: Any) -> Prediction:
-        """decode → predict → encode; ``compute_us`` covers the forward pass only."""
-        batch = self.decode(inputs)
-        started = time.perf_counter_ns()
-        outputs = self.predict(batch)
-        compute_us = (time.perf_counter_ns() - started) // 1000
-        return Prediction(self.encode(outputs), items=batch.shape[0], compute_us=compute_us)
 
 
 def _kind_name(kind: str) -> str:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from app.inference.batcher import Batcher
 from app.inference.errors import ModelNotFound
-from app.inference.predictor import Prediction, Predictor
+from app.inference.predictor import Predictor
+from app.observability.metrics import Metrics
 from models.manifest import Manifest, discover
 
 log = logging.getLogger("tollgate.models")
@@ -32,6 +32,7 @@ class ServedModel:
     version: str
     manifest: Manifest
     predictor: Predictor
+    batcher: Batcher
 
     @property
     def device(self) -> str:
@@ -44,11 +45,24 @@ def _version_key(version: str) -> tuple[int, str]:
 
 class ModelRegistry:
     def __init__(
-        self, models_dir: Path, *, device: str, max_batch_items: int, threads: int
+        self,
+        models_dir: Path,
+        metrics: Metrics,
+        *,
+        device: str,
+        max_batch_items: int,
+        threads: int,
+        batch_max_items: int = 64,
+        batch_max_delay_s: float = 0.0,
+        batch_queue_size: int = 1024,
     ) -> None:
         self._models_dir = models_dir
+        self._metrics = metrics
         self._device = choose_device(device)
         self._max_batch_items = max_batch_items
+        self._batch_max_items = batch_max_items
+        self._batch_max_delay_s = batch_max_delay_s
+        self._batch_queue_size = batch_queue_size
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="torch")
         self._models: dict[str, dict[str, ServedModel]] = {}
 
@@ -56,7 +70,15 @@ class ModelRegistry:
         for manifest_dir, manifest in discover(self._models_dir):
             predictor = Predictor(manifest_dir, manifest, max_batch_items=self._max_batch_items)
             predictor.load(self._device)
-            served = ServedModel(manifest.name, manifest.version, manifest, predictor)
+            batcher = Batcher(
+                predictor,
+                self._executor,
+                self._metrics,
+                max_items=self._batch_max_items,
+                max_delay_s=self._batch_max_delay_s,
+                queue_size=self._batch_queue_size,
+            )
+            served = ServedModel(manifest.name, manifest.version, manifest, predictor, batcher)
             self._models.setdefault(manifest.name, {})[manifest.version] = served
             log.info(
                 "model loaded",
@@ -92,9 +114,11 @@ class ModelRegistry:
             )
         return served
 
-    async def run(self, served: ServedModel, inputs: Any) -> Prediction:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, served.predictor.run, inputs)
+    def start(self) -> None:
+        for served in self.list():
+            served.batcher.start()
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        for served in self.list():
+            await served.batcher.stop()
         self._executor.shutdown(wait=True)

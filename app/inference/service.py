@@ -51,8 +51,8 @@ class InferenceService:
             served = self.registry.get(model, version)
             if principal.allowed_models is not None and model not in principal.allowed_models:
                 raise ModelNotAllowed(f"this API key may not call model '{model}'")
-            inputs = _parse_inputs(await read_body())
-            prediction = await self.registry.run(served, inputs)
+            batch = served.predictor.decode(_parse_inputs(await read_body()))
+            prediction = await served.batcher.submit(batch)
         except Exception as exc:
             status = exc.status_code if isinstance(exc, AppError) else 500
             await self._record_failure(principal, request_id, started_ns, model, served, status)

@@ -78,6 +78,20 @@ class Metrics:
             "Usage rows whose commit failed (their requests got 503).",
             registry=r,
         )
+        self.batch_size = Histogram(
+            "tollgate_inference_batch_size",
+            "Items per forward pass (dynamic batching across requests).",
+            ["model", "version"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.queue_seconds = Histogram(
+            "tollgate_inference_queue_seconds",
+            "Time a request waited in its model's batch queue.",
+            ["model", "version"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.models_loaded = Gauge(
             "tollgate_models_loaded",
             "Model versions loaded and serving.",

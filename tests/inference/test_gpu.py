@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 import torch
 
 from app.config import REPO_ROOT
 from app.inference.registry import ModelRegistry, choose_device
+from app.observability.metrics import Metrics
 from models.data import digits_split
 
 pytestmark = pytest.mark.gpu
@@ -27,10 +30,12 @@ def test_cuda_outputs_match_cpu() -> None:
     batch = test.x[:32].numpy()
     outputs = {}
     for device in ("cpu", "cuda"):
-        registry = ModelRegistry(REPO_ROOT / "models", device=device, max_batch_items=64, threads=1)
+        registry = ModelRegistry(
+            REPO_ROOT / "models", Metrics(), device=device, max_batch_items=64, threads=1
+        )
         registry.load_all()
         served = registry.get("cnn")
         assert served.device == device
         outputs[device] = served.predictor.predict(batch)
-        registry.close()
+        asyncio.run(registry.close())
     np.testing.assert_allclose(outputs["cuda"], outputs["cpu"], rtol=1e-3, atol=1e-3)
