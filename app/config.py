@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     meter_queue_size: int = Field(default=10_000, gt=0)
     meter_commit_timeout_s: float = Field(default=5.0, gt=0)
 
+    # Billing: a month can be closed this long after it ends (late usage rows settle first).
+    billing_grace_hours: float = Field(default=24.0, ge=0)
+
     log_level: str = "INFO"
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import torch
 from fastapi import FastAPI
 
+from app.billing.endpoints import router as finance_router
 from app.config import Settings, get_settings
 from app.db.engine import build_engine, build_sessionmaker
 from app.errors import install_error_handlers
@@ -22,6 +23,7 @@ from app.observability.endpoints import router as ops_router
 from app.observability.logging import configure_logging
 from app.observability.metrics import Metrics
 from app.observability.middleware import RequestContextMiddleware
+from app.plans.endpoints import router as plans_router
 
 log = logging.getLogger("tollgate")
 
@@ -85,6 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(inference_router)
     app.include_router(usage_router)
+    app.include_router(plans_router)
+    app.include_router(finance_router)
     app.include_router(ops_router)
     return app
 

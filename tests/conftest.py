@@ -70,7 +70,12 @@ def pg_sync(pg_url: str) -> Iterator[object]:
     engine = create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
     yield engine
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE usage_events, api_keys, customers RESTART IDENTITY CASCADE"))
+        conn.execute(
+            text(
+                "TRUNCATE invoice_lines, invoices, invoice_sequences, customer_plans, "
+                "plan_versions, plans, usage_events, api_keys, customers RESTART IDENTITY CASCADE"
+            )
+        )
     engine.dispose()
 
 

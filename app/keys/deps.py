@@ -49,3 +49,6 @@ def require_scope(scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:
 
 
 Authenticated = Annotated[Principal, Depends(authenticate)]
+Developer = Annotated[Principal, Depends(require_scope(Scope.predict))]
+Admin = Annotated[Principal, Depends(require_scope(Scope.admin))]
+Finance = Annotated[Principal, Depends(require_scope(Scope.finance))]

@@ -1,8 +1,21 @@
 """All ORM models, imported here so Alembic and the app see one complete metadata."""
 
 from app.orm.base import Base
+from app.orm.billing import Invoice, InvoiceLine, InvoiceSequence
 from app.orm.customers import Customer
 from app.orm.keys import ApiKey
+from app.orm.plans import CustomerPlan, Plan, PlanVersion
 from app.orm.usage import UsageEvent
 
-__all__ = ["ApiKey", "Base", "Customer", "UsageEvent"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Customer",
+    "CustomerPlan",
+    "Invoice",
+    "InvoiceLine",
+    "InvoiceSequence",
+    "Plan",
+    "PlanVersion",
+    "UsageEvent",
+]

@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from sqlalchemy import func, select
+from starlette.responses import Response
+
+from app.billing import service
+from app.billing.export import lines_csv
+from app.billing.periods import Period
+from app.billing.rating import RatedInvoice
+from app.billing.schemas import (
+    CloseOut,
+    InvoiceLineOut,
+    InvoiceList,
+    InvoiceOut,
+    InvoiceSummary,
+    RevenueReport,
+    RevenueRow,
+)
+from app.db.session import SessionDep
+from app.errors import error_schema
+from app.keys.deps import Finance
+from app.orm import Customer, Invoice, InvoiceLine, Plan, PlanVersion
+from app.orm.base import utcnow
+
+router = APIRouter(prefix="/finance", tags=["finance"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: error_schema("Missing or invalid API key"),
+    403: error_schema("The key lacks the finance scope"),
+}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: error_schema("No such invoice")}
+_BILLABLE_STATUSES = ("finalized", "paid")
+
+
+def _out(invoice: Invoice, lines: list[InvoiceLine]) -> InvoiceOut:
+    return InvoiceOut(
+        id=invoice.id,
+        number=invoice.number,
+        customer_id=invoice.customer_id,
+        period=invoice.period,
+        period_start=invoice.period_start,
+        period_end=invoice.period_end,
+        status=invoice.status,
+        currency=invoice.currency,
+        subtotal_minor=invoice.subtotal_minor,
+        total_minor=invoice.total_minor,
+        stripe_invoice_id=invoice.stripe_invoice_id,
+        stripe_status=invoice.stripe_status,
+        finalized_at=invoice.finalized_at,
+        lines=[InvoiceLineOut.model_validate(line, from_attributes=True) for line in lines],
+    )
+
+
+def _preview_out(rated: RatedInvoice) -> InvoiceOut:
+    return InvoiceOut(
+        id=None,
+        number=None,
+        customer_id=rated.customer_id,
+        period=str(rated.period),
+        period_start=rated.period.start,
+        period_end=rated.period.end,
+        status="preview",
+        currency=rated.currency,
+        subtotal_minor=rated.subtotal_minor,
+        total_minor=rated.total_minor,
+        lines=[
+            InvoiceLineOut(position=i, **_line_fields(line))
+            for i, line in enumerate(rated.lines, start=1)
+        ],
+    )
+
+
+def _line_fields(line: Any) -> dict[str, Any]:
+    return {name: getattr(line, name) for name in InvoiceLineOut.model_fields if name != "position"}
+
+
+@router.post(
+    "/periods/{period}/close",
+    responses={
+        **_ERRORS,
+        409: error_schema("The period (plus grace) has not ended"),
+        422: error_schema("Bad period"),
+    },
+)
+async def close_period(_: Finance, request: Request, session: SessionDep, period: str) -> CloseOut:
+    """Write and finalize one invoice per customer for the month. Closing again is a no-op."""
+    grace = timedelta(hours=request.app.state.settings.billing_grace_hours)
+    result = await service.close_period(session, Period.parse(period), grace=grace)
+    return CloseOut(**result.__dict__)
+
+
+@router.get("/invoices", responses=_ERRORS)
+async def list_invoices(
+    _: Finance,
+    session: SessionDep,
+    customer: int | None = None,
+    period: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None,
+    status: Annotated[
+        str | None, Query(pattern="^(draft|finalized|paid|void|uncollectible)$")
+    ] = None,
+) -> InvoiceList:
+    invoices = await service.list_invoices(
+        session,
+        customer_id=customer,
+        period=Period.parse(period) if period else None,
+        status=status,
+    )
+    return InvoiceList(
+        data=[InvoiceSummary.model_validate(i, from_attributes=True) for i in invoices]
+    )
+
+
+@router.get(
+    "/invoices/preview",
+    responses={**_ERRORS, 404: error_schema("No such customer, or no plan in the period")},
+)
+async def preview_invoice(
+    _: Finance,
+    session: SessionDep,
+    customer: int,
+    period: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None,
+) -> InvoiceOut:
+    """The period's invoice to date (default: the open period), rated as closing would."""
+    p = Period.parse(period) if period else Period.containing(utcnow())
+    return _preview_out(await service.preview(session, customer, p))
+
+
+@router.get("/invoices/{invoice_id:int}", responses={**_ERRORS, **_NOT_FOUND})
+async def get_invoice(_: Finance, session: SessionDep, invoice_id: int) -> InvoiceOut:
+    return _out(*await service.get_invoice(session, invoice_id))
+
+
+@router.get(
+    "/invoices/{invoice_id:int}.csv",
+    responses={**_ERRORS, **_NOT_FOUND, 200: {"content": {"text/csv": {}}}},
+    response_class=Response,
+)
+async def invoice_csv(_: Finance, session: SessionDep, invoice_id: int) -> Response:
+    invoice, lines = await service.get_invoice(session, invoice_id)
+    return Response(
+        lines_csv((invoice, line) for line in lines),
+        media_type="text/csv",
+        headers={
+            "Content-Disposition": f'attachment; filename="{invoice.number or invoice.id}.csv"'
+        },
+    )
+
+
+@router.get(
+    "/periods/{period}/lines.csv",
+    responses={**_ERRORS, 200: {"content": {"text/csv": {}}}, 422: error_schema("Bad period")},
+    response_class=Response,
+)
+async def period_csv(_: Finance, session: SessionDep, period: str) -> Response:
+    p = Period.parse(period)
+    return Response(
+        lines_csv(await service.period_lines(session, p)),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="invoice-lines-{p}.csv"'},
+    )
+
+
+@router.get("/reports/revenue", responses={**_ERRORS, 422: error_schema("Bad period")})
+async def revenue_report(
+    _: Finance, session: SessionDep, period: Annotated[str, Query(pattern=r"^\d{4}-\d{2}$")]
+) -> RevenueReport:
+    """Invoiced revenue (finalized and paid invoices) for a period, by plan, customer, model."""
+    p = Period.parse(period)
+    base = (
+        select(func.sum(InvoiceLine.amount_minor), Invoice.currency)
+        .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
+        .where(Invoice.period == str(p), Invoice.status.in_(_BILLABLE_STATUSES))
+    )
+
+    async def grouped(*keys: Any) -> list[RevenueRow]:
+        stmt = base.add_columns(*keys).group_by(Invoice.currency, *keys).order_by(*keys)
+        if any(k.table is PlanVersion.__table__ or k.table is Plan.__table__ for k in keys):
+            stmt = stmt.join(PlanVersion, PlanVersion.id == InvoiceLine.plan_version_id).join(
+                Plan, Plan.id == PlanVersion.plan_id
+            )
+        if any(k.table is Customer.__table__ for k in keys):
+            stmt = stmt.join(Customer, Customer.id == Invoice.customer_id)
+        rows = (await session.execute(stmt)).all()
+        return [
+            RevenueRow(
+                key=" v".join(str(x) for x in row[2:]) if row[2] is not None else "(base fee)",
+                currency=row[1],
+                amount_minor=int(row[0]),
+            )
+            for row in rows
+        ]
+
+    total_rows = (await session.execute(base.group_by(Invoice.currency))).all()
+    return RevenueReport(
+        period=str(p),
+        by_plan=await grouped(Plan.name, PlanVersion.version),
+        by_customer=await grouped(Customer.name),
+        by_model=await grouped(InvoiceLine.model),
+        total=[RevenueRow(key="total", currency=c, amount_minor=int(a)) for a, c in total_rows],
+    )

@@ -1,0 +1,192 @@
+"""Rating: a customer's period of ledger usage → invoice lines, exactly.
+
+Preview and close call the same function, so a preview of a period equals the invoice that
+closing it writes. Usage is aggregated in SQL (billable rows only), per plan segment: when a
+customer changes plan mid-period, each part is rated under its own version, and the base fee
+and included quantities are prorated by the share of the month each part covers. Each line
+is rounded once, ROUND_HALF_UP, to the currency's minor unit (``pricing.to_minor``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.billing.periods import Period
+from app.billing.pricing import PriceComponent, Pricing, Unit, describe, rate, to_minor
+from app.orm import PlanVersion, UsageEvent
+from app.plans.service import plan_segments
+
+_MICRO = Decimal(1_000_000)
+# Display scales, equal to the invoice_lines column scales, so that a preview and the stored
+# invoice read the same. Amounts in minor units are computed from the exact values.
+_Q6 = Decimal("0.000001")
+_Q10 = Decimal("0.0000000001")
+
+
+def _q(value: Decimal, scale: Decimal) -> Decimal:
+    return value.quantize(scale, rounding=ROUND_HALF_UP)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageAggregate:
+    model: str | None
+    variant: str | None
+    requests: int
+    items: int
+    compute_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class RatedLine:
+    plan_version_id: int
+    kind: str  # base_fee | usage
+    description: str
+    unit: str | None
+    model: str | None
+    variant: str | None
+    quantity: Decimal
+    billable_quantity: Decimal
+    unit_price: Decimal | None
+    amount: Decimal
+    amount_minor: int
+    period_start: datetime
+    period_end: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RatedInvoice:
+    customer_id: int
+    period: Period
+    currency: str
+    lines: tuple[RatedLine, ...]
+
+    @property
+    def subtotal_minor(self) -> int:
+        return sum(line.amount_minor for line in self.lines)
+
+    @property
+    def total_minor(self) -> int:
+        return self.subtotal_minor
+
+
+async def aggregate_usage(
+    session: AsyncSession, customer_id: int, start: datetime, end: datetime
+) -> list[UsageAggregate]:
+    rows = (
+        await session.execute(
+            select(
+                UsageEvent.model,
+                UsageEvent.variant,
+                func.count(),
+                func.coalesce(func.sum(UsageEvent.items), 0),
+                func.coalesce(func.sum(UsageEvent.compute_us), 0),
+            )
+            .where(
+                UsageEvent.customer_id == customer_id,
+                UsageEvent.billable.is_(True),
+                UsageEvent.created_at >= start,
+                UsageEvent.created_at < end,
+            )
+            .group_by(UsageEvent.model, UsageEvent.variant)
+        )
+    ).all()
+    return [UsageAggregate(m, v, int(r), int(i), int(c)) for m, v, r, i, c in rows]
+
+
+def _quantity(component: PriceComponent, usage: list[UsageAggregate]) -> Decimal:
+    matching = [
+        u
+        for u in usage
+        if (component.model is None or u.model == component.model)
+        and (component.variant is None or u.variant == component.variant)
+    ]
+    if component.unit is Unit.request:
+        return Decimal(sum(u.requests for u in matching))
+    if component.unit is Unit.item:
+        return Decimal(sum(u.items for u in matching))
+    return Decimal(sum(u.compute_us for u in matching)) / _MICRO
+
+
+def rate_segment(
+    version: PlanVersion,
+    start: datetime,
+    end: datetime,
+    period: Period,
+    usage: list[UsageAggregate],
+) -> list[RatedLine]:
+    share = Decimal(int((end - start).total_seconds())) / Decimal(
+        int((period.end - period.start).total_seconds())
+    )
+    whole = share == 1
+    suffix = "" if whole else f" ({start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC)"
+    lines: list[RatedLine] = []
+    if version.base_fee:
+        amount = version.base_fee * share
+        lines.append(
+            RatedLine(
+                plan_version_id=version.id,
+                kind="base_fee",
+                description="Monthly base fee" + ("" if whole else f", prorated{suffix}"),
+                unit=None,
+                model=None,
+                variant=None,
+                quantity=_q(share, _Q6),
+                billable_quantity=_q(share, _Q6),
+                unit_price=_q(version.base_fee, _Q10),
+                amount=_q(amount, _Q10),
+                amount_minor=to_minor(amount, version.currency),
+                period_start=start,
+                period_end=end,
+            )
+        )
+    for raw in version.components:
+        component = PriceComponent.from_dict(raw)
+        if not whole and component.included:
+            component = replace(component, included=component.included * share)
+        quantity = _quantity(component, usage)
+        amount = rate(component, quantity)
+        target = ", ".join(x for x in (component.model, component.variant) if x)
+        lines.append(
+            RatedLine(
+                plan_version_id=version.id,
+                kind="usage",
+                description=(f"{target}: " if target else "") + describe(component) + suffix,
+                unit=component.unit.value,
+                model=component.model,
+                variant=component.variant,
+                quantity=_q(quantity, _Q6),
+                billable_quantity=_q(max(Decimal(0), quantity - component.included), _Q6),
+                unit_price=(
+                    _q(component.unit_price, _Q10)
+                    if component.pricing is Pricing.per_unit and component.unit_price is not None
+                    else None
+                ),
+                amount=_q(amount, _Q10),
+                amount_minor=to_minor(amount, version.currency),
+                period_start=start,
+                period_end=end,
+            )
+        )
+    return lines
+
+
+async def rate_customer(
+    session: AsyncSession, customer_id: int, period: Period
+) -> RatedInvoice | None:
+    """The customer's invoice for the period as of now; None if no plan was in force."""
+    segments = await plan_segments(session, customer_id, period.start, period.end)
+    if not segments:
+        return None
+    currencies = {version.currency for version, _, _ in segments}
+    if len(currencies) != 1:  # assign_plan refuses this; guard against hand-edited data
+        raise ValueError(f"customer {customer_id} has several currencies in {period}")
+    lines: list[RatedLine] = []
+    for version, start, end in segments:
+        usage = await aggregate_usage(session, customer_id, start, end)
+        lines += rate_segment(version, start, end, period, usage)
+    return RatedInvoice(customer_id, period, currencies.pop(), tuple(lines))

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from pydantic import BaseModel
+
+
+class InvoiceLineOut(BaseModel):
+    position: int
+    kind: str
+    description: str
+    plan_version_id: int
+    unit: str | None
+    model: str | None
+    variant: str | None
+    quantity: Decimal
+    billable_quantity: Decimal
+    unit_price: Decimal | None
+    amount: Decimal
+    amount_minor: int
+    period_start: datetime
+    period_end: datetime
+
+
+class InvoiceOut(BaseModel):
+    id: int | None
+    number: str | None
+    customer_id: int
+    period: str
+    period_start: datetime
+    period_end: datetime
+    status: str
+    currency: str
+    subtotal_minor: int
+    total_minor: int
+    stripe_invoice_id: str | None = None
+    stripe_status: str | None = None
+    finalized_at: datetime | None = None
+    lines: list[InvoiceLineOut]
+
+
+class InvoiceSummary(BaseModel):
+    id: int
+    number: str | None
+    customer_id: int
+    period: str
+    status: str
+    currency: str
+    total_minor: int
+    stripe_invoice_id: str | None
+
+
+class InvoiceList(BaseModel):
+    data: list[InvoiceSummary]
+
+
+class CloseOut(BaseModel):
+    period: str
+    created: list[int]
+    already_closed: list[int]
+    without_plan: list[int]
+
+
+class RevenueRow(BaseModel):
+    key: str
+    currency: str
+    amount_minor: int
+
+
+class RevenueReport(BaseModel):
+    period: str
+    by_plan: list[RevenueRow]
+    by_customer: list[RevenueRow]
+    by_model: list[RevenueRow]
+    total: list[RevenueRow]

@@ -1,0 +1,312 @@
+"""Usage → invoices through the API: exact money, versioned plans, mid-period changes,
+preview equals close, closing twice is a no-op."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.keys.schemas import CreatedKey, Scope
+from tests.billing.helpers import add_usage, assign, create_plan
+from tests.conftest import bearer, make_key
+
+SEPT = "2026-09"
+AUG_1 = datetime(2026, 8, 1, tzinfo=UTC)
+SEPT_5 = datetime(2026, 9, 5, 12, tzinfo=UTC)
+SEPT_16 = datetime(2026, 9, 16, tzinfo=UTC)
+SEPT_20 = datetime(2026, 9, 20, tzinfo=UTC)
+
+STRIPE_TIERS = [
+    {"up_to": "5", "unit_price": "7"},
+    {"up_to": "10", "unit_price": "6.50"},
+    {"up_to": None, "unit_price": "6"},
+]
+
+
+@pytest.fixture
+async def admin(app: FastAPI) -> CreatedKey:
+    return await make_key(app, "tollgate-ops", (Scope.admin,))
+
+
+@pytest.fixture
+async def finance(app: FastAPI) -> CreatedKey:
+    return await make_key(app, "tollgate-finance", (Scope.finance,))
+
+
+async def _close(client: httpx.AsyncClient, finance: CreatedKey, period: str) -> dict:  # type: ignore[type-arg]
+    response = await client.post(f"/finance/periods/{period}/close", headers=bearer(finance))
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def _invoice_for(
+    client: httpx.AsyncClient, finance: CreatedKey, customer_id: int, period: str = SEPT
+) -> dict:  # type: ignore[type-arg]
+    listing = await client.get(
+        "/finance/invoices",
+        params={"customer": customer_id, "period": period},
+        headers=bearer(finance),
+    )
+    (summary,) = listing.json()["data"]
+    return (await client.get(f"/finance/invoices/{summary['id']}", headers=bearer(finance))).json()  # type: ignore[no-any-return]
+
+
+async def test_mixed_plans_close_exactly_and_once(
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey, finance: CreatedKey
+) -> None:
+    metered = await create_plan(
+        client,
+        admin,
+        name="metered",
+        currency="usd",
+        base_fee="10",
+        components=[{"unit": "request", "pricing": "per_unit", "unit_price": "0.0004"}],
+    )
+    tiered = await create_plan(
+        client,
+        admin,
+        name="tiered",
+        currency="usd",
+        components=[
+            {"unit": "item", "pricing": "graduated", "tiers": STRIPE_TIERS, "model": "cnn"},
+            {"unit": "item", "pricing": "volume", "tiers": STRIPE_TIERS, "model": "linreg"},
+        ],
+    )
+    alice, bob = await make_key(app, "alice"), await make_key(app, "bob")
+    await assign(app, alice.customer_id, metered["id"], AUG_1, immediately=True)
+    await assign(app, bob.customer_id, tiered["id"], AUG_1, immediately=True)
+    await add_usage(app, alice, SEPT_5, count=12_345)
+    await add_usage(app, alice, SEPT_5, count=50, billable=False)  # errors are never billed
+    await add_usage(app, alice, datetime(2026, 10, 1, tzinfo=UTC), count=7)  # next period
+    await add_usage(app, bob, SEPT_5, count=4, items=5, model="cnn")  # 20 items, graduated
+    await add_usage(app, bob, SEPT_20, count=6, items=1, model="linreg")  # 6 items, volume
+
+    previews = {}
+    for key in (alice, bob):
+        response = await client.get(
+            "/finance/invoices/preview",
+            params={"customer": key.customer_id, "period": SEPT},
+            headers=bearer(finance),
+        )
+        assert response.status_code == 200, response.text
+        previews[key.customer_id] = response.json()
+
+    first = await _close(client, finance, SEPT)
+    assert sorted(first["created"]) == [1, 2]
+    a = await _invoice_for(client, finance, alice.customer_id)
+    b = await _invoice_for(client, finance, bob.customer_id)
+
+    # 12,345 x $0.0004 = $4.938 → 494 cents (rounded once); + $10 base fee.
+    assert [(line["kind"], line["amount_minor"]) for line in a["lines"]] == [
+        ("base_fee", 1000),
+        ("usage", 494),
+    ]
+    assert a["total_minor"] == 1494 and a["currency"] == "usd" and a["status"] == "finalized"
+    # DESIGN.md: q=20 graduated → $127.50; q=6 volume → $39.00.
+    assert [line["amount_minor"] for line in b["lines"]] == [12750, 3900]
+    assert b["total_minor"] == 16650
+    assert {a["number"], b["number"]} == {"TG-2026-000001", "TG-2026-000002"}
+
+    for invoice in (a, b):
+        preview = previews[invoice["customer_id"]]
+        assert preview["total_minor"] == invoice["total_minor"]
+        strip = lambda lines: [{k: v for k, v in x.items() if k != "position"} for x in lines]  # noqa: E731
+        assert strip(preview["lines"]) == strip(invoice["lines"])
+
+    second = await _close(client, finance, SEPT)
+    assert second["created"] == []
+    assert sorted(second["already_closed"]) == [alice.customer_id, bob.customer_id]
+    assert await _invoice_for(client, finance, alice.customer_id) == a
+    everything = (await client.get("/finance/invoices", headers=bearer(finance))).json()["data"]
+    assert len(everything) == 2
+
+    report = (
+        await client.get(
+            "/finance/reports/revenue", params={"period": SEPT}, headers=bearer(finance)
+        )
+    ).json()
+    assert report["total"] == [{"key": "total", "currency": "usd", "amount_minor": 18144}]
+    assert {r["key"]: r["amount_minor"] for r in report["by_plan"]} == {
+        "metered v1": 1494,
+        "tiered v1": 16650,
+    }
+    assert {r["key"]: r["amount_minor"] for r in report["by_customer"]} == {
+        "alice": 1494,
+        "bob": 16650,
+    }
+
+
+async def test_mid_period_plan_change_splits_and_prorates(
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey, finance: CreatedKey
+) -> None:
+    basic = await create_plan(
+        client,
+        admin,
+        name="basic",
+        currency="usd",
+        base_fee="10",
+        components=[
+            {"unit": "request", "pricing": "per_unit", "unit_price": "0.01", "included": "100"}
+        ],
+    )
+    pro = await create_plan(
+        client,
+        admin,
+        name="pro",
+        currency="usd",
+        base_fee="20",
+        components=[{"unit": "compute_second", "pricing": "per_unit", "unit_price": "0.5"}],
+    )
+    carol = await make_key(app, "carol")
+    await assign(app, carol.customer_id, basic["id"], AUG_1, immediately=True)
+    await add_usage(app, carol, SEPT_5, count=300)  # before the change
+    await assign(app, carol.customer_id, pro["id"], SEPT_16, immediately=True)
+    await add_usage(app, carol, SEPT_20, count=10, compute_us=250_000)  # 2.5 compute seconds
+
+    await _close(client, finance, SEPT)
+    invoice = await _invoice_for(client, finance, carol.customer_id)
+    lines = [
+        (x["kind"], x["amount_minor"], x["period_start"][:10], x["period_end"][:10])
+        for x in invoice["lines"]
+    ]
+    assert lines == [
+        ("base_fee", 500, "2026-09-01", "2026-09-16"),  # $10 x 15/30 days
+        ("usage", 250, "2026-09-01", "2026-09-16"),  # (300 - 100x15/30) x $0.01
+        ("base_fee", 1000, "2026-09-16", "2026-10-01"),  # $20 x 15/30
+        ("usage", 125, "2026-09-16", "2026-10-01"),  # 2.5 s x $0.50
+    ]
+    assert invoice["total_minor"] == 1875
+    assert len({x["plan_version_id"] for x in invoice["lines"]}) == 2
+
+
+async def test_plan_edits_never_change_a_customers_version(
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey, finance: CreatedKey
+) -> None:
+    plan = await create_plan(
+        client,
+        admin,
+        name="flat",
+        currency="eur",
+        components=[
+            {"unit": "item", "pricing": "package", "unit_price": "2.50", "package_size": "1000"}
+        ],
+    )
+    dave = await make_key(app, "dave")
+    await assign(app, dave.customer_id, plan["id"], AUG_1, immediately=True)
+    edited = await client.put(
+        f"/admin/plans/{plan['id']}",
+        json={
+            "currency": "eur",
+            "components": [
+                {"unit": "item", "pricing": "package", "unit_price": "9", "package_size": "1000"}
+            ],
+        },
+        headers=bearer(admin),
+    )
+    assert edited.status_code == 200
+    assert edited.json()["versions"] == [1, 2]
+    await add_usage(app, dave, SEPT_5, count=1, items=1001)  # two packages
+    await _close(client, finance, SEPT)
+    invoice = await _invoice_for(client, finance, dave.customer_id)
+    assert invoice["total_minor"] == 500 and invoice["currency"] == "eur"
+
+
+async def test_invoice_csv_and_period_export(
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey, finance: CreatedKey
+) -> None:
+    plan = await create_plan(
+        client,
+        admin,
+        name="csv",
+        currency="usd",
+        components=[{"unit": "request", "pricing": "per_unit", "unit_price": "0.25"}],
+    )
+    erin = await make_key(app, "erin")
+    await assign(app, erin.customer_id, plan["id"], AUG_1, immediately=True)
+    await add_usage(app, erin, SEPT_5, count=3)
+    await _close(client, finance, SEPT)
+    invoice = await _invoice_for(client, finance, erin.customer_id)
+
+    one = await client.get(f"/finance/invoices/{invoice['id']}.csv", headers=bearer(finance))
+    assert one.status_code == 200 and one.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(one.text)))
+    assert [(r["invoice_number"], r["quantity"], r["amount_minor"]) for r in rows] == [
+        (invoice["number"], "3.000000", "75")
+    ]
+    export = await client.get(f"/finance/periods/{SEPT}/lines.csv", headers=bearer(finance))
+    assert len(list(csv.DictReader(io.StringIO(export.text)))) == 1
+    assert (
+        await client.get("/finance/invoices/999999", headers=bearer(finance))
+    ).status_code == 404
+
+
+async def test_closing_too_early_and_bad_periods(
+    app: FastAPI, client: httpx.AsyncClient, finance: CreatedKey
+) -> None:
+    now = datetime.now(UTC)
+    current = f"{now.year:04d}-{now.month:02d}"
+    early = await client.post(f"/finance/periods/{current}/close", headers=bearer(finance))
+    assert early.status_code == 409
+    assert early.json()["error"]["type"] == "period_not_closable"
+    for bad in ("2026-13", "2026-1", "abc"):
+        response = await client.post(f"/finance/periods/{bad}/close", headers=bearer(finance))
+        assert response.status_code == 422, bad
+
+
+async def test_plan_admin_rules(app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey) -> None:
+    plan = await create_plan(client, admin, name="rules", currency="usd", components=[])
+    duplicate = await client.post(
+        "/admin/plans", json={"name": "rules", "currency": "usd"}, headers=bearer(admin)
+    )
+    assert duplicate.status_code == 409
+    invalid = await client.post(
+        "/admin/plans",
+        json={
+            "name": "bad",
+            "currency": "usd",
+            "components": [
+                {
+                    "unit": "request",
+                    "pricing": "graduated",
+                    "tiers": [
+                        {"up_to": "10", "unit_price": "1"},
+                        {"up_to": "5", "unit_price": "1"},
+                    ],
+                }
+            ],
+        },
+        headers=bearer(admin),
+    )
+    assert invalid.status_code == 422
+    assert invalid.json()["error"]["type"] == "invalid_plan"
+    frank = await make_key(app, "frank")
+    await assign(app, frank.customer_id, plan["id"], AUG_1)
+    in_use = await client.delete(f"/admin/plans/{plan['id']}", headers=bearer(admin))
+    assert in_use.status_code == 409
+    assert in_use.json()["error"]["type"] == "plan_in_use"
+    unused = await create_plan(client, admin, name="unused", currency="usd", components=[])
+    assert (
+        await client.delete(f"/admin/plans/{unused['id']}", headers=bearer(admin))
+    ).status_code == 204
+    other_currency = await create_plan(client, admin, name="yen", currency="jpy", components=[])
+    switch = await client.put(
+        f"/admin/customers/{frank.customer_id}/plan",
+        json={"plan_id": other_currency["id"], "effective": "immediately"},
+        headers=bearer(admin),
+    )
+    assert switch.status_code == 409
+    later = await client.put(
+        f"/admin/customers/{frank.customer_id}/plan",
+        json={"plan_id": other_currency["id"]},
+        headers=bearer(admin),
+    )
+    assert later.status_code == 200
+    assert later.json()["effective_from"].endswith("T00:00:00Z")
+    developer = await make_key(app, "frank")
+    assert (await client.get("/admin/plans", headers=bearer(developer))).status_code == 403
+    assert (await client.get("/finance/invoices", headers=bearer(developer))).status_code == 403
