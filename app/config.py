@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -46,6 +47,12 @@ class Settings(BaseSettings):
 
     # Billing: a month can be closed this long after it ends (late usage rows settle first).
     billing_grace_hours: float = Field(default=24.0, ge=0)
+
+    # Cost model for the margin report (one currency): device hours and fixed monthly costs.
+    cost_currency: str = Field(default="usd", pattern="^[a-z]{3}$")
+    cost_gpu_hour: Decimal = Field(default=Decimal("2.50"), ge=0)
+    cost_cpu_hour: Decimal = Field(default=Decimal("0.05"), ge=0)
+    cost_fixed_monthly: Decimal = Field(default=Decimal(0), ge=0)
 
     log_level: str = "INFO"
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -9,14 +10,20 @@ from starlette.responses import Response
 
 from app.billing import service
 from app.billing.export import lines_csv
+from app.billing.margin import CostRates, break_even_months, margin_rows
+from app.billing.pdf import invoice_pdf as render_pdf
 from app.billing.periods import Period
+from app.billing.pricing import minor_exponent, to_minor
 from app.billing.rating import RatedInvoice
 from app.billing.schemas import (
+    BreakEven,
     CloseOut,
     InvoiceLineOut,
     InvoiceList,
     InvoiceOut,
     InvoiceSummary,
+    MarginLine,
+    MarginReport,
     RevenueReport,
     RevenueRow,
 )
@@ -151,6 +158,24 @@ async def invoice_csv(_: Finance, session: SessionDep, invoice_id: int) -> Respo
 
 
 @router.get(
+    "/invoices/{invoice_id:int}.pdf",
+    responses={**_ERRORS, **_NOT_FOUND, 200: {"content": {"application/pdf": {}}}},
+    response_class=Response,
+)
+async def invoice_pdf(_: Finance, session: SessionDep, invoice_id: int) -> Response:
+    invoice, lines = await service.get_invoice(session, invoice_id)
+    customer = await session.get(Customer, invoice.customer_id)
+    assert customer is not None
+    return Response(
+        render_pdf(invoice, lines, customer),
+        media_type="application/pdf",
+        headers={
+            "Content-Disposition": f'attachment; filename="{invoice.number or invoice.id}.pdf"'
+        },
+    )
+
+
+@router.get(
     "/periods/{period}/lines.csv",
     responses={**_ERRORS, 200: {"content": {"text/csv": {}}}, 422: error_schema("Bad period")},
     response_class=Response,
@@ -201,4 +226,71 @@ async def revenue_report(
         by_customer=await grouped(Customer.name),
         by_model=await grouped(InvoiceLine.model),
         total=[RevenueRow(key="total", currency=c, amount_minor=int(a)) for a, c in total_rows],
+    )
+
+
+@router.get("/reports/margin", responses={**_ERRORS, 422: error_schema("Bad parameters")})
+async def margin_report(
+    _: Finance,
+    request: Request,
+    session: SessionDep,
+    period: Annotated[str, Query(pattern=r"^\d{4}-\d{2}$")],
+    investment: Annotated[Decimal, Query(ge=0, description="Fixed investment C")] = Decimal(0),
+    yearly_upkeep: Annotated[Decimal, Query(ge=0, description="Yearly upkeep M")] = Decimal(0),
+) -> MarginReport:
+    """Revenue against compute and fixed costs, by model and plan, with a break-even view:
+    months = (C + M) / (R - O), none when R <= O."""
+    settings = request.app.state.settings
+    rates = CostRates(
+        settings.cost_currency,
+        settings.cost_gpu_hour,
+        settings.cost_cpu_hour,
+        settings.cost_fixed_monthly,
+    )
+    p = Period.parse(period)
+    by_model, by_plan = await margin_rows(session, p, rates)
+    currency = rates.currency
+
+    def lines(rows: dict[str, Any]) -> list[MarginLine]:
+        out = []
+        for key in sorted(rows):
+            row = rows[key]
+            cost = to_minor(row.cost, currency)
+            out.append(
+                MarginLine(
+                    key=key,
+                    revenue_minor=row.revenue_minor,
+                    compute_seconds=row.compute_seconds,
+                    cost_minor=cost,
+                    margin_minor=row.revenue_minor - cost,
+                )
+            )
+        return out
+
+    revenue = sum(r.revenue_minor for r in by_model.values())
+    compute = to_minor(sum((r.cost for r in by_model.values()), Decimal(0)), currency)
+    fixed = to_minor(rates.fixed_monthly, currency)
+    operating = compute + fixed
+    return MarginReport(
+        period=str(p),
+        currency=currency,
+        revenue_minor=revenue,
+        compute_cost_minor=compute,
+        fixed_cost_minor=fixed,
+        operating_cost_minor=operating,
+        margin_minor=revenue - operating,
+        by_model=lines(by_model),
+        by_plan=lines(by_plan),
+        break_even=BreakEven(
+            investment=investment,
+            yearly_upkeep=yearly_upkeep,
+            monthly_revenue_minor=revenue,
+            monthly_operating_cost_minor=operating,
+            months=break_even_months(
+                investment,
+                yearly_upkeep,
+                Decimal(revenue).scaleb(-minor_exponent(currency)),
+                Decimal(operating).scaleb(-minor_exponent(currency)),
+            ),
+        ),
     )

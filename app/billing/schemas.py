@@ -74,3 +74,32 @@ class RevenueReport(BaseModel):
     by_customer: list[RevenueRow]
     by_model: list[RevenueRow]
     total: list[RevenueRow]
+
+
+class MarginLine(BaseModel):
+    key: str
+    revenue_minor: int
+    compute_seconds: Decimal
+    cost_minor: int
+    margin_minor: int
+
+
+class BreakEven(BaseModel):
+    investment: Decimal
+    yearly_upkeep: Decimal
+    monthly_revenue_minor: int
+    monthly_operating_cost_minor: int
+    months: Decimal | None
+
+
+class MarginReport(BaseModel):
+    period: str
+    currency: str
+    revenue_minor: int
+    compute_cost_minor: int
+    fixed_cost_minor: int
+    operating_cost_minor: int
+    margin_minor: int
+    by_model: list[MarginLine]
+    by_plan: list[MarginLine]
+    break_even: BreakEven

@@ -27,6 +27,7 @@ async def add_usage(
     compute_us: int = 1000,
     model: str = "cnn",
     billable: bool = True,
+    device: str = "cpu",
 ) -> None:
     rows = [
         {
@@ -37,7 +38,7 @@ async def add_usage(
             "model": model,
             "version": "1",
             "variant": None,
-            "device": "cpu",
+            "device": device,
             "items": items,
             "compute_us": compute_us,
             "latency_us": compute_us + 100,

@@ -310,3 +310,31 @@ async def test_plan_admin_rules(app: FastAPI, client: httpx.AsyncClient, admin: 
     developer = await make_key(app, "frank")
     assert (await client.get("/admin/plans", headers=bearer(developer))).status_code == 403
     assert (await client.get("/finance/invoices", headers=bearer(developer))).status_code == 403
+
+
+async def test_invoice_pdf_is_a_real_pdf_with_the_lines(
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey, finance: CreatedKey
+) -> None:
+    from pypdf import PdfReader
+
+    plan = await create_plan(
+        client,
+        admin,
+        name="pdf",
+        currency="usd",
+        base_fee="12.5",
+        components=[{"unit": "request", "pricing": "per_unit", "unit_price": "0.25"}],
+    )
+    gina = await make_key(app, "gina")
+    await assign(app, gina.customer_id, plan["id"], AUG_1, immediately=True)
+    await add_usage(app, gina, SEPT_5, count=4)
+    await _close(client, finance, SEPT)
+    invoice = await _invoice_for(client, finance, gina.customer_id)
+    response = await client.get(f"/finance/invoices/{invoice['id']}.pdf", headers=bearer(finance))
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/pdf"
+    text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(response.content)).pages)
+    assert invoice["number"] in text
+    assert "Monthly base fee" in text and "12.50 USD" in text
+    assert "1.00 USD" in text  # 4 requests x $0.25
+    assert "13.50 USD" in text  # total

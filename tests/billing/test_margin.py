@@ -1,0 +1,88 @@
+"""Margin: ledger compute cost by device and fixed costs against invoiced revenue."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.billing.margin import break_even_months
+from app.config import Settings
+from app.keys.schemas import Scope
+from tests.billing.helpers import add_usage, assign, create_plan
+from tests.conftest import bearer, make_key, make_settings
+
+HOUR_US = 3_600_000_000
+
+
+@pytest.fixture
+def settings(pg_url: str, pg_sync: object) -> Settings:
+    return make_settings(
+        pg_url,
+        cost_cpu_hour=Decimal("0.05"),
+        cost_gpu_hour=Decimal("2.50"),
+        cost_fixed_monthly=Decimal("0.30"),
+    )
+
+
+async def test_margin_and_break_even(app: FastAPI, client: httpx.AsyncClient) -> None:
+    admin = await make_key(app, "ops", (Scope.admin,))
+    finance = await make_key(app, "fin", (Scope.finance,))
+    plan = await create_plan(
+        client,
+        admin,
+        name="m",
+        currency="usd",
+        components=[
+            {"unit": "request", "pricing": "per_unit", "unit_price": "0.25", "model": "cnn"}
+        ],
+    )
+    hana = await make_key(app, "hana")
+    await assign(
+        app, hana.customer_id, plan["id"], datetime(2026, 8, 1, tzinfo=UTC), immediately=True
+    )
+    at = datetime(2026, 9, 3, tzinfo=UTC)
+    await add_usage(app, hana, at, count=4, compute_us=HOUR_US)  # 4 CPU hours = $0.20
+    await add_usage(
+        app,
+        hana,
+        at,
+        count=1,
+        compute_us=HOUR_US // 10,
+        model="linreg",
+        device="cuda",
+        billable=False,
+    )  # 0.1 GPU hour = $0.25, unbilled error
+    assert (
+        await client.post("/finance/periods/2026-09/close", headers=bearer(finance))
+    ).status_code == 200
+
+    report = (
+        await client.get(
+            "/finance/reports/margin",
+            params={"period": "2026-09", "investment": "10", "yearly_upkeep": "2"},
+            headers=bearer(finance),
+        )
+    ).json()
+    assert report["revenue_minor"] == 100
+    assert report["compute_cost_minor"] == 45
+    assert report["fixed_cost_minor"] == 30
+    assert report["operating_cost_minor"] == 75
+    assert report["margin_minor"] == 25
+    by_model = {r["key"]: (r["revenue_minor"], r["cost_minor"]) for r in report["by_model"]}
+    assert by_model == {"cnn": (100, 20), "linreg": (0, 25)}
+    assert [(r["key"], r["revenue_minor"], r["cost_minor"]) for r in report["by_plan"]] == [
+        ("m v1", 100, 45)
+    ]
+    # (C + M) / (R - O) = (10 + 2) / (1.00 - 0.75) = 48 months.
+    assert Decimal(report["break_even"]["months"]) == Decimal(48)
+
+
+def test_break_even_formula() -> None:
+    assert break_even_months(Decimal(1000), Decimal(200), Decimal(500), Decimal(300)) == 6
+    assert break_even_months(Decimal(1000), Decimal(0), Decimal(300), Decimal(300)) is None
+    assert break_even_months(Decimal(1000), Decimal(0), Decimal(100), Decimal(300)) is None
+    assert break_even_months(Decimal(100), Decimal(0), Decimal(30), Decimal(0)) == Decimal("3.33")
