@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, TypeVar
@@ -17,7 +18,11 @@ from app.keys.service import create_key, revoke_key
 
 cli = typer.Typer(help="Tollgate: metered inference as a service.", no_args_is_help=True)
 keys_cli = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
+plans_cli = typer.Typer(help="Price plans.", no_args_is_help=True)
+billing_cli = typer.Typer(help="Close periods and inspect invoices.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
+cli.add_typer(plans_cli, name="plans")
+cli.add_typer(billing_cli, name="billing")
 
 T = TypeVar("T")
 
@@ -119,6 +124,80 @@ def keys_revoke(
         typer.echo(f"no active key with prefix {prefix}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {prefix}")
+
+
+@plans_cli.command("list")
+def plans_list() -> None:
+    """List plans with their latest version, as JSON lines."""
+    from app.plans import service
+
+    async def work(session: AsyncSession) -> list[dict[str, object]]:
+        return [
+            {
+                "id": plan.id,
+                "name": plan.name,
+                "archived": plan.archived_at is not None,
+                "version": versions[-1].version,
+                "currency": versions[-1].currency,
+                "base_fee": str(versions[-1].base_fee),
+                "components": versions[-1].components,
+            }
+            for plan, versions in await service.list_plans(session)
+            if versions
+        ]
+
+    for row in _in_transaction(work):
+        typer.echo(json.dumps(row))
+
+
+@plans_cli.command("create")
+def plans_create(
+    file: Annotated[typer.FileText, typer.Argument(help="JSON plan definition ('-' for stdin)")],
+) -> None:
+    """Create a plan from JSON: {"name", "currency", "base_fee", "components": [...]}."""
+    from pydantic import ValidationError
+
+    from app.errors import AppError
+    from app.plans import service
+    from app.plans.schemas import PlanCreate
+
+    try:
+        data = PlanCreate.model_validate_json(file.read())
+    except ValidationError as exc:
+        typer.echo(f"invalid plan: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    async def work(session: AsyncSession) -> int:
+        plan, _ = await service.create_plan(session, data)
+        return plan.id
+
+    try:
+        typer.echo(f"created plan {_in_transaction(work)}")
+    except AppError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+
+
+@billing_cli.command("close")
+def billing_close(period: Annotated[str, typer.Argument(help="YYYY-MM (UTC month)")]) -> None:
+    """Close a month: write and finalize one invoice per customer. Safe to repeat."""
+    from app.billing.periods import Period
+    from app.billing.service import close_period
+    from app.errors import AppError
+
+    settings = get_settings()
+
+    async def work(session: AsyncSession) -> object:
+        return await close_period(
+            session, Period.parse(period), grace=timedelta(hours=settings.billing_grace_hours)
+        )
+
+    try:
+        result = _in_transaction(work)
+    except AppError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(result.__dict__))
 
 
 def main() -> None:

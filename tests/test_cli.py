@@ -65,3 +65,41 @@ def test_cli_refuses_default_secret_in_production(tmp_path: Path) -> None:
     result = _tollgate("keys", "create", "--customer", "x", env=env)
     assert result.returncode != 0
     assert "TOLLGATE_SECRET_KEY" in result.stderr
+
+
+def test_plans_and_billing_commands(tmp_path: Path) -> None:
+    import json
+
+    env = {
+        **os.environ,
+        "TOLLGATE_DATABASE_URL": f"sqlite:///{tmp_path}/billing.db",
+        "TOLLGATE_ENV": "production",
+        "TOLLGATE_SECRET_KEY": TEST_SECRET,
+    }
+    assert _tollgate("migrate", env=env).returncode == 0
+    plan = tmp_path / "plan.json"
+    plan.write_text(
+        json.dumps(
+            {
+                "name": "starter",
+                "currency": "usd",
+                "base_fee": "5",
+                "components": [{"unit": "request", "pricing": "per_unit", "unit_price": "0.001"}],
+            }
+        )
+    )
+    created = _tollgate("plans", "create", str(plan), env=env)
+    assert created.returncode == 0, created.stderr
+    again = _tollgate("plans", "create", str(plan), env=env)
+    assert again.returncode == 1
+    assert "already exists" in again.stderr
+    listed = [json.loads(x) for x in _tollgate("plans", "list", env=env).stdout.splitlines()]
+    assert [(p["name"], p["version"], p["base_fee"]) for p in listed] == [
+        ("starter", 1, "5.0000000000")
+    ]
+    closed = _tollgate("billing", "close", "2026-01", env=env)
+    assert closed.returncode == 0, closed.stderr
+    assert json.loads(closed.stdout)["period"] == "2026-01"
+    too_early = _tollgate("billing", "close", "2999-01", env=env)
+    assert too_early.returncode == 1
+    assert "can be closed from" in too_early.stderr
