@@ -32,8 +32,9 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict app
 
-bench: install  ## bounded loopback load: Tollgate vs a bare FastAPI endpoint
+bench: install  ## bounded loopback load vs a bare FastAPI endpoint; period close over 1M rows
 	$(BIN)/python -m scripts.bench
+	$(BIN)/python -m scripts.bench_close
 
 train: install  ## rebuild the shipped model weights and manifests (deterministic)
 	$(BIN)/python -m models.train
