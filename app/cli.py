@@ -200,6 +200,72 @@ def billing_close(period: Annotated[str, typer.Argument(help="YYYY-MM (UTC month
     typer.echo(json.dumps(result.__dict__))
 
 
+def _gateway() -> object:
+    from app.billing.stripe_gateway import StripeGateway
+
+    settings = get_settings()
+    if not settings.stripe_api_key:
+        typer.echo("TOLLGATE_STRIPE_API_KEY is not set: invoices stay local", err=True)
+        raise typer.Exit(2)
+    return StripeGateway(
+        settings.stripe_api_key,
+        webhook_secret=settings.stripe_webhook_secret,
+        api_base=settings.stripe_api_base,
+        max_network_retries=settings.stripe_max_retries,
+        retry_initial_delay_s=settings.stripe_retry_delay_s,
+    )
+
+
+@billing_cli.command("sync")
+def billing_sync(
+    period: Annotated[str | None, typer.Argument(help="Only this YYYY-MM")] = None,
+) -> None:
+    """Push finalized invoices to Stripe. Safe to re-run after any failure."""
+    from app.billing.periods import Period
+    from app.billing.stripe_gateway import StripeGateway
+    from app.billing.sync import SyncResult, sync_invoices
+
+    gateway = _gateway()
+    assert isinstance(gateway, StripeGateway)
+
+    async def run() -> SyncResult:
+        engine = build_engine(get_settings().database_url, pool_size=1)
+        try:
+            return await sync_invoices(
+                build_sessionmaker(engine), gateway, Period.parse(period) if period else None
+            )
+        finally:
+            await engine.dispose()
+
+    result = asyncio.run(run())
+    typer.echo(json.dumps({"pushed": result.pushed, "failed": result.failed}))
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@billing_cli.command("reconcile")
+def billing_reconcile(period: Annotated[str, typer.Argument(help="YYYY-MM")]) -> None:
+    """Compare local invoice totals with Stripe's; exit 1 on any difference."""
+    from app.billing.periods import Period
+    from app.billing.stripe_gateway import StripeGateway
+    from app.billing.sync import ReconcileRow, reconcile
+
+    gateway = _gateway()
+    assert isinstance(gateway, StripeGateway)
+
+    async def work(session: AsyncSession) -> list[ReconcileRow]:
+        return await reconcile(session, gateway, Period.parse(period))
+
+    rows = _in_transaction(work)
+    for row in rows:
+        typer.echo(
+            f"{row.number or row.invoice_id}\tcustomer {row.customer_id}\t"
+            f"local {row.local_total_minor}\tstripe {row.stripe_total_minor}\t{row.result}"
+        )
+    if any(row.result != "match" for row in rows):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     cli()
 

@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     cost_cpu_hour: Decimal = Field(default=Decimal("0.05"), ge=0)
     cost_fixed_monthly: Decimal = Field(default=Decimal(0), ge=0)
 
+    # Stripe collection. Without an API key invoices stay local (and say so).
+    stripe_api_key: str | None = None
+    stripe_webhook_secret: str | None = None
+    stripe_api_base: str | None = None  # only for a local stand-in
+    stripe_max_retries: int = Field(default=3, ge=0)
+    stripe_retry_delay_s: float = Field(default=0.5, ge=0)
+
     log_level: str = "INFO"
 
     @model_validator(mode="after")

@@ -10,6 +10,8 @@ import torch
 from fastapi import FastAPI
 
 from app.billing.endpoints import router as finance_router
+from app.billing.stripe_gateway import StripeGateway
+from app.billing.webhooks import router as webhooks_router
 from app.config import Settings, get_settings
 from app.db.engine import build_engine, build_sessionmaker
 from app.errors import install_error_handlers
@@ -68,6 +70,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.secret_key, sessionmaker, settings.key_cache_ttl_s
         )
         app.state.inference = InferenceService(registry, meter, metrics)
+        app.state.stripe = (
+            StripeGateway(
+                settings.stripe_api_key,
+                webhook_secret=settings.stripe_webhook_secret,
+                api_base=settings.stripe_api_base,
+                max_network_retries=settings.stripe_max_retries,
+                retry_initial_delay_s=settings.stripe_retry_delay_s,
+            )
+            if settings.stripe_api_key
+            else None
+        )
         log.info("tollgate started", extra={"models": registry.loaded, "env": settings.env})
         try:
             yield
@@ -89,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(usage_router)
     app.include_router(plans_router)
     app.include_router(finance_router)
+    app.include_router(webhooks_router)
     app.include_router(ops_router)
     return app
 

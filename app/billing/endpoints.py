@@ -24,9 +24,15 @@ from app.billing.schemas import (
     InvoiceSummary,
     MarginLine,
     MarginReport,
+    ReconcileLine,
+    ReconcileReport,
     RevenueReport,
     RevenueRow,
+    SyncOut,
 )
+from app.billing.stripe_gateway import StripeGateway
+from app.billing.sync import reconcile, sync_invoices
+from app.billing.webhooks import StripeNotConfigured
 from app.db.session import SessionDep
 from app.errors import error_schema
 from app.keys.deps import Finance
@@ -293,4 +299,47 @@ async def margin_report(
                 Decimal(operating).scaleb(-minor_exponent(currency)),
             ),
         ),
+    )
+
+
+def _gateway(request: Request) -> StripeGateway:
+    gateway: StripeGateway | None = request.app.state.stripe
+    if gateway is None:
+        raise StripeNotConfigured(
+            "TOLLGATE_STRIPE_API_KEY is not set: invoices stay local and are not collected"
+        )
+    return gateway
+
+
+@router.post("/sync", responses={**_ERRORS, 503: error_schema("Stripe is not configured")})
+async def sync_to_stripe(
+    _: Finance,
+    request: Request,
+    period: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None,
+) -> SyncOut:
+    """Push finalized invoices not yet in Stripe. Safe to repeat after any failure."""
+    result = await sync_invoices(
+        request.app.state.sessionmaker,
+        _gateway(request),
+        Period.parse(period) if period else None,
+    )
+    return SyncOut(pushed=result.pushed, failed={str(k): v for k, v in result.failed.items()})
+
+
+@router.get(
+    "/reports/reconciliation",
+    responses={**_ERRORS, 503: error_schema("Stripe is not configured")},
+)
+async def reconciliation(
+    _: Finance,
+    request: Request,
+    session: SessionDep,
+    period: Annotated[str, Query(pattern=r"^\d{4}-\d{2}$")],
+) -> ReconcileReport:
+    """Local invoice totals against Stripe's, invoice by invoice."""
+    rows = await reconcile(session, _gateway(request), Period.parse(period))
+    return ReconcileReport(
+        period=period,
+        lines=[ReconcileLine.model_validate(r, from_attributes=True) for r in rows],
+        all_match=all(r.result == "match" for r in rows),
     )

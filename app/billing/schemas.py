@@ -103,3 +103,24 @@ class MarginReport(BaseModel):
     by_model: list[MarginLine]
     by_plan: list[MarginLine]
     break_even: BreakEven
+
+
+class SyncOut(BaseModel):
+    pushed: list[int]
+    failed: dict[str, str]
+
+
+class ReconcileLine(BaseModel):
+    invoice_id: int
+    number: str | None
+    customer_id: int
+    local_total_minor: int
+    stripe_invoice_id: str | None
+    stripe_total_minor: int | None
+    result: str
+
+
+class ReconcileReport(BaseModel):
+    period: str
+    lines: list[ReconcileLine]
+    all_match: bool

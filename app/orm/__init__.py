@@ -1,7 +1,7 @@
 """All ORM models, imported here so Alembic and the app see one complete metadata."""
 
 from app.orm.base import Base
-from app.orm.billing import Invoice, InvoiceLine, InvoiceSequence
+from app.orm.billing import Invoice, InvoiceLine, InvoiceSequence, StripeEvent
 from app.orm.customers import Customer
 from app.orm.keys import ApiKey
 from app.orm.plans import CustomerPlan, Plan, PlanVersion
@@ -17,5 +17,6 @@ __all__ = [
     "InvoiceSequence",
     "Plan",
     "PlanVersion",
+    "StripeEvent",
     "UsageEvent",
 ]

@@ -1,0 +1,200 @@
+"""Stripe collection: push finalized invoices, apply webhooks, reconcile totals.
+
+Tollgate rates usage itself; Stripe only collects. Pushing runs outside any request, one
+invoice per transaction, and every Stripe call carries an idempotency key derived from local
+ids (see ``stripe_gateway``), so an interrupted sync completes on the next run without
+duplicates. The Stripe SDK is synchronous: its calls run in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.billing.periods import Period
+from app.billing.stripe_gateway import (
+    PushedInvoice,
+    PushInvoice,
+    PushLine,
+    StripeError,
+    StripeGateway,
+)
+from app.errors import BadRequest
+from app.orm import Customer, Invoice, InvoiceLine, StripeEvent
+from app.orm.base import utcnow
+
+log = logging.getLogger("tollgate.billing.sync")
+
+
+class UnknownInvoice(BadRequest):
+    type = "unknown_invoice"
+
+
+@dataclass
+class SyncResult:
+    pushed: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+
+
+async def sync_invoices(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    gateway: StripeGateway,
+    period: Period | None = None,
+) -> SyncResult:
+    """Push every finalized invoice not yet in Stripe (optionally of one period)."""
+    result = SyncResult()
+    async with sessionmaker() as session:
+        stmt = select(Invoice.id).where(
+            Invoice.status == "finalized", Invoice.stripe_invoice_id.is_(None)
+        )
+        if period is not None:
+            stmt = stmt.where(Invoice.period == str(period))
+        ids = list(await session.scalars(stmt.order_by(Invoice.id)))
+    for invoice_id in ids:
+        try:
+            await _push_one(sessionmaker, gateway, invoice_id)
+            result.pushed.append(invoice_id)
+        except StripeError as exc:
+            # Left for the next run: every call it made is idempotent.
+            log.warning("stripe push failed", extra={"invoice_id": invoice_id, "error": str(exc)})
+            result.failed[invoice_id] = str(exc)
+    return result
+
+
+async def _push_one(
+    sessionmaker: async_sessionmaker[AsyncSession], gateway: StripeGateway, invoice_id: int
+) -> None:
+    async with sessionmaker() as session, session.begin():
+        invoice = await session.get(Invoice, invoice_id)
+        assert invoice is not None and invoice.number is not None
+        customer = await session.get(Customer, invoice.customer_id)
+        assert customer is not None
+        lines = list(
+            await session.scalars(
+                select(InvoiceLine)
+                .where(InvoiceLine.invoice_id == invoice_id)
+                .order_by(InvoiceLine.position)
+            )
+        )
+        if customer.stripe_customer_id is None:
+            customer.stripe_customer_id = await asyncio.to_thread(
+                gateway.ensure_customer, str(customer.id), customer.name, customer.email
+            )
+        push = PushInvoice(
+            local_id=str(invoice.id),
+            number=invoice.number,
+            customer_stripe_id=customer.stripe_customer_id,
+            currency=invoice.currency,
+            description=f"Tollgate usage {invoice.period} ({invoice.number})",
+            lines=tuple(
+                PushLine(
+                    local_id=str(line.id),
+                    description=line.description,
+                    amount_minor=line.amount_minor,
+                    period_start=int(line.period_start.timestamp()),
+                    period_end=int(line.period_end.timestamp()),
+                )
+                for line in lines
+                if line.amount_minor != 0
+            ),
+        )
+        pushed: PushedInvoice = await asyncio.to_thread(gateway.push_invoice, push)
+        invoice.stripe_invoice_id = pushed.stripe_invoice_id
+        invoice.stripe_status = pushed.status
+
+
+# Webhook event type -> local invoice status (None: record Stripe's status only).
+_EVENT_STATUS: dict[str, str | None] = {
+    "invoice.paid": "paid",
+    "invoice.payment_failed": None,
+    "invoice.voided": "void",
+    "invoice.marked_uncollectible": "uncollectible",
+}
+
+
+async def apply_webhook(session: AsyncSession, event: dict[str, Any]) -> str:
+    """Apply a verified event once. Returns ``applied``, ``ignored`` or ``duplicate``."""
+    event_id, event_type = str(event.get("id", "")), str(event.get("type", ""))
+    if not event_id.startswith("evt_"):
+        raise BadRequest("the event has no valid id")
+    if await session.get(StripeEvent, event_id) is not None:
+        return "duplicate"
+    outcome = "ignored"
+    if event_type in _EVENT_STATUS:
+        obj = event.get("data", {}).get("object", {})
+        invoice = await session.scalar(
+            select(Invoice).where(Invoice.stripe_invoice_id == str(obj.get("id", "")))
+        )
+        if invoice is None:
+            raise UnknownInvoice(f"no local invoice for Stripe invoice {obj.get('id')!r}")
+        new_status = _EVENT_STATUS[event_type]
+        if new_status is not None and invoice.status != new_status:
+            invoice.status = new_status
+            invoice.status_changed_at = utcnow()
+        invoice.stripe_status = (
+            "payment_failed" if event_type == "invoice.payment_failed" else obj.get("status")
+        )
+        outcome = "applied"
+    session.add(StripeEvent(id=event_id, type=event_type, payload=event, outcome=outcome))
+    try:
+        await session.flush()
+    except IntegrityError:  # the same event delivered concurrently: the other one wins
+        await session.rollback()
+        return "duplicate"
+    return outcome
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileRow:
+    invoice_id: int
+    number: str | None
+    customer_id: int
+    local_total_minor: int
+    stripe_invoice_id: str | None
+    stripe_total_minor: int | None
+    result: str  # match | mismatch | not_pushed | missing_in_stripe
+
+
+async def reconcile(
+    session: AsyncSession, gateway: StripeGateway, period: Period
+) -> list[ReconcileRow]:
+    invoices = list(
+        await session.scalars(
+            select(Invoice)
+            .where(Invoice.period == str(period), Invoice.status != "draft")
+            .order_by(Invoice.id)
+        )
+    )
+    rows = []
+    for invoice in invoices:
+        stripe_total: int | None = None
+        if invoice.stripe_invoice_id is None:
+            result = "not_pushed"
+        else:
+            try:
+                remote = await asyncio.to_thread(
+                    gateway.retrieve_invoice, invoice.stripe_invoice_id
+                )
+            except StripeError:
+                result = "missing_in_stripe"
+            else:
+                stripe_total = remote.total_minor
+                result = "match" if stripe_total == invoice.total_minor else "mismatch"
+        rows.append(
+            ReconcileRow(
+                invoice.id,
+                invoice.number,
+                invoice.customer_id,
+                invoice.total_minor,
+                invoice.stripe_invoice_id,
+                stripe_total,
+                result,
+            )
+        )
+    return rows
