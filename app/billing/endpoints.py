@@ -49,8 +49,17 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: error_schema("No such invoic
 _BILLABLE_STATUSES = ("finalized", "paid")
 
 
-def _out(invoice: Invoice, lines: list[InvoiceLine]) -> InvoiceOut:
+def _collection(invoice: Invoice, stripe_enabled: bool) -> str:
+    if invoice.stripe_invoice_id is not None:
+        return "stripe"
+    if not stripe_enabled:
+        return "local: Stripe is not configured, this invoice is not collected"
+    return "local: not yet pushed to Stripe" if invoice.status == "finalized" else "local"
+
+
+def _out(invoice: Invoice, lines: list[InvoiceLine], stripe_enabled: bool) -> InvoiceOut:
     return InvoiceOut(
+        collection=_collection(invoice, stripe_enabled),
         id=invoice.id,
         number=invoice.number,
         customer_id=invoice.customer_id,
@@ -77,6 +86,7 @@ def _preview_out(rated: RatedInvoice) -> InvoiceOut:
         period_start=rated.period.start,
         period_end=rated.period.end,
         status="preview",
+        collection="preview: not an invoice yet",
         currency=rated.currency,
         subtotal_minor=rated.subtotal_minor,
         total_minor=rated.total_minor,
@@ -143,8 +153,11 @@ async def preview_invoice(
 
 
 @router.get("/invoices/{invoice_id:int}", responses={**_ERRORS, **_NOT_FOUND})
-async def get_invoice(_: Finance, session: SessionDep, invoice_id: int) -> InvoiceOut:
-    return _out(*await service.get_invoice(session, invoice_id))
+async def get_invoice(
+    _: Finance, request: Request, session: SessionDep, invoice_id: int
+) -> InvoiceOut:
+    invoice, lines = await service.get_invoice(session, invoice_id)
+    return _out(invoice, lines, request.app.state.stripe is not None)
 
 
 @router.get(

@@ -36,6 +36,7 @@ class InvoiceOut(BaseModel):
     total_minor: int
     stripe_invoice_id: str | None = None
     stripe_status: str | None = None
+    collection: str
     finalized_at: datetime | None = None
     lines: list[InvoiceLineOut]
 

@@ -107,6 +107,7 @@ async def test_mixed_plans_close_exactly_and_once(
         ("usage", 494),
     ]
     assert a["total_minor"] == 1494 and a["currency"] == "usd" and a["status"] == "finalized"
+    assert a["collection"] == "local: Stripe is not configured, this invoice is not collected"
     # DESIGN.md: q=20 graduated → $127.50; q=6 volume → $39.00.
     assert [line["amount_minor"] for line in b["lines"]] == [12750, 3900]
     assert b["total_minor"] == 16650

@@ -90,6 +90,7 @@ async def test_push_reconcile_and_rerun_without_duplicates(
         remote = standin.invoices[invoice["stripe_invoice_id"]]
         assert remote["total"] == invoice["total_minor"]  # 300 + 70 / 300 + 110
         assert remote["status"] == "open"
+        assert invoice["collection"] == "stripe"
         assert len(standin.items_of(remote["id"])) == len(invoice["lines"])
     assert sorted(i["total_minor"] for i in local) == [370, 410]
 
