@@ -14,3 +14,8 @@ class PeriodNotClosable(AppError):
 
 class NoPlan(NotFound):
     type = "no_plan"
+
+
+class CloseConflict(AppError):
+    status_code = 409
+    type = "close_conflict"

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.billing.errors import InvoiceNotFound, NoPlan, PeriodNotClosable
+from app.billing.errors import CloseConflict, InvoiceNotFound, NoPlan, PeriodNotClosable
 from app.billing.periods import Period
 from app.billing.rating import RatedInvoice, rate_customer
 from app.orm import Customer, Invoice, InvoiceLine
@@ -65,7 +66,12 @@ async def close_period(
         if rated is None:
             result.without_plan.append(customer_id)
             continue
-        invoice = await _write_invoice(session, rated)
+        try:
+            invoice = await _write_invoice(session, rated)
+        except IntegrityError:
+            raise CloseConflict(
+                f"{period} is being closed by another request; retry to see its result"
+            ) from None
         invoice.number = await next_invoice_number(session, now.year)
         invoice.status = "finalized"
         invoice.finalized_at = now

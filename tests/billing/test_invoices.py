@@ -339,3 +339,35 @@ async def test_invoice_pdf_is_a_real_pdf_with_the_lines(
     assert "Monthly base fee" in text and "12.50 USD" in text
     assert "1.00 USD" in text  # 4 requests x $0.25
     assert "13.50 USD" in text  # total
+
+
+async def test_concurrent_closes_write_each_invoice_once(
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey, finance: CreatedKey
+) -> None:
+    import asyncio
+
+    plan = await create_plan(
+        client,
+        admin,
+        name="race",
+        currency="usd",
+        components=[{"unit": "request", "pricing": "per_unit", "unit_price": "1"}],
+    )
+    for name in ("r1", "r2", "r3"):
+        key = await make_key(app, name)
+        await assign(app, key.customer_id, plan["id"], AUG_1, immediately=True)
+        await add_usage(app, key, SEPT_5, count=2)
+    responses = await asyncio.gather(
+        *(client.post(f"/finance/periods/{SEPT}/close", headers=bearer(finance)) for _ in range(4))
+    )
+    assert {r.status_code for r in responses} <= {200, 409}
+    for r in responses:
+        if r.status_code == 409:
+            assert r.json()["error"]["type"] == "close_conflict"
+    invoices = (await client.get("/finance/invoices", headers=bearer(finance))).json()["data"]
+    assert len(invoices) == 3
+    assert sorted(i["number"] for i in invoices) == [
+        "TG-2026-000001",
+        "TG-2026-000002",
+        "TG-2026-000003",
+    ]
