@@ -11,6 +11,7 @@ from typing import Annotated, TypeVar
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.service import record as audit
 from app.config import REPO_ROOT, get_settings
 from app.db.engine import build_engine, build_sessionmaker
 from app.keys.schemas import CreatedKey, Scope
@@ -90,7 +91,7 @@ def keys_create(
     )
 
     async def work(session: AsyncSession) -> CreatedKey:
-        return await create_key(
+        created = await create_key(
             session,
             settings.secret_key,
             customer_name=customer,
@@ -99,6 +100,15 @@ def keys_create(
             expires_at=expires_at,
             allowed_models=model,
         )
+        await audit(
+            session,
+            "cli",
+            "key.create",
+            "api_key",
+            created.key_id,
+            after={"prefix": created.prefix, "scopes": list(created.scopes)},
+        )
+        return created
 
     created = _in_transaction(work)
     typer.echo(
@@ -118,7 +128,10 @@ def keys_revoke(
     """Revoke a key by its public prefix. Takes effect within the key cache TTL (1 s)."""
 
     async def work(session: AsyncSession) -> bool:
-        return await revoke_key(session, prefix)
+        revoked = await revoke_key(session, prefix)
+        if revoked:
+            await audit(session, "cli", "key.revoke", "api_key", prefix)
+        return revoked
 
     if not _in_transaction(work):
         typer.echo(f"no active key with prefix {prefix}", err=True)
@@ -169,6 +182,7 @@ def plans_create(
 
     async def work(session: AsyncSession) -> int:
         plan, _ = await service.create_plan(session, data)
+        await audit(session, "cli", "plan.create", "plan", plan.id, after=data.model_dump())
         return plan.id
 
     try:
@@ -188,9 +202,11 @@ def billing_close(period: Annotated[str, typer.Argument(help="YYYY-MM (UTC month
     settings = get_settings()
 
     async def work(session: AsyncSession) -> object:
-        return await close_period(
+        result = await close_period(
             session, Period.parse(period), grace=timedelta(hours=settings.billing_grace_hours)
         )
+        await audit(session, "cli", "period.close", "period", period, after=result.__dict__)
+        return result
 
     try:
         result = _in_transaction(work)

@@ -9,15 +9,18 @@ from contextlib import asynccontextmanager
 import torch
 from fastapi import FastAPI
 
+from app.audit.endpoints import router as audit_router
 from app.billing.endpoints import router as finance_router
 from app.billing.stripe_gateway import StripeGateway
 from app.billing.webhooks import router as webhooks_router
 from app.config import Settings, get_settings
+from app.customers.endpoints import router as customers_router
 from app.db.engine import build_engine, build_sessionmaker
 from app.errors import install_error_handlers
 from app.inference.endpoints import router as inference_router
 from app.inference.registry import ModelRegistry
 from app.inference.service import InferenceService
+from app.keys.endpoints import router as keys_router
 from app.keys.service import Authenticator
 from app.metering.endpoints import router as usage_router
 from app.metering.writer import MeterWriter
@@ -100,7 +103,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(inference_router)
     app.include_router(usage_router)
+    app.include_router(customers_router)
+    app.include_router(keys_router)
     app.include_router(plans_router)
+    app.include_router(audit_router)
     app.include_router(finance_router)
     app.include_router(webhooks_router)
     app.include_router(ops_router)

@@ -72,8 +72,9 @@ def pg_sync(pg_url: str) -> Iterator[object]:
     with engine.begin() as conn:
         conn.execute(
             text(
-                "TRUNCATE invoice_lines, invoices, invoice_sequences, customer_plans, "
-                "plan_versions, plans, usage_events, api_keys, customers RESTART IDENTITY CASCADE"
+                "TRUNCATE audit_log, stripe_events, invoice_lines, invoices, invoice_sequences, "
+                "customer_plans, plan_versions, plans, usage_events, api_keys, customers "
+                "RESTART IDENTITY CASCADE"
             )
         )
     engine.dispose()

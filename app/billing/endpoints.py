@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from sqlalchemy import func, select
 from starlette.responses import Response
 
+from app.audit.service import record
 from app.billing import service
 from app.billing.export import lines_csv
 from app.billing.margin import CostRates, break_even_months, margin_rows
@@ -109,10 +110,13 @@ def _line_fields(line: Any) -> dict[str, Any]:
         422: error_schema("Bad period"),
     },
 )
-async def close_period(_: Finance, request: Request, session: SessionDep, period: str) -> CloseOut:
+async def close_period(
+    actor: Finance, request: Request, session: SessionDep, period: str
+) -> CloseOut:
     """Write and finalize one invoice per customer for the month. Closing again is a no-op."""
     grace = timedelta(hours=request.app.state.settings.billing_grace_hours)
     result = await service.close_period(session, Period.parse(period), grace=grace)
+    await record(session, actor, "period.close", "period", period, after=result.__dict__)
     return CloseOut(**result.__dict__)
 
 
@@ -326,8 +330,9 @@ def _gateway(request: Request) -> StripeGateway:
 
 @router.post("/sync", responses={**_ERRORS, 503: error_schema("Stripe is not configured")})
 async def sync_to_stripe(
-    _: Finance,
+    actor: Finance,
     request: Request,
+    session: SessionDep,
     period: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None,
 ) -> SyncOut:
     """Push finalized invoices not yet in Stripe. Safe to repeat after any failure."""
@@ -336,7 +341,9 @@ async def sync_to_stripe(
         _gateway(request),
         Period.parse(period) if period else None,
     )
-    return SyncOut(pushed=result.pushed, failed={str(k): v for k, v in result.failed.items()})
+    out = SyncOut(pushed=result.pushed, failed={str(k): v for k, v in result.failed.items()})
+    await record(session, actor, "stripe.sync", "period", period, after=out.model_dump())
+    return out
 
 
 @router.get(

@@ -1,5 +1,6 @@
 """All ORM models, imported here so Alembic and the app see one complete metadata."""
 
+from app.orm.audit import AuditEntry
 from app.orm.base import Base
 from app.orm.billing import Invoice, InvoiceLine, InvoiceSequence, StripeEvent
 from app.orm.customers import Customer
@@ -9,6 +10,7 @@ from app.orm.usage import UsageEvent
 
 __all__ = [
     "ApiKey",
+    "AuditEntry",
     "Base",
     "Customer",
     "CustomerPlan",

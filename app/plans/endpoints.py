@@ -4,6 +4,7 @@ from typing import Any
 
 from fastapi import APIRouter, status
 
+from app.audit.service import record, snapshot
 from app.db.session import SessionDep
 from app.errors import error_schema
 from app.keys.deps import Admin
@@ -58,8 +59,10 @@ def _plan_out(plan: Plan, versions: list[PlanVersion]) -> PlanOut:
     status_code=status.HTTP_201_CREATED,
     responses={**_ERRORS, 409: error_schema("Name taken"), 422: error_schema("Invalid plan")},
 )
-async def create_plan(_: Admin, session: SessionDep, body: PlanCreate) -> PlanOut:
-    return _plan_out(*await service.create_plan(session, body))
+async def create_plan(actor: Admin, session: SessionDep, body: PlanCreate) -> PlanOut:
+    out = _plan_out(*await service.create_plan(session, body))
+    await record(session, actor, "plan.create", "plan", out.id, after=out.model_dump())
+    return out
 
 
 @router.get("/plans", responses=_ERRORS)
@@ -104,8 +107,9 @@ async def update_plan(_: Admin, session: SessionDep, plan_id: int, body: PlanDef
     status_code=status.HTTP_204_NO_CONTENT,
     responses={**_ERRORS, 404: error_schema("No such plan"), 409: error_schema("Plan in use")},
 )
-async def delete_plan(_: Admin, session: SessionDep, plan_id: int) -> None:
+async def delete_plan(actor: Admin, session: SessionDep, plan_id: int) -> None:
     await service.delete_plan(session, plan_id)
+    await record(session, actor, "plan.archive", "plan", plan_id)
 
 
 @router.put(
@@ -117,10 +121,18 @@ async def delete_plan(_: Admin, session: SessionDep, plan_id: int) -> None:
     },
 )
 async def assign_plan(
-    _: Admin, session: SessionDep, customer_id: int, body: PlanAssign
+    actor: Admin, session: SessionDep, customer_id: int, body: PlanAssign
 ) -> CustomerPlanOut:
     """Move a customer to a plan version from the next period (default) or immediately."""
     assignment, plan, version = await service.assign_plan(session, customer_id, body)
+    await record(
+        session,
+        actor,
+        "customer.plan",
+        "customer",
+        customer_id,
+        after=snapshot(assignment, "plan_version_id", "effective_from"),
+    )
     return CustomerPlanOut(
         customer_id=customer_id,
         plan_id=plan.id,

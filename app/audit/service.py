@@ -1,0 +1,86 @@
+"""The audit trail: one row per admin or finance write, in the write's own transaction, so a
+change and its record commit or roll back together. Secrets never enter it."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.keys.schemas import Principal
+from app.orm import AuditEntry
+
+Actor = Principal | str
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def snapshot(obj: Any, *fields: str) -> dict[str, Any]:
+    return {f: _plain(getattr(obj, f)) for f in fields}
+
+
+async def record(
+    session: AsyncSession,
+    actor: Actor,
+    action: str,
+    target_type: str,
+    target_id: object | None,
+    *,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> None:
+    session.add(
+        AuditEntry(
+            actor=f"key:{actor.key_id}" if isinstance(actor, Principal) else actor,
+            actor_key_id=actor.key_id if isinstance(actor, Principal) else None,
+            action=action,
+            target_type=target_type,
+            target_id=None if target_id is None else str(target_id),
+            before=_plain(before) if before is not None else None,
+            after=_plain(after) if after is not None else None,
+        )
+    )
+    await session.flush()
+
+
+async def search(
+    session: AsyncSession,
+    *,
+    action: str | None = None,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    actor_key_id: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+) -> list[AuditEntry]:
+    stmt = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    if action is not None:
+        stmt = stmt.where(AuditEntry.action == action)
+    if target_type is not None:
+        stmt = stmt.where(AuditEntry.target_type == target_type)
+    if target_id is not None:
+        stmt = stmt.where(AuditEntry.target_id == target_id)
+    if actor_key_id is not None:
+        stmt = stmt.where(AuditEntry.actor_key_id == actor_key_id)
+    if since is not None:
+        stmt = stmt.where(AuditEntry.created_at >= since)
+    if until is not None:
+        stmt = stmt.where(AuditEntry.created_at < until)
+    return list(await session.scalars(stmt))

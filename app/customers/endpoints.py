@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, status
+
+from app.customers import service
+from app.customers.schemas import CustomerCreate, CustomerList, CustomerOut, CustomerUpdate
+from app.db.session import SessionDep
+from app.errors import error_schema
+from app.keys.deps import Admin
+from app.orm import Customer
+
+router = APIRouter(prefix="/admin/customers", tags=["customers"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: error_schema("Missing or invalid API key"),
+    403: error_schema("The key lacks the admin scope"),
+}
+_ONE: dict[int | str, dict[str, Any]] = {**_ERRORS, 404: error_schema("No such customer")}
+
+
+def _out(customer: Customer) -> CustomerOut:
+    return CustomerOut.model_validate(customer, from_attributes=True)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={**_ERRORS, 409: error_schema("Name taken")},
+)
+async def create_customer(actor: Admin, session: SessionDep, body: CustomerCreate) -> CustomerOut:
+    return _out(await service.create_customer(session, actor, body))
+
+
+@router.get("", responses=_ERRORS)
+async def list_customers(
+    _: Admin,
+    session: SessionDep,
+    status: Annotated[str | None, Query(pattern="^(active|suspended)$")] = None,
+) -> CustomerList:
+    return CustomerList(data=[_out(c) for c in await service.list_customers(session, status)])
+
+
+@router.get("/{customer_id}", responses=_ONE)
+async def get_customer(_: Admin, session: SessionDep, customer_id: int) -> CustomerOut:
+    return _out(await service.get_customer(session, customer_id))
+
+
+@router.patch("/{customer_id}", responses={**_ONE, 409: error_schema("Name taken")})
+async def update_customer(
+    actor: Admin, session: SessionDep, customer_id: int, body: CustomerUpdate
+) -> CustomerOut:
+    return _out(await service.update_customer(session, actor, customer_id, body))
+
+
+@router.post("/{customer_id}/suspend", responses=_ONE)
+async def suspend_customer(actor: Admin, session: SessionDep, customer_id: int) -> CustomerOut:
+    """Every key of the customer gets 403 ``customer_suspended`` within 1 s."""
+    return _out(await service.set_status(session, actor, customer_id, "suspended"))
+
+
+@router.post("/{customer_id}/reactivate", responses=_ONE)
+async def reactivate_customer(actor: Admin, session: SessionDep, customer_id: int) -> CustomerOut:
+    return _out(await service.set_status(session, actor, customer_id, "active"))

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+_EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+
+
+class CustomerCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    email: str | None = Field(default=None, max_length=320, pattern=_EMAIL)
+
+
+class CustomerUpdate(BaseModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    email: str | None = Field(default=None, max_length=320, pattern=_EMAIL)
+
+
+class CustomerOut(BaseModel):
+    id: int
+    name: str
+    email: str | None
+    status: str
+    stripe_customer_id: str | None
+    created_at: datetime
+
+
+class CustomerList(BaseModel):
+    data: list[CustomerOut]

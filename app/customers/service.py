@@ -1,0 +1,102 @@
+"""Customers: create, update, suspend and reactivate, each audited. A suspended customer's
+keys get 403 ``customer_suspended`` within the key cache TTL."""
+
+from __future__ import annotations
+
+from sqlalchemy import exists, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit.service import Actor, record, snapshot
+from app.customers.schemas import CustomerCreate, CustomerUpdate
+from app.errors import AppError
+from app.orm import Customer
+from app.plans.errors import CustomerNotFound
+
+_FIELDS = ("name", "email", "status", "stripe_customer_id")
+
+
+class CustomerConflict(AppError):
+    status_code = 409
+    type = "customer_conflict"
+
+
+async def _name_taken(session: AsyncSession, name: str, except_id: int | None = None) -> bool:
+    stmt = exists().where(Customer.name == name)
+    if except_id is not None:
+        stmt = stmt.where(Customer.id != except_id)
+    return bool(await session.scalar(select(stmt)))
+
+
+async def create_customer(session: AsyncSession, actor: Actor, data: CustomerCreate) -> Customer:
+    if await _name_taken(session, data.name):
+        raise CustomerConflict(f"a customer named {data.name!r} already exists")
+    customer = Customer(name=data.name, email=data.email)
+    session.add(customer)
+    await session.flush()
+    await record(
+        session,
+        actor,
+        "customer.create",
+        "customer",
+        customer.id,
+        after=snapshot(customer, *_FIELDS),
+    )
+    return customer
+
+
+async def get_customer(session: AsyncSession, customer_id: int) -> Customer:
+    customer = await session.get(Customer, customer_id)
+    if customer is None:
+        raise CustomerNotFound(f"customer {customer_id} does not exist")
+    return customer
+
+
+async def list_customers(session: AsyncSession, status: str | None = None) -> list[Customer]:
+    stmt = select(Customer).order_by(Customer.id)
+    if status is not None:
+        stmt = stmt.where(Customer.status == status)
+    return list(await session.scalars(stmt))
+
+
+async def update_customer(
+    session: AsyncSession, actor: Actor, customer_id: int, data: CustomerUpdate
+) -> Customer:
+    customer = await get_customer(session, customer_id)
+    before = snapshot(customer, *_FIELDS)
+    if data.name is not None and data.name != customer.name:
+        if await _name_taken(session, data.name, customer_id):
+            raise CustomerConflict(f"a customer named {data.name!r} already exists")
+        customer.name = data.name
+    if "email" in data.model_fields_set:
+        customer.email = data.email
+    await session.flush()
+    await record(
+        session,
+        actor,
+        "customer.update",
+        "customer",
+        customer_id,
+        before=before,
+        after=snapshot(customer, *_FIELDS),
+    )
+    return customer
+
+
+async def set_status(
+    session: AsyncSession, actor: Actor, customer_id: int, status: str
+) -> Customer:
+    customer = await get_customer(session, customer_id)
+    before = snapshot(customer, *_FIELDS)
+    customer.status = status
+    await session.flush()
+    action = "customer.suspend" if status == "suspended" else "customer.reactivate"
+    await record(
+        session,
+        actor,
+        action,
+        "customer",
+        customer_id,
+        before=before,
+        after=snapshot(customer, *_FIELDS),
+    )
+    return customer
