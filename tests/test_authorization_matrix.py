@@ -1,0 +1,140 @@
+"""Every route of the OpenAPI schema x every role, with the expected outcome.
+
+A route missing from ``EXPECTED`` fails the test: a new route must state who may call it.
+"Allowed" means the caller gets past authentication and authorization (any status but
+401/403; validation or not-found answers are fine). Denied roles get exactly 401 or 403.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.keys.schemas import Scope
+from tests.conftest import bearer, make_key
+
+ROLES = ("anonymous", "dev_a", "dev_b", "admin", "finance")
+PUBLIC = dict.fromkeys(ROLES, "ok")
+ANY_KEY = {"anonymous": 401, "dev_a": "ok", "dev_b": "ok", "admin": "ok", "finance": "ok"}
+PREDICT = {"anonymous": 401, "dev_a": "ok", "dev_b": "ok", "admin": 403, "finance": 403}
+ADMIN = {"anonymous": 401, "dev_a": 403, "dev_b": 403, "admin": "ok", "finance": 403}
+FINANCE = {"anonymous": 401, "dev_a": 403, "dev_b": 403, "admin": 403, "finance": "ok"}
+# Stripe authenticates webhooks by signature, not by key: every role without one gets 503
+# here (Stripe is not configured in this app) and never a change.
+SIGNED = dict.fromkeys(ROLES, 503)
+
+EXPECTED: dict[tuple[str, str], dict[str, int | str]] = {
+    ("GET", "/v1/models"): ANY_KEY,
+    ("GET", "/v1/models/{model}"): ANY_KEY,
+    ("POST", "/v1/models/{model}/predict"): PREDICT,
+    ("GET", "/v1/usage"): ANY_KEY,
+    ("POST", "/admin/customers"): ADMIN,
+    ("GET", "/admin/customers"): ADMIN,
+    ("GET", "/admin/customers/{customer_id}"): ADMIN,
+    ("PATCH", "/admin/customers/{customer_id}"): ADMIN,
+    ("POST", "/admin/customers/{customer_id}/suspend"): ADMIN,
+    ("POST", "/admin/customers/{customer_id}/reactivate"): ADMIN,
+    ("PUT", "/admin/customers/{customer_id}/plan"): ADMIN,
+    ("POST", "/admin/keys"): ADMIN,
+    ("GET", "/admin/keys"): ADMIN,
+    ("GET", "/admin/keys/{key_id}"): ADMIN,
+    ("POST", "/admin/keys/{key_id}/revoke"): ADMIN,
+    ("POST", "/admin/keys/{key_id}/rotate"): ADMIN,
+    ("GET", "/admin/plans"): ADMIN,
+    ("POST", "/admin/plans"): ADMIN,
+    ("GET", "/admin/plans/{plan_id}"): ADMIN,
+    ("PUT", "/admin/plans/{plan_id}"): ADMIN,
+    ("DELETE", "/admin/plans/{plan_id}"): ADMIN,
+    ("GET", "/admin/plans/{plan_id}/versions/{version}"): ADMIN,
+    ("GET", "/admin/audit"): ADMIN,
+    ("POST", "/finance/periods/{period}/close"): FINANCE,
+    ("GET", "/finance/invoices"): FINANCE,
+    ("GET", "/finance/invoices/preview"): FINANCE,
+    ("GET", "/finance/invoices/{invoice_id}"): FINANCE,
+    ("GET", "/finance/invoices/{invoice_id}.csv"): FINANCE,
+    ("GET", "/finance/invoices/{invoice_id}.pdf"): FINANCE,
+    ("GET", "/finance/periods/{period}/lines.csv"): FINANCE,
+    ("GET", "/finance/reports/revenue"): FINANCE,
+    ("GET", "/finance/reports/margin"): FINANCE,
+    ("POST", "/finance/sync"): FINANCE,
+    ("GET", "/finance/reports/reconciliation"): FINANCE,
+    ("POST", "/webhooks/stripe"): SIGNED,
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/readyz"): PUBLIC,
+}
+
+QUERY = {
+    "/finance/invoices/preview": {"customer": "1"},
+    "/finance/reports/revenue": {"period": "2026-09"},
+    "/finance/reports/margin": {"period": "2026-09"},
+    "/finance/reports/reconciliation": {"period": "2026-09"},
+}
+
+
+def test_every_route_has_an_entry(app: FastAPI) -> None:
+    routes = {
+        (method.upper(), path)
+        for path, methods in app.openapi()["paths"].items()
+        for method in methods
+    }
+    assert routes - EXPECTED.keys() == set(), "new routes need an authorization entry"
+    assert EXPECTED.keys() - routes == set(), "stale entries"
+
+
+async def test_authorization_matrix(app: FastAPI, client: httpx.AsyncClient) -> None:
+    keys = {
+        "dev_a": await make_key(app, "customer-a"),
+        "dev_b": await make_key(app, "customer-b"),
+        "admin": await make_key(app, "operator", (Scope.admin,)),
+        "finance": await make_key(app, "accounts", (Scope.finance,)),
+    }
+    # Targets for destructive admin routes, so the matrix never breaks its own callers.
+    victim = await make_key(app, "victim")
+    params = {
+        "model": "linreg",
+        "customer_id": str(victim.customer_id),
+        "key_id": str(victim.key_id),
+        "plan_id": "999",
+        "version": "1",
+        "invoice_id": "999",
+        "period": "2026-09",
+    }
+    failures = []
+    for (method, template), expected_by_role in EXPECTED.items():
+        path = template
+        for name, value in params.items():
+            path = path.replace("{" + name + "}", value)
+        for role in ROLES:
+            headers = bearer(keys[role]) if role in keys else {}
+            body = {"inputs": [0.0] * 10} if template.endswith("/predict") else {}
+            response = await client.request(
+                method,
+                path,
+                headers=headers,
+                params=QUERY.get(template),
+                json=body if method in ("POST", "PUT", "PATCH") else None,
+            )
+            expected = expected_by_role[role]
+            ok = (
+                response.status_code not in (401, 403, 500)
+                if expected == "ok"
+                else response.status_code == expected
+            )
+            if not ok:
+                failures.append(
+                    f"{method} {template} as {role}: {response.status_code} (expected {expected})"
+                )
+    assert failures == []
+
+
+@pytest.mark.parametrize("role", ["dev_a", "dev_b"])
+async def test_developers_see_only_their_own_usage(
+    app: FastAPI, client: httpx.AsyncClient, role: str
+) -> None:
+    a, b = await make_key(app, "customer-a"), await make_key(app, "customer-b")
+    await client.post("/v1/models/linreg/predict", json={"inputs": [0.0] * 10}, headers=bearer(a))
+    mine = a if role == "dev_a" else b
+    usage = (await client.get("/v1/usage", headers=bearer(mine))).json()
+    assert usage["customer_id"] == mine.customer_id
+    assert usage["total"]["requests"] == (1 if role == "dev_a" else 0)
