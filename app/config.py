@@ -39,6 +39,8 @@ class Settings(BaseSettings):
 
     # Auth: how long a resolved key is trusted before it is looked up again.
     key_cache_ttl_s: float = Field(default=1.0, ge=0)
+    # last_used_at is written in batches this often, never per request.
+    last_used_flush_s: float = Field(default=30.0, gt=0)
 
     # Metering (group commit).
     meter_max_batch: int = Field(default=512, gt=0)

@@ -21,6 +21,7 @@ from app.inference.endpoints import router as inference_router
 from app.inference.registry import ModelRegistry
 from app.inference.service import InferenceService
 from app.keys.endpoints import router as keys_router
+from app.keys.last_used import LastUsedTracker
 from app.keys.service import Authenticator
 from app.metering.endpoints import router as usage_router
 from app.metering.writer import MeterWriter
@@ -69,8 +70,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = sessionmaker
         app.state.registry = registry
         app.state.meter = meter
+        last_used = LastUsedTracker(engine, settings.last_used_flush_s)
+        last_used.start()
+        app.state.last_used = last_used
         app.state.authenticator = Authenticator(
-            settings.secret_key, sessionmaker, settings.key_cache_ttl_s
+            settings.secret_key, sessionmaker, settings.key_cache_ttl_s, last_used
         )
         app.state.inference = InferenceService(registry, meter, metrics)
         app.state.stripe = (
@@ -89,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await meter.stop()  # drain: every queued usage row is committed before exit
+            await last_used.stop()
             await registry.close()
             await engine.dispose()
             log.info("tollgate stopped")

@@ -26,6 +26,7 @@ from app.keys.errors import (
     KeyExpired,
     KeyRevoked,
 )
+from app.keys.last_used import LastUsedTracker
 from app.keys.repository import KeyRecord
 from app.keys.schemas import CreatedKey, Principal, Scope
 from app.keys.secrets import generate_key, hash_key, looks_like_key, public_prefix
@@ -37,9 +38,14 @@ _CACHE_MAX = 10_000
 
 class Authenticator:
     def __init__(
-        self, secret_key: str, sessionmaker: async_sessionmaker[AsyncSession], ttl: float
+        self,
+        secret_key: str,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        ttl: float,
+        last_used: LastUsedTracker | None = None,
     ) -> None:
         self._secret = secret_key
+        self._last_used = last_used
         self._sessionmaker = sessionmaker
         self._ttl = ttl
         self._cache: dict[str, tuple[float, KeyRecord]] = {}
@@ -59,6 +65,8 @@ class Authenticator:
             raise KeyExpired("this API key has expired")
         if record.customer_status != "active":
             raise CustomerSuspended("this customer account is suspended")
+        if self._last_used is not None:
+            self._last_used.touch(record.key_id)
         return Principal(
             key_id=record.key_id,
             customer_id=record.customer_id,

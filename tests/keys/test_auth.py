@@ -126,3 +126,28 @@ async def test_revocation_is_seen_after_the_cache_ttl(
         await session.execute(text("UPDATE api_keys SET revoked_at = now()"))
     await asyncio.sleep(app.state.settings.key_cache_ttl_s + 0.05)
     assert (await _predict(client, bearer(key))).status_code == 401
+
+
+async def test_last_used_at_is_kept_without_a_write_per_request(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    key = await make_key(app)
+
+    async def last_used() -> object:
+        async with app.state.sessionmaker() as session:
+            return (
+                await session.execute(
+                    text("SELECT last_used_at FROM api_keys WHERE id = :id"), {"id": key.key_id}
+                )
+            ).scalar()
+
+    for _ in range(5):
+        assert (await _predict(client, bearer(key))).status_code == 200
+    assert await last_used() is None  # nothing written on the request path
+    assert await app.state.last_used.flush() == 1  # one key, one batched write
+    first = await last_used()
+    assert first is not None
+    assert await app.state.last_used.flush() == 0  # nothing new: no write
+    await _predict(client, bearer(key))
+    await app.state.last_used.flush()
+    assert await last_used() >= first  # type: ignore[operator]
