@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     meter_queue_size: int = Field(default=10_000, gt=0)
     meter_commit_timeout_s: float = Field(default=5.0, gt=0)
 
+    # Rate limits: shared through Redis when set (else per process).
+    redis_url: str | None = None
+    redis_prefix: str = "tollgate:rl:"
+    # Spend caps: period-to-date usage is reloaded from the ledger this often.
+    spend_reconcile_s: float = Field(default=30.0, gt=0)
+
     # Billing: a month can be closed this long after it ends (late usage rows settle first).
     billing_grace_hours: float = Field(default=24.0, ge=0)
 

@@ -24,10 +24,14 @@ class AppError(Exception):
     type: str = "bad_request"
     headers: dict[str, str] | None = None
 
-    def __init__(self, message: str, *, details: Any = None) -> None:
+    def __init__(
+        self, message: str, *, details: Any = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        if headers is not None:
+            self.headers = {**(type(self).headers or {}), **headers}
 
 
 class BadRequest(AppError):

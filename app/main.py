@@ -23,6 +23,13 @@ from app.inference.service import InferenceService
 from app.keys.endpoints import router as keys_router
 from app.keys.last_used import LastUsedTracker
 from app.keys.service import Authenticator
+from app.limits.quota import SpendTracker
+from app.limits.ratelimit import (
+    FallbackRateLimiter,
+    MemoryRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+)
 from app.metering.endpoints import router as usage_router
 from app.metering.writer import MeterWriter
 from app.observability.endpoints import router as ops_router
@@ -32,6 +39,25 @@ from app.observability.middleware import RequestContextMiddleware
 from app.plans.endpoints import router as plans_router
 
 log = logging.getLogger("tollgate")
+
+
+def build_limiter(settings: Settings, metrics: Metrics) -> RateLimiter:
+    """Per-process limits by default; shared through Redis when TOLLGATE_REDIS_URL is set,
+    falling back to per-process (logged, and visible in tollgate_ratelimit_backend)."""
+
+    def on_change(backend: str) -> None:
+        for name in ("redis", "memory"):
+            metrics.ratelimit_backend.labels(name).set(1 if name == backend else 0)
+
+    if not settings.redis_url:
+        on_change("memory")
+        return MemoryRateLimiter()
+    on_change("redis")
+    return FallbackRateLimiter(
+        RedisRateLimiter(settings.redis_url, prefix=settings.redis_prefix),
+        MemoryRateLimiter(),
+        on_change=on_change,
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -76,7 +102,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.authenticator = Authenticator(
             settings.secret_key, sessionmaker, settings.key_cache_ttl_s, last_used
         )
-        app.state.inference = InferenceService(registry, meter, metrics)
+        limiter = build_limiter(settings, metrics)
+        spend = SpendTracker(sessionmaker, settings.spend_reconcile_s)
+        spend.start()
+        app.state.limiter = limiter
+        app.state.spend = spend
+        app.state.inference = InferenceService(registry, meter, metrics, limiter, spend)
         app.state.stripe = (
             StripeGateway(
                 settings.stripe_api_key,
@@ -94,6 +125,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await meter.stop()  # drain: every queued usage row is committed before exit
             await last_used.stop()
+            await spend.stop()
+            await limiter.close()
             await registry.close()
             await engine.dispose()
             log.info("tollgate stopped")

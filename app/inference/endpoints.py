@@ -87,7 +87,9 @@ async def get_model(
         **_AUTH_ERRORS,
         400: error_schema("The body is not valid JSON"),
         404: error_schema("Unknown model or version"),
-        413: error_schema("Body or batch too large"),
+        402: error_schema("The plan's spend cap is reached (quota_exceeded)"),
+        413: error_schema("Body or batch too large, or a batch over the key's items/minute"),
+        429: error_schema("Rate limit exceeded; see Retry-After and x-ratelimit-* headers"),
         422: error_schema("Inputs of the wrong shape or dtype, or not finite"),
         503: error_schema("The usage ledger is unavailable: no prediction is returned"),
     },
@@ -110,7 +112,7 @@ async def predict(
     # dependencies, which cost a measurable share of a small model's request (docs/benchmarks).
     principal = await authenticate_request(request)
     service: InferenceService = request.app.state.inference
-    result = await service.predict(
+    body, headers = await service.predict(
         principal,
         request_id=request.state.request_id,
         started_ns=request.state.started_ns,
@@ -118,4 +120,4 @@ async def predict(
         version=version,
         read_body=request.body,
     )
-    return JSONBytes(result)
+    return JSONBytes(body, headers=headers)

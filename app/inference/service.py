@@ -20,6 +20,9 @@ from app.inference.registry import ModelRegistry, ServedModel
 from app.keys.errors import ModelNotAllowed
 from app.keys.schemas import Principal, Scope
 from app.keys.service import require
+from app.limits.policy import RateLimited, limits_for, ratelimit_headers, retry_after
+from app.limits.quota import QuotaExceeded, SpendTracker, spend_headers
+from app.limits.ratelimit import RateLimiter
 from app.metering.writer import LedgerUnavailable, MeterWriter, UsageRow
 from app.observability.metrics import Metrics
 from app.orm.base import utcnow
@@ -30,10 +33,19 @@ _MAX_NAME = 128
 
 
 class InferenceService:
-    def __init__(self, registry: ModelRegistry, meter: MeterWriter, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        meter: MeterWriter,
+        metrics: Metrics,
+        limiter: RateLimiter,
+        spend: SpendTracker,
+    ) -> None:
         self.registry = registry
         self.meter = meter
         self.metrics = metrics
+        self.limiter = limiter
+        self.spend = spend
 
     async def predict(
         self,
@@ -44,16 +56,24 @@ class InferenceService:
         model: str,
         version: str | None,
         read_body: Callable[[], Awaitable[bytes]],
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """Returns the response body and its headers (rate limit and spend)."""
         served: ServedModel | None = None
+        headers: dict[str, str] = {}
+        reserved = 0
         try:
             require(principal, Scope.predict)
             served = self.registry.get(model, version)
             if principal.allowed_models is not None and model not in principal.allowed_models:
                 raise ModelNotAllowed(f"this API key may not call model '{model}'")
             batch = served.predictor.decode(_parse_inputs(await read_body()))
+            items = int(batch.shape[0])
+            headers = await self._admit(principal, served.name, items)
+            reserved = items if self._capped(principal) else 0
             prediction = await served.batcher.submit(batch)
         except Exception as exc:
+            if reserved and served is not None:
+                self.spend.release(principal.customer_id, served.name, None, reserved)
             status = exc.status_code if isinstance(exc, AppError) else 500
             await self._record_failure(principal, request_id, started_ns, model, served, status)
             raise
@@ -76,7 +96,7 @@ class InferenceService:
         )
         self._count(served.name, served.version, 200, started_ns)
         self.metrics.items_total.labels(served.name, served.version).inc(prediction.items)
-        return {
+        body = {
             "request_id": request_id,
             "model": served.name,
             "version": served.version,
@@ -84,6 +104,40 @@ class InferenceService:
             "outputs": prediction.outputs,
             "usage": {"items": prediction.items, "compute_ms": prediction.compute_us / 1000},
         }
+        return body, headers
+
+    @staticmethod
+    def _capped(principal: Principal) -> bool:
+        return principal.plan is not None and principal.plan.spend_cap is not None
+
+    async def _admit(self, principal: Principal, model: str, items: int) -> dict[str, str]:
+        """Rate limits (429) and the spend cap (402). Returns the headers to send."""
+        headers: dict[str, str] = {}
+        named = limits_for(principal, items)
+        if named:
+            decision = await self.limiter.hit([limit for _, limit in named])
+            headers = ratelimit_headers([name for name, _ in named], decision)
+            if not decision.allowed:
+                self.metrics.ratelimited_total.inc()
+                raise RateLimited(
+                    "rate limit exceeded: "
+                    + ", ".join(
+                        f"{name} {state.limit}/min"
+                        for (name, _), state in zip(named, decision.states, strict=True)
+                        if state.retry_after_s > 0
+                    ),
+                    headers={**headers, "Retry-After": retry_after(decision.states)},
+                )
+        if principal.plan is not None and principal.plan.spend_cap is not None:
+            try:
+                spent, _cap = await self.spend.check(
+                    principal.customer_id, principal.plan, model, None, items
+                )
+            except QuotaExceeded:
+                self.metrics.quota_exceeded_total.inc()
+                raise
+            headers.update(spend_headers(spent, principal.plan))
+        return headers
 
     async def _record_failure(
         self,

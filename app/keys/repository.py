@@ -6,7 +6,10 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.orm import ApiKey, Customer
+from app.billing.pricing import PriceComponent
+from app.keys.schemas import PlanSnapshot
+from app.orm import ApiKey, Customer, CustomerPlan, PlanVersion
+from app.orm.base import utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +23,9 @@ class KeyRecord:
     expires_at: datetime | None
     revoked_at: datetime | None
     customer_status: str
+    requests_per_minute: int | None = None
+    items_per_minute: int | None = None
+    plan: PlanSnapshot | None = None
 
 
 async def find_by_hash(session: AsyncSession, key_hash: str) -> KeyRecord | None:
@@ -43,6 +49,35 @@ async def find_by_hash(session: AsyncSession, key_hash: str) -> KeyRecord | None
         expires_at=key.expires_at,
         revoked_at=key.revoked_at,
         customer_status=status,
+        requests_per_minute=key.requests_per_minute,
+        items_per_minute=key.items_per_minute,
+        plan=await current_plan(session, key.customer_id, utcnow()),
+    )
+
+
+async def current_plan(
+    session: AsyncSession, customer_id: int, now: datetime
+) -> PlanSnapshot | None:
+    row = (
+        await session.execute(
+            select(CustomerPlan.effective_from, PlanVersion)
+            .join(PlanVersion, PlanVersion.id == CustomerPlan.plan_version_id)
+            .where(CustomerPlan.customer_id == customer_id, CustomerPlan.effective_from <= now)
+            .order_by(CustomerPlan.effective_from.desc(), CustomerPlan.id.desc())
+            .limit(1)
+        )
+    ).first()
+    if row is None:
+        return None
+    effective_from, version = row
+    return PlanSnapshot(
+        plan_version_id=version.id,
+        currency=version.currency,
+        components=tuple(PriceComponent.from_dict(c) for c in version.components),
+        spend_cap=version.spend_cap,
+        requests_per_minute=version.requests_per_minute,
+        items_per_minute=version.items_per_minute,
+        effective_from=effective_from,
     )
 
 

@@ -76,6 +76,11 @@ class Authenticator:
                 frozenset(record.allowed_models) if record.allowed_models is not None else None
             ),
             expires_at=record.expires_at,
+            requests_per_minute=record.requests_per_minute
+            or (record.plan.requests_per_minute if record.plan else None),
+            items_per_minute=record.items_per_minute
+            or (record.plan.items_per_minute if record.plan else None),
+            plan=record.plan,
         )
 
     async def _lookup(self, digest: str) -> KeyRecord | None:

@@ -92,6 +92,22 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.ratelimited_total = Counter(
+            "tollgate_ratelimited_total",
+            "Requests refused with 429 by per-key rate limits.",
+            registry=r,
+        )
+        self.quota_exceeded_total = Counter(
+            "tollgate_quota_exceeded_total",
+            "Requests refused with 402 by a plan's spend cap.",
+            registry=r,
+        )
+        self.ratelimit_backend = Gauge(
+            "tollgate_ratelimit_backend",
+            "Which rate-limit state is in use (1 = active): shared Redis or per-process memory.",
+            ["backend"],
+            registry=r,
+        )
         self.models_loaded = Gauge(
             "tollgate_models_loaded",
             "Model versions loaded and serving.",

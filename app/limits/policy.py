@@ -1,0 +1,63 @@
+"""What the request path asks of the limiter: per-key limits in, HTTP headers out."""
+
+from __future__ import annotations
+
+import math
+
+from app.errors import AppError, PayloadTooLarge
+from app.keys.schemas import Principal
+from app.limits.ratelimit import Decision, Limit, LimitState
+
+PERIOD_S = 60.0
+
+
+class RateLimited(AppError):
+    status_code = 429
+    type = "rate_limit_exceeded"
+
+
+class BatchExceedsRateLimit(PayloadTooLarge):
+    type = "batch_exceeds_rate_limit"
+
+
+def limits_for(principal: Principal, items: int) -> list[tuple[str, Limit]]:
+    """(header suffix, limit) pairs: requests and items per minute, when set."""
+    if principal.items_per_minute and items > principal.items_per_minute:
+        raise BatchExceedsRateLimit(
+            f"{items} items can never fit this key's limit of "
+            f"{principal.items_per_minute} items per minute; send smaller batches"
+        )
+    out = []
+    if principal.requests_per_minute:
+        out.append(
+            (
+                "requests",
+                Limit(f"k:{principal.key_id}:requests", principal.requests_per_minute, 1, PERIOD_S),
+            )
+        )
+    if principal.items_per_minute:
+        out.append(
+            (
+                "items",
+                Limit(f"k:{principal.key_id}:items", principal.items_per_minute, items, PERIOD_S),
+            )
+        )
+    return out
+
+
+def _seconds(value: float) -> str:
+    return f"{max(0.0, value):.3f}s"
+
+
+def ratelimit_headers(names: list[str], decision: Decision) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name, state in zip(names, decision.states, strict=True):
+        headers[f"x-ratelimit-limit-{name}"] = str(state.limit)
+        headers[f"x-ratelimit-remaining-{name}"] = str(state.remaining)
+        headers[f"x-ratelimit-reset-{name}"] = _seconds(state.reset_s)
+    return headers
+
+
+def retry_after(states: tuple[LimitState, ...]) -> str:
+    wait = max(s.retry_after_s for s in states)
+    return str(max(1, math.ceil(wait))) if math.isfinite(wait) else "60"

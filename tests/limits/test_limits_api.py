@@ -1,0 +1,212 @@
+"""Rate limits and spend caps as a caller meets them: headers, 429/402, Redis sharing,
+Redis down, and what the ledger records."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from app.config import Settings
+from app.keys.schemas import CreatedKey, Scope
+from app.main import create_app
+from tests.billing.helpers import add_usage, assign, create_plan
+from tests.conftest import bearer, ledger, make_key
+
+ROW = [0.1] * 10
+REDIS = os.environ.get("TOLLGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+async def _set_key_limits(app: FastAPI, key: CreatedKey, rpm: int | None, ipm: int | None) -> None:
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.execute(
+            text(
+                "UPDATE api_keys SET requests_per_minute = :r, items_per_minute = :i WHERE id = :id"
+            ),
+            {"r": rpm, "i": ipm, "id": key.key_id},
+        )
+    app.state.authenticator.forget_all()
+
+
+async def _predict(client: httpx.AsyncClient, key: CreatedKey, n: int = 1) -> httpx.Response:
+    inputs = ROW if n == 1 else [ROW] * n
+    return await client.post(
+        "/v1/models/linreg/predict", json={"inputs": inputs}, headers=bearer(key)
+    )
+
+
+async def test_requests_per_minute_exact_at_the_boundary(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    key = await make_key(app)
+    await _set_key_limits(app, key, 5, None)
+    responses = [await _predict(client, key) for _ in range(6)]
+    assert [r.status_code for r in responses] == [200] * 5 + [429]
+    assert [r.headers["x-ratelimit-remaining-requests"] for r in responses[:5]] == [
+        "4",
+        "3",
+        "2",
+        "1",
+        "0",
+    ]
+    assert all(r.headers["x-ratelimit-limit-requests"] == "5" for r in responses)
+    limited = responses[5]
+    assert limited.json()["error"]["type"] == "rate_limit_exceeded"
+    assert int(limited.headers["retry-after"]) >= 1
+    assert float(limited.headers["x-ratelimit-reset-requests"].rstrip("s")) > 0
+    rows = await ledger(app)
+    assert [(r.status_code, r.billable) for r in rows] == [(200, True)] * 5 + [(429, False)]
+
+
+async def test_items_per_minute_and_oversized_batches(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    key = await make_key(app)
+    await _set_key_limits(app, key, None, 10)
+    first, second, third = [await _predict(client, key, 4) for _ in range(3)]
+    assert (first.status_code, second.status_code, third.status_code) == (200, 200, 429)
+    assert second.headers["x-ratelimit-remaining-items"] == "2"
+    assert (await _predict(client, key, 2)).status_code == 200  # the 2 left still fit
+    never = await _predict(client, key, 11)
+    assert never.status_code == 413
+    assert never.json()["error"]["type"] == "batch_exceeds_rate_limit"
+
+
+async def test_plan_limits_apply_and_key_overrides_win(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    admin = await make_key(app, "ops", (Scope.admin,))
+    plan = await create_plan(
+        client, admin, name="slow", currency="usd", requests_per_minute=2, components=[]
+    )
+    on_plan = await make_key(app, "slowpoke")
+    await assign(app, on_plan.customer_id, plan["id"], datetime.now(UTC), immediately=True)
+    app.state.authenticator.forget_all()
+    statuses = [(await _predict(client, on_plan)).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    override = await make_key(app, "slowpoke")
+    await _set_key_limits(app, override, 4, None)
+    statuses = [(await _predict(client, override)).status_code for _ in range(5)]
+    assert statuses == [200] * 4 + [429]
+
+
+@pytest.fixture
+def redis_settings(settings: Settings) -> Settings:
+    redis = pytest.importorskip("redis")
+    try:
+        redis.Redis.from_url(REDIS, socket_connect_timeout=0.5).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis not reachable at {REDIS}: {exc}")
+    return settings.model_copy(
+        update={"redis_url": REDIS, "redis_prefix": f"tollgate-test:{uuid.uuid4().hex}:"}
+    )
+
+
+@pytest.fixture
+async def two_apps(redis_settings: Settings) -> AsyncIterator[tuple[FastAPI, FastAPI]]:
+    """Two independent app instances (own engines, limiters, caches) sharing Redis."""
+    one, two = create_app(redis_settings), create_app(redis_settings)
+    async with one.router.lifespan_context(one), two.router.lifespan_context(two):
+        yield one, two
+
+
+async def test_two_instances_sharing_redis_hold_the_limit_for_the_sum(
+    two_apps: tuple[FastAPI, FastAPI],
+) -> None:
+    one, two = two_apps
+    key = await make_key(one)
+    await _set_key_limits(one, key, 10, None)
+    clients = [
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=a), base_url="http://t")
+        for a in (one, two)
+    ]
+    try:
+        responses = await asyncio.gather(*(_predict(c, key) for c in clients for _ in range(8)))
+    finally:
+        for c in clients:
+            await c.aclose()
+    assert sorted(r.status_code for r in responses) == [200] * 10 + [429] * 6
+    metrics = (
+        await httpx.AsyncClient(transport=httpx.ASGITransport(app=one), base_url="http://t").get(
+            "/metrics"
+        )
+    ).text
+    assert 'tollgate_ratelimit_backend{backend="redis"} 1.0' in metrics
+
+
+async def test_redis_down_degrades_to_per_process_without_errors(
+    settings: Settings, pg_sync: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
+    async with app.router.lifespan_context(app):
+        key = await make_key(app)
+        await _set_key_limits(app, key, 3, None)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as client:
+            statuses = [(await _predict(client, key)).status_code for _ in range(4)]
+            metrics = (await client.get("/metrics")).text
+    assert statuses == [200, 200, 200, 429]  # still limited, per process
+    assert 'tollgate_ratelimit_backend{backend="memory"} 1.0' in metrics
+    assert any(
+        "in-process" in r.getMessage() for r in caplog.records if r.name == "tollgate.limits"
+    )
+
+
+async def test_spend_cap_stops_billable_calls_with_402(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    admin = await make_key(app, "ops", (Scope.admin,))
+    plan = await create_plan(
+        client,
+        admin,
+        name="capped",
+        currency="usd",
+        spend_cap="2",
+        components=[{"unit": "request", "pricing": "per_unit", "unit_price": "0.5"}],
+    )
+    key = await make_key(app, "thrifty")
+    month_start = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    await assign(app, key.customer_id, plan["id"], month_start, immediately=True)
+    await add_usage(
+        app, key, month_start.replace(second=5), count=1, model="linreg"
+    )  # $0.50 already spent this month
+    app.state.authenticator.forget_all()
+    responses = [await _predict(client, key) for _ in range(4)]
+    assert [r.status_code for r in responses] == [200, 200, 200, 402]
+    assert [r.headers.get("x-usage-spend-period-to-date") for r in responses[:3]] == [
+        "1",
+        "1.5",
+        "2",
+    ]
+    refused = responses[3]
+    assert refused.json()["error"]["type"] == "quota_exceeded"
+    assert refused.headers["x-usage-spend-cap"] == "2"
+    rows = await ledger(app)
+    assert [(r.status_code, r.billable) for r in rows][-1] == (402, False)
+
+
+async def test_included_quota_only_plan(app: FastAPI, client: httpx.AsyncClient) -> None:
+    admin = await make_key(app, "ops", (Scope.admin,))
+    plan = await create_plan(
+        client,
+        admin,
+        name="free",
+        currency="usd",
+        spend_cap="0",
+        components=[{"unit": "item", "pricing": "per_unit", "unit_price": "0.01", "included": "5"}],
+    )
+    key = await make_key(app, "freeloader")
+    await assign(app, key.customer_id, plan["id"], datetime.now(UTC), immediately=True)
+    app.state.authenticator.forget_all()
+    assert (await _predict(client, key, 3)).status_code == 200
+    assert (await _predict(client, key, 3)).status_code == 402  # 6 > 5 included
+    assert (await _predict(client, key, 2)).status_code == 200  # exactly 5
+    assert (await _predict(client, key, 1)).status_code == 402
