@@ -16,11 +16,14 @@ from app.config import REPO_ROOT, get_settings
 from app.db.engine import build_engine, build_sessionmaker
 from app.keys.schemas import CreatedKey, Scope
 from app.keys.service import create_key, revoke_key
+from app.orm import Customer
 
 cli = typer.Typer(help="Tollgate: metered inference as a service.", no_args_is_help=True)
 keys_cli = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
 plans_cli = typer.Typer(help="Price plans.", no_args_is_help=True)
 billing_cli = typer.Typer(help="Close periods and inspect invoices.", no_args_is_help=True)
+customers_cli = typer.Typer(help="Customers.", no_args_is_help=True)
+cli.add_typer(customers_cli, name="customers")
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(plans_cli, name="plans")
 cli.add_typer(billing_cli, name="billing")
@@ -137,6 +140,117 @@ def keys_revoke(
         typer.echo(f"no active key with prefix {prefix}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {prefix}")
+
+
+def _customer_json(customer: Customer) -> str:
+    from app.audit.service import snapshot
+
+    fields = ("id", "name", "email", "status", "stripe_customer_id", "created_at")
+    return json.dumps(snapshot(customer, *fields))
+
+
+@customers_cli.command("create")
+def customers_create(
+    name: Annotated[str, typer.Argument()],
+    email: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Create a customer; prints it as JSON."""
+    from app.customers import service
+    from app.customers.schemas import CustomerCreate
+
+    async def work(session: AsyncSession) -> str:
+        return _customer_json(
+            await service.create_customer(session, "cli", CustomerCreate(name=name, email=email))
+        )
+
+    typer.echo(_run_or_exit(work))
+
+
+@customers_cli.command("list")
+def customers_list(
+    status: Annotated[str | None, typer.Option(help="active | suspended")] = None,
+) -> None:
+    """List customers as JSON lines."""
+    from app.customers import service
+
+    async def work(session: AsyncSession) -> list[str]:
+        return [_customer_json(c) for c in await service.list_customers(session, status)]
+
+    for line in _run_or_exit(work):
+        typer.echo(line)
+
+
+@customers_cli.command("suspend")
+def customers_suspend(customer_id: Annotated[int, typer.Argument()]) -> None:
+    """Suspend a customer: its keys get 403 within 1 s."""
+    _set_customer_status(customer_id, "suspended")
+
+
+@customers_cli.command("reactivate")
+def customers_reactivate(customer_id: Annotated[int, typer.Argument()]) -> None:
+    """Reactivate a suspended customer."""
+    _set_customer_status(customer_id, "active")
+
+
+def _set_customer_status(customer_id: int, status: str) -> None:
+    from app.customers import service
+
+    async def work(session: AsyncSession) -> str:
+        return _customer_json(await service.set_status(session, "cli", customer_id, status))
+
+    typer.echo(_run_or_exit(work))
+
+
+def _run_or_exit(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    from app.errors import AppError
+
+    try:
+        return _in_transaction(work)
+    except AppError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+
+
+@keys_cli.command("list")
+def keys_list(
+    customer_id: Annotated[int | None, typer.Option(help="Only this customer's keys")] = None,
+) -> None:
+    """List keys as JSON lines: prefix and last four only, never the secret."""
+    from app.audit.service import snapshot
+    from app.keys import admin
+
+    async def work(session: AsyncSession) -> list[str]:
+        return [
+            json.dumps({"id": k.id, **snapshot(k, *admin.FIELDS, "last_used_at")})
+            for k in await admin.list_keys(session, customer_id)
+        ]
+
+    for line in _run_or_exit(work):
+        typer.echo(line)
+
+
+@keys_cli.command("rotate")
+def keys_rotate(
+    key_id: Annotated[int, typer.Argument()],
+    grace_seconds: Annotated[int, typer.Option(min=0, help="Old secret valid this long")] = 0,
+) -> None:
+    """Issue a new secret for a key; the old one stops after the grace period. The new
+    secret is printed once, alone on the last line."""
+    from app.keys import admin
+
+    settings = get_settings()
+
+    async def work(session: AsyncSession) -> tuple[str, str]:
+        old, new, secret = await admin.rotate(
+            session, "cli", settings.secret_key, key_id, timedelta(seconds=grace_seconds)
+        )
+        return f"rotated key {old.id} -> {new.id} ({new.prefix}...), old stops at " + (
+            old.revoked_at.isoformat() if old.revoked_at else "?"
+        ), secret
+
+    info, secret = _run_or_exit(work)
+    typer.echo(info, err=True)
+    typer.echo(secret)
 
 
 @plans_cli.command("list")

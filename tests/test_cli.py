@@ -103,3 +103,34 @@ def test_plans_and_billing_commands(tmp_path: Path) -> None:
     too_early = _tollgate("billing", "close", "2999-01", env=env)
     assert too_early.returncode == 1
     assert "can be closed from" in too_early.stderr
+
+
+def test_customer_and_key_admin_commands(tmp_path: Path) -> None:
+    import json
+
+    env = {
+        **os.environ,
+        "TOLLGATE_DATABASE_URL": f"sqlite:///{tmp_path}/admin.db",
+        "TOLLGATE_ENV": "production",
+        "TOLLGATE_SECRET_KEY": TEST_SECRET,
+    }
+    assert _tollgate("migrate", env=env).returncode == 0
+    made = _tollgate("customers", "create", "Umbrella", "--email", "it@umbrella.co", env=env)
+    assert made.returncode == 0, made.stderr
+    customer = json.loads(made.stdout)
+    assert customer["status"] == "active"
+    assert _tollgate("customers", "create", "Umbrella", env=env).returncode == 1
+    suspended = _tollgate("customers", "suspend", str(customer["id"]), env=env)
+    assert json.loads(suspended.stdout)["status"] == "suspended"
+    listed = _tollgate("customers", "list", "--status", "suspended", env=env).stdout
+    assert [json.loads(x)["name"] for x in listed.splitlines()] == ["Umbrella"]
+    assert _tollgate("customers", "reactivate", str(customer["id"]), env=env).returncode == 0
+
+    secret = _tollgate("keys", "create", "--customer", "Umbrella", env=env).stdout.split()[-1]
+    keys = [json.loads(x) for x in _tollgate("keys", "list", env=env).stdout.splitlines()]
+    assert len(keys) == 1 and secret not in json.dumps(keys)
+    rotated = _tollgate("keys", "rotate", str(keys[0]["id"]), "--grace-seconds", "60", env=env)
+    assert rotated.returncode == 0, rotated.stderr
+    new_secret = rotated.stdout.strip().splitlines()[-1]
+    assert new_secret.startswith("tg_") and new_secret != secret
+    assert _tollgate("keys", "rotate", str(keys[0]["id"]), env=env).returncode == 1
