@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from app.observability.gpu import GpuCollector
+
 _LATENCY_BUCKETS = (
     0.0005,
     0.001,
@@ -27,9 +29,13 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, gpu: GpuCollector | None = None
+    ) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        self.gpu = gpu or GpuCollector()
+        r.register(self.gpu)
         self.requests_total = Counter(
             "tollgate_requests_total",
             "Inference requests by model, version and HTTP status.",
