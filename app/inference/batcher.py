@@ -141,7 +141,10 @@ class Batcher:
             offset += n
             results.append(
                 Prediction(
-                    self._predictor.encode(part), items=n, compute_us=round(forward_us * n / total)
+                    self._predictor.encode(part),
+                    items=n,
+                    compute_us=round(forward_us * n / total),
+                    raw=part,
                 )
             )
         return results

@@ -24,9 +24,10 @@ Array = npt.NDArray[np.float32]
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    outputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]  # encoded for the /v1 JSON response
     items: int
     compute_us: int
+    raw: Array  # this request's slice of the output tensor, for other protocols
 
 
 class Predictor:

@@ -16,6 +16,7 @@ import orjson
 
 from app.errors import AppError, InvalidJSON
 from app.inference.errors import InvalidTensor
+from app.inference.predictor import Array, Prediction
 from app.inference.registry import ModelRegistry, ServedModel
 from app.keys.errors import ModelNotAllowed
 from app.keys.schemas import Principal, Scope
@@ -57,45 +58,20 @@ class InferenceService:
         version: str | None,
         read_body: Callable[[], Awaitable[bytes]],
     ) -> tuple[dict[str, Any], dict[str, str]]:
-        """Returns the response body and its headers (rate limit and spend)."""
-        served: ServedModel | None = None
-        headers: dict[str, str] = {}
-        reserved = 0
-        try:
-            require(principal, Scope.predict)
-            served = self.registry.get(model, version)
-            if principal.allowed_models is not None and model not in principal.allowed_models:
-                raise ModelNotAllowed(f"this API key may not call model '{model}'")
-            batch = served.predictor.decode(_parse_inputs(await read_body()))
-            items = int(batch.shape[0])
-            headers = await self._admit(principal, served.name, items)
-            reserved = items if self._capped(principal) else 0
-            prediction = await served.batcher.submit(batch)
-        except Exception as exc:
-            if reserved and served is not None:
-                self.spend.release(principal.customer_id, served.name, None, reserved)
-            status = exc.status_code if isinstance(exc, AppError) else 500
-            await self._record_failure(principal, request_id, started_ns, model, served, status)
-            raise
+        """``POST /v1/models/{model}/predict``: returns the response body and its headers."""
 
-        self.metrics.inference_duration.labels(served.name, served.version, served.device).observe(
-            prediction.compute_us / 1e6
+        async def decode(served: ServedModel) -> Array:
+            return served.predictor.decode(_parse_inputs(await read_body()))
+
+        served, prediction, headers = await self.run(
+            principal,
+            request_id=request_id,
+            started_ns=started_ns,
+            model=model,
+            version=version,
+            endpoint="v1.predict",
+            decode=decode,
         )
-        await self.meter.record(
-            self._row(
-                principal,
-                request_id,
-                started_ns,
-                model,
-                served,
-                200,
-                billable=True,
-                items=prediction.items,
-                compute_us=prediction.compute_us,
-            )
-        )
-        self._count(served.name, served.version, 200, started_ns)
-        self.metrics.items_total.labels(served.name, served.version).inc(prediction.items)
         body = {
             "request_id": request_id,
             "model": served.name,
@@ -105,6 +81,71 @@ class InferenceService:
             "usage": {"items": prediction.items, "compute_ms": prediction.compute_us / 1000},
         }
         return body, headers
+
+    async def run(
+        self,
+        principal: Principal,
+        *,
+        request_id: str,
+        started_ns: int,
+        model: str,
+        version: str | None,
+        endpoint: str,
+        decode: Callable[[ServedModel], Awaitable[Array]],
+    ) -> tuple[ServedModel, Prediction, dict[str, str]]:
+        """The metered path shared by every protocol: scope, model, ``decode`` (the
+        protocol's own input format), limits and quota, the batcher, then the ledger.
+        Returns the model, its prediction (``raw`` holds the output array) and the
+        rate-limit/spend headers. Every outcome after authentication writes one row."""
+        served: ServedModel | None = None
+        headers: dict[str, str] = {}
+        reserved = 0
+        try:
+            require(principal, Scope.predict)
+            served = self.registry.get(model, version)
+            if principal.allowed_models is not None and model not in principal.allowed_models:
+                raise ModelNotAllowed(f"this API key may not call model '{model}'")
+            batch = await decode(served)
+            items = int(batch.shape[0])
+            headers = await self._admit(principal, served.name, items)
+            reserved = items if self._capped(principal) else 0
+            prediction = await served.batcher.submit(batch)
+        except Exception as exc:
+            if reserved and served is not None:
+                self.spend.release(principal.customer_id, served.name, None, reserved)
+            status = exc.status_code if isinstance(exc, AppError) else 500
+            await self._record_failure(
+                principal, request_id, started_ns, model, served, status, endpoint
+            )
+            raise
+
+        self.metrics.inference_duration.labels(served.name, served.version, served.device).observe(
+            prediction.compute_us / 1e6
+        )
+        try:
+            await self.meter.record(
+                self._row(
+                    principal,
+                    request_id,
+                    started_ns,
+                    model,
+                    served,
+                    200,
+                    endpoint,
+                    billable=True,
+                    items=prediction.items,
+                    compute_us=prediction.compute_us,
+                )
+            )
+        except LedgerUnavailable:
+            if reserved:
+                self.spend.release(principal.customer_id, served.name, None, reserved)
+            raise
+        if reserved:
+            self.spend.add_compute(principal.customer_id, served.name, None, prediction.compute_us)
+        self._count(served.name, served.version, 200, started_ns)
+        self.metrics.items_total.labels(served.name, served.version).inc(prediction.items)
+        return served, prediction, headers
 
     @staticmethod
     def _capped(principal: Principal) -> bool:
@@ -147,13 +188,23 @@ class InferenceService:
         model: str,
         served: ServedModel | None,
         status: int,
+        endpoint: str,
     ) -> None:
         name = served.name if served else "unknown"
         version = served.version if served else ""
         self._count(name, version, status, started_ns)
         try:
             await self.meter.record(
-                self._row(principal, request_id, started_ns, model, served, status, billable=False)
+                self._row(
+                    principal,
+                    request_id,
+                    started_ns,
+                    model,
+                    served,
+                    status,
+                    endpoint,
+                    billable=False,
+                )
             )
         except LedgerUnavailable:
             # The request already failed; its own error is the more useful answer.
@@ -176,6 +227,7 @@ class InferenceService:
         model: str,
         served: ServedModel | None,
         status: int,
+        endpoint: str,
         *,
         billable: bool,
         items: int = 0,
@@ -185,7 +237,7 @@ class InferenceService:
             request_id=request_id,
             api_key_id=principal.key_id,
             customer_id=principal.customer_id,
-            endpoint="v1.predict",
+            endpoint=endpoint,
             model=served.name if served else model[:_MAX_NAME],
             version=served.version if served else None,
             variant=None,
