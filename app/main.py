@@ -17,6 +17,7 @@ from app.config import Settings, get_settings
 from app.customers.endpoints import router as customers_router
 from app.db.engine import build_engine, build_sessionmaker
 from app.errors import install_error_handlers
+from app.inference.admin import router as models_admin_router
 from app.inference.endpoints import router as inference_router
 from app.inference.registry import ModelRegistry
 from app.inference.service import InferenceService
@@ -145,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(keys_router)
     app.include_router(plans_router)
     app.include_router(audit_router)
+    app.include_router(models_admin_router)
     app.include_router(finance_router)
     app.include_router(webhooks_router)
     app.include_router(ops_router)

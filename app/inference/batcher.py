@@ -52,6 +52,9 @@ class Batcher:
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
         self._carry: _Job | None = None
         self._task: asyncio.Task[None] | None = None
+        self._in_flight = 0  # submitted and not yet answered
+        self._idle = asyncio.Event()
+        self._idle.set()
         name, version = predictor.manifest.name, predictor.manifest.version
         self._batch_size = metrics.batch_size.labels(name, version)
         self._queue_time = metrics.queue_seconds.labels(name, version)
@@ -81,7 +84,23 @@ class Batcher:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
             raise ModelOverloaded("the model's queue is full; retry shortly") from None
-        return await job.future
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return await job.future
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def drain(self, timeout_s: float = 30.0) -> None:
+        """Wait until every submitted request has its answer (used before unloading)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
 
     async def _next_batch(self) -> list[_Job]:
         first = self._carry or await self._queue.get()

@@ -44,9 +44,13 @@ class JSONBytes(Response):
 def _info(served: ServedModel, registry: ModelRegistry) -> ModelInfo:
     m = served.manifest
     return ModelInfo(
+        id=served.ref,
         name=m.name,
+        variant=served.variant,
         version=m.version,
-        versions=[s.version for s in registry.list() if s.name == m.name],
+        versions=sorted({s.version for s in registry.list() if s.name == m.name}),
+        available=served.available,
+        unavailable_reason=served.unavailable_reason,
         task=m.task,
         description=m.description,
         device=served.device,
@@ -56,14 +60,21 @@ def _info(served: ServedModel, registry: ModelRegistry) -> ModelInfo:
         metrics=dict(m.metrics),
         weights_sha256=m.weights_sha256,
         size_bytes=m.weights_bytes,
+        measured=dict(getattr(m, "measured", {}) or {}),
     )
 
 
 @router.get("/models", responses=_AUTH_ERRORS)
 async def list_models(_: Authenticated, registry: Registry) -> ModelList:
-    """The default version of every served model, with its contract and held-out metrics."""
-    latest = {s.name: s for s in registry.list()}
-    return ModelList(data=[_info(s, registry) for s in latest.values()])
+    """Every model and variant at its default version: contract, held-out metrics, size,
+    measured speed, and whether this server can run it."""
+    return ModelList(
+        data=[
+            _info(s, registry)
+            for s in registry.list()
+            if s.version == registry.default_version(s.name)
+        ]
+    )
 
 
 @router.get(
@@ -76,7 +87,7 @@ async def get_model(
     model: Annotated[str, Path(max_length=128)],
     version: Annotated[str | None, Query(max_length=32)] = None,
 ) -> ModelInfo:
-    return _info(registry.get(model, version), registry)
+    return _info(registry.find(model, version), registry)
 
 
 @router.post(

@@ -39,6 +39,9 @@ class Predictor:
         self.labels = manifest.labels
         self.output_name = manifest.outputs[0].name
         self.device = torch.device("cpu")
+        self.input_dtype = (
+            torch.float16 if getattr(manifest, "dtype", "float32") == "float16" else torch.float32
+        )
         self._module: torch.nn.Module | None = None
 
     def load(self, device: torch.device) -> None:
@@ -85,7 +88,7 @@ class Predictor:
     def predict(self, batch: Array) -> Array:
         assert self._module is not None, "predictor used before load()"
         with torch.inference_mode():
-            x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            x = torch.from_numpy(batch).to(self.device, self.input_dtype, non_blocking=True)
             y = self._module(x)
             out: Array = y.float().cpu().numpy()
         return out

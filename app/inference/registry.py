@@ -1,7 +1,15 @@
-"""The model registry: every shipped model version, loaded once at start-up on its device."""
+"""The model registry: every shipped model version and variant, loaded on its device.
+
+Models are addressed as ``name`` or ``name:variant`` (``cnn``, ``cnn:int8``), optionally with
+a version; without one, the model's default version (the newest, unless an admin set
+another). A variant that needs hardware this server lacks (``fp16`` without CUDA) is listed
+as unavailable and refused with a clear 4xx. Unloading removes a model from new requests
+and lets the ones already queued finish.
+"""
 
 from __future__ import annotations
 
+import builtins
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -9,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from app.errors import Unprocessable
 from app.inference.batcher import Batcher
 from app.inference.errors import ModelNotFound
 from app.inference.predictor import Predictor
@@ -16,6 +25,10 @@ from app.observability.metrics import Metrics
 from models.manifest import Manifest, discover
 
 log = logging.getLogger("tollgate.models")
+
+
+class VariantUnavailable(Unprocessable):
+    type = "variant_unavailable"
 
 
 def choose_device(preference: str) -> torch.device:
@@ -26,17 +39,43 @@ def choose_device(preference: str) -> torch.device:
     return torch.device("cpu")
 
 
+def variant_of(manifest: Manifest) -> str | None:
+    variant: str | None = getattr(manifest, "variant", None)
+    return variant
+
+
+def requires_device(manifest: Manifest) -> str | None:
+    device: str | None = getattr(manifest, "requires_device", None)
+    return device
+
+
 @dataclass(frozen=True, slots=True)
 class ServedModel:
     name: str
     version: str
+    variant: str | None
     manifest: Manifest
-    predictor: Predictor
-    batcher: Batcher
+    manifest_dir: Path
+    predictor: Predictor | None  # None: listed but unavailable on this server
+    batcher: Batcher | None
+    unavailable_reason: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.variant}" if self.variant else self.name
 
     @property
     def device(self) -> str:
-        return self.predictor.device.type
+        return self.predictor.device.type if self.predictor else "none"
+
+    @property
+    def available(self) -> bool:
+        return self.predictor is not None
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    name, _, variant = ref.partition(":")
+    return name, variant or None
 
 
 def _version_key(version: str) -> tuple[int, str]:
@@ -64,61 +103,162 @@ class ModelRegistry:
         self._batch_max_delay_s = batch_max_delay_s
         self._batch_queue_size = batch_queue_size
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="torch")
-        self._models: dict[str, dict[str, ServedModel]] = {}
+        # name -> version -> variant -> model
+        self._models: dict[str, dict[str, dict[str | None, ServedModel]]] = {}
+        self._defaults: dict[str, str] = {}
+        self._started = False
+
+    # -- loading -----------------------------------------------------------------------
+
+    def _build(self, manifest_dir: Path, manifest: Manifest) -> ServedModel:
+        variant = variant_of(manifest)
+        needs = requires_device(manifest)
+        device = self._device
+        if needs == "cuda" and device.type != "cuda":
+            return ServedModel(
+                manifest.name,
+                manifest.version,
+                variant,
+                manifest,
+                manifest_dir,
+                None,
+                None,
+                unavailable_reason=f"the {variant} variant needs a CUDA GPU; this server has none",
+            )
+        if getattr(manifest, "format", "state_dict") == "quantized_state_dict":
+            device = torch.device("cpu")  # int8 kernels here are x86 CPU kernels
+        predictor = Predictor(manifest_dir, manifest, max_batch_items=self._max_batch_items)
+        predictor.load(device)
+        batcher = Batcher(
+            predictor,
+            self._executor,
+            self._metrics,
+            max_items=self._batch_max_items,
+            max_delay_s=self._batch_max_delay_s,
+            queue_size=self._batch_queue_size,
+        )
+        return ServedModel(
+            manifest.name, manifest.version, variant, manifest, manifest_dir, predictor, batcher
+        )
+
+    def _add(self, served: ServedModel) -> None:
+        self._models.setdefault(served.name, {}).setdefault(served.version, {})[served.variant] = (
+            served
+        )
+        if served.batcher is not None and self._started:
+            served.batcher.start()
+        self._metrics.models_loaded.set(self.loaded)
+        log.info(
+            "model loaded" if served.available else "model listed as unavailable",
+            extra={"model": served.ref, "version": served.version, "device": served.device},
+        )
 
     def load_all(self) -> None:
         for manifest_dir, manifest in discover(self._models_dir):
-            predictor = Predictor(manifest_dir, manifest, max_batch_items=self._max_batch_items)
-            predictor.load(self._device)
-            batcher = Batcher(
-                predictor,
-                self._executor,
-                self._metrics,
-                max_items=self._batch_max_items,
-                max_delay_s=self._batch_max_delay_s,
-                queue_size=self._batch_queue_size,
-            )
-            served = ServedModel(manifest.name, manifest.version, manifest, predictor, batcher)
-            self._models.setdefault(manifest.name, {})[manifest.version] = served
-            log.info(
-                "model loaded",
-                extra={
-                    "model": manifest.name,
-                    "version": manifest.version,
-                    "device": served.device,
-                },
-            )
-
-    @property
-    def loaded(self) -> int:
-        return sum(len(v) for v in self._models.values())
-
-    def list(self) -> list[ServedModel]:
-        return [
-            self._models[name][version]
-            for name in sorted(self._models)
-            for version in sorted(self._models[name], key=_version_key)
-        ]
-
-    def get(self, name: str, version: str | None = None) -> ServedModel:
-        versions = self._models.get(name)
-        if not versions:
-            raise ModelNotFound(f"model '{name}' does not exist", details={"model": name})
-        if version is None:
-            return versions[max(versions, key=_version_key)]
-        served = versions.get(version)
-        if served is None:
-            raise ModelNotFound(
-                f"model '{name}' has no version '{version}'",
-                details={"model": name, "versions": sorted(versions, key=_version_key)},
-            )
-        return served
+            self._add(self._build(manifest_dir, manifest))
 
     def start(self) -> None:
-        for served in self.list():
+        self._started = True
+        for served in self.list(include_unavailable=False):
+            assert served.batcher is not None
             served.batcher.start()
 
     async def close(self) -> None:
-        for served in self.list():
+        for served in self.list(include_unavailable=False):
+            assert served.batcher is not None
             await served.batcher.stop()
         self._executor.shutdown(wait=True)
+
+    # -- lookup ------------------------------------------------------------------------
+
+    @property
+    def loaded(self) -> int:
+        return len(self.list(include_unavailable=False))
+
+    def list(self, *, include_unavailable: bool = True) -> list[ServedModel]:
+        out = []
+        for name in sorted(self._models):
+            for version in sorted(self._models[name], key=_version_key):
+                for variant in sorted(self._models[name][version], key=lambda v: v or ""):
+                    served = self._models[name][version][variant]
+                    if include_unavailable or served.available:
+                        out.append(served)
+        return out
+
+    def default_version(self, name: str) -> str | None:
+        versions = self._models.get(name)
+        if not versions:
+            return None
+        chosen = self._defaults.get(name)
+        return chosen if chosen in versions else max(versions, key=_version_key)
+
+    def find(self, ref: str, version: str | None = None) -> ServedModel:
+        """The model for ``name[:variant]`` (available or not); 404 if it does not exist."""
+        name, variant = parse_ref(ref)
+        versions = self._models.get(name)
+        if not versions:
+            raise ModelNotFound(f"model '{name}' does not exist", details={"model": name})
+        chosen = version or self.default_version(name)
+        assert chosen is not None
+        variants = versions.get(chosen)
+        if variants is None:
+            raise ModelNotFound(
+                f"model '{name}' has no version '{chosen}'",
+                details={"model": name, "versions": sorted(versions, key=_version_key)},
+            )
+        served = variants.get(variant)
+        if served is None:
+            raise ModelNotFound(
+                f"model '{name}' version {chosen} has no variant '{variant}'",
+                details={"model": name, "variants": sorted(v or "" for v in variants)},
+            )
+        return served
+
+    def get(self, ref: str, version: str | None = None) -> ServedModel:
+        """A model that can serve now: 404 if unknown, 422 if unavailable here."""
+        served = self.find(ref, version)
+        if not served.available:
+            raise VariantUnavailable(served.unavailable_reason or f"{ref} is unavailable")
+        return served
+
+    # -- administration ----------------------------------------------------------------
+
+    def set_default(self, name: str, version: str) -> None:
+        if version not in self._models.get(name, {}):
+            raise ModelNotFound(f"model '{name}' has no loaded version '{version}'")
+        self._defaults[name] = version
+
+    def load(self, name: str, version: str) -> builtins.list[ServedModel]:
+        """Load (or reload) every variant of name/version from the models directory."""
+        found = [
+            (d, m) for d, m in discover(self._models_dir) if m.name == name and m.version == version
+        ]
+        if not found:
+            raise ModelNotFound(f"no manifest for model '{name}' version '{version}'")
+        loaded = []
+        for manifest_dir, manifest in found:
+            existing = self._models.get(name, {}).get(version, {}).get(variant_of(manifest))
+            if existing is not None and existing.available:
+                loaded.append(existing)
+                continue
+            served = self._build(manifest_dir, manifest)
+            self._add(served)
+            loaded.append(served)
+        return loaded
+
+    async def unload(self, name: str, version: str) -> builtins.list[ServedModel]:
+        """Stop routing new requests to name/version; queued requests finish first."""
+        variants = self._models.get(name, {}).pop(version, None)
+        if variants is None:
+            raise ModelNotFound(f"model '{name}' has no loaded version '{version}'")
+        if not self._models[name]:
+            del self._models[name]
+            self._defaults.pop(name, None)
+        elif self._defaults.get(name) == version:
+            del self._defaults[name]
+        self._metrics.models_loaded.set(self.loaded)
+        for served in variants.values():
+            if served.batcher is not None:
+                await served.batcher.drain()
+                await served.batcher.stop()
+        return list(variants.values())

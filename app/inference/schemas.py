@@ -37,9 +37,13 @@ class TensorInfo(BaseModel):
 
 
 class ModelInfo(BaseModel):
+    id: str = Field(description="What to call: name, or name:variant")
     name: str
+    variant: str | None
     version: str
     versions: list[str]
+    available: bool
+    unavailable_reason: str | None
     task: str
     description: str
     device: str
@@ -49,6 +53,9 @@ class ModelInfo(BaseModel):
     metrics: dict[str, float]
     weights_sha256: str
     size_bytes: int
+    measured: dict[str, float] = Field(
+        default_factory=dict, description="Measured speed and size (see the manifest)"
+    )
 
 
 class ModelList(BaseModel):

@@ -61,6 +61,7 @@ class InferenceService:
         """``POST /v1/models/{model}/predict``: returns the response body and its headers."""
 
         async def decode(served: ServedModel) -> Array:
+            assert served.predictor is not None
             return served.predictor.decode(_parse_inputs(await read_body()))
 
         served, prediction, headers = await self.run(
@@ -103,16 +104,19 @@ class InferenceService:
         try:
             require(principal, Scope.predict)
             served = self.registry.get(model, version)
-            if principal.allowed_models is not None and model not in principal.allowed_models:
+            if principal.allowed_models is not None and not (
+                {model, served.name} & principal.allowed_models
+            ):
                 raise ModelNotAllowed(f"this API key may not call model '{model}'")
+            assert served.predictor is not None and served.batcher is not None  # get(): available
             batch = await decode(served)
             items = int(batch.shape[0])
-            headers = await self._admit(principal, served.name, items)
+            headers = await self._admit(principal, served.name, served.variant, items)
             reserved = items if self._capped(principal) else 0
             prediction = await served.batcher.submit(batch)
         except Exception as exc:
             if reserved and served is not None:
-                self.spend.release(principal.customer_id, served.name, None, reserved)
+                self.spend.release(principal.customer_id, served.name, served.variant, reserved)
             status = exc.status_code if isinstance(exc, AppError) else 500
             await self._record_failure(
                 principal, request_id, started_ns, model, served, status, endpoint
@@ -139,10 +143,12 @@ class InferenceService:
             )
         except LedgerUnavailable:
             if reserved:
-                self.spend.release(principal.customer_id, served.name, None, reserved)
+                self.spend.release(principal.customer_id, served.name, served.variant, reserved)
             raise
         if reserved:
-            self.spend.add_compute(principal.customer_id, served.name, None, prediction.compute_us)
+            self.spend.add_compute(
+                principal.customer_id, served.name, served.variant, prediction.compute_us
+            )
         self._count(served.name, served.version, 200, started_ns)
         self.metrics.items_total.labels(served.name, served.version).inc(prediction.items)
         return served, prediction, headers
@@ -151,7 +157,9 @@ class InferenceService:
     def _capped(principal: Principal) -> bool:
         return principal.plan is not None and principal.plan.spend_cap is not None
 
-    async def _admit(self, principal: Principal, model: str, items: int) -> dict[str, str]:
+    async def _admit(
+        self, principal: Principal, model: str, variant: str | None, items: int
+    ) -> dict[str, str]:
         """Rate limits (429) and the spend cap (402). Returns the headers to send."""
         headers: dict[str, str] = {}
         named = limits_for(principal, items)
@@ -172,7 +180,7 @@ class InferenceService:
         if principal.plan is not None and principal.plan.spend_cap is not None:
             try:
                 spent, _cap = await self.spend.check(
-                    principal.customer_id, principal.plan, model, None, items
+                    principal.customer_id, principal.plan, model, variant, items
                 )
             except QuotaExceeded:
                 self.metrics.quota_exceeded_total.inc()
@@ -240,7 +248,7 @@ class InferenceService:
             endpoint=endpoint,
             model=served.name if served else model[:_MAX_NAME],
             version=served.version if served else None,
-            variant=None,
+            variant=served.variant if served else None,
             device=served.device if served else None,
             items=items,
             compute_us=compute_us,

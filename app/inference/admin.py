@@ -1,0 +1,72 @@
+"""Admin model management: list, load, unload, choose the default version; no restart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
+from app.audit.service import record
+from app.db.session import SessionDep
+from app.errors import error_schema
+from app.inference.endpoints import _info
+from app.inference.registry import ModelRegistry
+from app.inference.schemas import ModelInfo, ModelList
+from app.keys.deps import Admin
+
+router = APIRouter(prefix="/admin/models", tags=["models"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: error_schema("Missing or invalid API key"),
+    403: error_schema("The key lacks the admin scope"),
+    404: error_schema("No such model or version"),
+}
+
+
+class DefaultVersion(BaseModel):
+    version: str
+
+
+def _registry(request: Request) -> ModelRegistry:
+    registry: ModelRegistry = request.app.state.registry
+    return registry
+
+
+@router.get("", responses=_ERRORS)
+async def list_loaded(_: Admin, request: Request) -> ModelList:
+    """Every loaded model, version and variant, available or not."""
+    registry = _registry(request)
+    return ModelList(data=[_info(s, registry) for s in registry.list()])
+
+
+@router.post("/{name}/versions/{version}/load", responses=_ERRORS)
+async def load_model(
+    actor: Admin, request: Request, session: SessionDep, name: str, version: str
+) -> ModelList:
+    """Load every variant of name/version from the models directory (sha256-checked)."""
+    registry = _registry(request)
+    loaded = registry.load(name, version)
+    await record(session, actor, "model.load", "model", f"{name}/{version}")
+    return ModelList(data=[_info(s, registry) for s in loaded])
+
+
+@router.post("/{name}/versions/{version}/unload", responses=_ERRORS)
+async def unload_model(
+    actor: Admin, request: Request, session: SessionDep, name: str, version: str
+) -> ModelList:
+    """New requests get 404 at once; requests already queued finish first."""
+    registry = _registry(request)
+    removed = await registry.unload(name, version)
+    await record(session, actor, "model.unload", "model", f"{name}/{version}")
+    return ModelList(data=[_info(s, registry) for s in removed])
+
+
+@router.put("/{name}/default", responses=_ERRORS)
+async def set_default_version(
+    actor: Admin, request: Request, session: SessionDep, name: str, body: DefaultVersion
+) -> ModelInfo:
+    registry = _registry(request)
+    registry.set_default(name, body.version)
+    await record(session, actor, "model.default", "model", name, after={"version": body.version})
+    return _info(registry.find(name), registry)

@@ -1,0 +1,67 @@
+"""Admins load, unload and choose default versions without a restart; requests in flight
+during an unload finish."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from fastapi import FastAPI
+
+from app.keys.schemas import Scope
+from models.data import digits_split
+from tests.conftest import bearer, make_key
+
+
+async def test_unload_lets_queued_requests_finish_then_load_again(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    admin = await make_key(app, "ops", (Scope.admin,))
+    dev = await make_key(app)
+    _, test = digits_split()
+    body = {"inputs": test.x[:16].tolist()}
+
+    listing = (await client.get("/admin/models", headers=bearer(admin))).json()["data"]
+    assert any(m["id"] == "cnn" and m["available"] for m in listing)
+
+    in_flight = [
+        asyncio.create_task(client.post("/v1/models/cnn/predict", json=body, headers=bearer(dev)))
+        for _ in range(8)
+    ]
+    batcher = app.state.registry.find("cnn").batcher
+    for _ in range(500):  # wait until they are queued or running in the batcher
+        if batcher.in_flight == len(in_flight):
+            break
+        await asyncio.sleep(0.002)
+    assert batcher.in_flight > 0
+    unloaded = await client.post("/admin/models/cnn/versions/1/unload", headers=bearer(admin))
+    assert unloaded.status_code == 200, unloaded.text
+    assert [r.status_code for r in await asyncio.gather(*in_flight)] == [200] * 8
+
+    gone = await client.post("/v1/models/cnn/predict", json=body, headers=bearer(dev))
+    assert gone.status_code == 404
+    assert gone.json()["error"]["type"] == "model_not_found"
+    again = await client.post("/admin/models/cnn/versions/1/unload", headers=bearer(admin))
+    assert again.status_code == 404
+
+    loaded = await client.post("/admin/models/cnn/versions/1/load", headers=bearer(admin))
+    assert loaded.status_code == 200
+    back = await client.post("/v1/models/cnn/predict", json=body, headers=bearer(dev))
+    assert back.status_code == 200
+
+    assert (
+        await client.put("/admin/models/cnn/default", json={"version": "1"}, headers=bearer(admin))
+    ).status_code == 200
+    assert (
+        await client.put("/admin/models/cnn/default", json={"version": "9"}, headers=bearer(admin))
+    ).status_code == 404
+    assert (
+        await client.post("/admin/models/nope/versions/1/load", headers=bearer(admin))
+    ).status_code == 404
+    actions = [
+        e["action"]
+        for e in (
+            await client.get("/admin/audit", params={"target_type": "model"}, headers=bearer(admin))
+        ).json()["data"]
+    ]
+    assert actions == ["model.default", "model.load", "model.unload"]
