@@ -21,6 +21,7 @@ from app.inference.admin import router as models_admin_router
 from app.inference.endpoints import router as inference_router
 from app.inference.registry import ModelRegistry
 from app.inference.service import InferenceService
+from app.inference.v2 import router as v2_router
 from app.keys.endpoints import router as keys_router
 from app.keys.last_used import LastUsedTracker
 from app.keys.service import Authenticator
@@ -141,6 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     app.include_router(inference_router)
+    app.include_router(v2_router)
     app.include_router(usage_router)
     app.include_router(customers_router)
     app.include_router(keys_router)

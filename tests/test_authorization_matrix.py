@@ -28,6 +28,17 @@ EXPECTED: dict[tuple[str, str], dict[str, int | str]] = {
     ("GET", "/v1/models"): ANY_KEY,
     ("GET", "/v1/models/{model}"): ANY_KEY,
     ("POST", "/v1/models/{model}/predict"): PREDICT,
+    # Open Inference Protocol V2: health and server metadata are public like /healthz (probes
+    # carry no key); model metadata and readiness need any key like /v1/models/{model}.
+    ("GET", "/v2"): PUBLIC,
+    ("GET", "/v2/health/live"): PUBLIC,
+    ("GET", "/v2/health/ready"): PUBLIC,
+    ("GET", "/v2/models/{model}"): ANY_KEY,
+    ("GET", "/v2/models/{model}/versions/{version}"): ANY_KEY,
+    ("GET", "/v2/models/{model}/ready"): ANY_KEY,
+    ("GET", "/v2/models/{model}/versions/{version}/ready"): ANY_KEY,
+    ("POST", "/v2/models/{model}/infer"): PREDICT,
+    ("POST", "/v2/models/{model}/versions/{version}/infer"): PREDICT,
     ("GET", "/v1/usage"): ANY_KEY,
     ("POST", "/admin/customers"): ADMIN,
     ("GET", "/admin/customers"): ADMIN,
