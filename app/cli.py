@@ -49,15 +49,28 @@ def _in_transaction(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
-    """Serve the HTTP API (migrate first)."""
+    """Serve the HTTP API (migrate first). With several workers, /metrics merges every
+    worker's samples (prometheus-client multiprocess mode)."""
+    import os
+    import shutil
+    import tempfile
+
     import uvicorn
 
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tollgate-metrics-")
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if workers > 1 and metrics_dir:  # a fresh start: no samples from dead processes
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        os.makedirs(metrics_dir, exist_ok=True)
     uvicorn.run(
         "app.main:app_factory",
         factory=True,
         host=host,
         port=port,
+        workers=workers,
         access_log=False,
         log_config=None,
     )

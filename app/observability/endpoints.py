@@ -7,6 +7,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.responses import JSONResponse, Response
 
+from app.observability.metrics import exposition_registry
+
 router = APIRouter(tags=["operations"])
 
 
@@ -38,6 +40,5 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    return Response(
-        generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
-    )
+    registry = exposition_registry(request.app.state.metrics)
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -5,7 +5,9 @@ Labels are model, version, device and status only: never an API key or a custome
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 from app.observability.gpu import GpuCollector
 
@@ -26,6 +28,22 @@ _LATENCY_BUCKETS = (
     10.0,
 )
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def multiprocess_dir() -> str | None:
+    """Set (PROMETHEUS_MULTIPROC_DIR) when several worker processes share one /metrics."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def exposition_registry(metrics: Metrics) -> CollectorRegistry:
+    """The registry to expose: this process's, or with several workers, every worker's
+    samples merged from the multiprocess directory (plus the GPU gauges, read live)."""
+    if multiprocess_dir() is None:
+        return metrics.registry
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(metrics.gpu)
+    return registry
 
 
 class Metrics:
@@ -77,6 +95,7 @@ class Metrics:
         self.meter_queue_depth = Gauge(
             "tollgate_meter_queue_depth",
             "Usage rows waiting for the next ledger commit.",
+            multiprocess_mode="livesum",
             registry=r,
         )
         self.meter_failures_total = Counter(
@@ -112,10 +131,12 @@ class Metrics:
             "tollgate_ratelimit_backend",
             "Which rate-limit state is in use (1 = active): shared Redis or per-process memory.",
             ["backend"],
+            multiprocess_mode="liveall",
             registry=r,
         )
         self.models_loaded = Gauge(
             "tollgate_models_loaded",
             "Model versions loaded and serving.",
+            multiprocess_mode="livemax",
             registry=r,
         )
