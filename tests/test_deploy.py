@@ -105,3 +105,18 @@ async def test_dashboard_and_alerts_query_exported_metrics(
         ]
     }
     assert len(panels) >= 10
+
+
+def test_kubernetes_manifests_parse_and_match_the_service() -> None:
+    docs = list(yaml.safe_load_all((DEPLOY / "k8s" / "tollgate.yaml").read_text()))
+    kinds = {d["kind"] for d in docs}
+    assert kinds == {"Deployment", "Service", "HorizontalPodAutoscaler"}
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    settings_fields = {f"TOLLGATE_{f.upper()}" for f in Settings.model_fields}
+    for var in container["env"]:
+        assert var["name"] in settings_fields | {"PROMETHEUS_MULTIPROC_DIR"}
+    init = deployment["spec"]["template"]["spec"]["initContainers"][0]
+    assert init["command"] == ["tollgate", "migrate"]
