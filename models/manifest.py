@@ -4,6 +4,13 @@ Layout under a models root::
 
     <root>/<name>/<version>/manifest.json
     <root>/<name>/<version>/weights.pt      (file name given by manifest["weights"]["file"])
+    <root>/<name>/<version>-<variant>/...   (a compressed variant of <name>/<version>)
+
+Base manifests have ``"variant": null`` (or no ``variant`` key at all). Variant manifests say
+how their weights are stored (``format``/``dtype``), which device they need
+(``requires_device``), the architecture's constructor arguments (``architecture_args``) and
+CPU measurements (``measured``); every one of those keys has a default so older manifests
+still parse.
 """
 
 from __future__ import annotations
@@ -12,18 +19,23 @@ import hashlib
 import io
 import json
 import re
+import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from models.architectures import ARCHITECTURES
+from models.architectures import ARCHITECTURES, FUSE_PATTERNS
+from models.quantization import QUANT_ENGINE, convert_static, prepare_static
 
 __all__ = [
+    "DTYPES",
+    "FORMATS",
     "MANIFEST_FILENAME",
+    "OPTIONAL_KEYS",
     "REQUIRED_KEYS",
     "Manifest",
     "ManifestError",
@@ -54,8 +66,31 @@ REQUIRED_KEYS: frozenset[str] = frozenset(
         "weights",
     }
 )
+OPTIONAL_KEYS: frozenset[str] = frozenset(
+    {
+        "variant",
+        "base",
+        "format",
+        "dtype",
+        "requires_device",
+        "architecture_args",
+        "measured",
+        "measured_env",
+        "metrics_note",
+        "compression",
+    }
+)
+"""Top-level keys a manifest may have besides :data:`REQUIRED_KEYS` (others are kept in ``raw``)."""
 TASKS: frozenset[str] = frozenset({"classification", "regression"})
+FORMATS: frozenset[str] = frozenset({"state_dict", "quantized_state_dict"})
+DTYPES: frozenset[str] = frozenset({"float32", "float16", "qint8"})
+DEVICES: frozenset[str] = frozenset({"cpu", "cuda"})
+_FORMAT_DTYPES: dict[str, frozenset[str]] = {
+    "state_dict": frozenset({"float32", "float16"}),
+    "quantized_state_dict": frozenset({"qint8"}),
+}
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_VARIANT_RE = re.compile(r"[a-z0-9][a-z0-9_]*")
 
 
 class ManifestError(ValueError):
@@ -96,6 +131,17 @@ class Manifest:
     weights_sha256: str
     weights_bytes: int
     raw: dict[str, Any]
+    variant: str | None = None
+    format: str = "state_dict"
+    dtype: str = "float32"
+    requires_device: str | None = None
+    architecture_args: dict[str, Any] = field(default_factory=dict)
+    measured: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def dir_name(self) -> str:
+        """The directory this manifest must live in: ``<version>`` or ``<version>-<variant>``."""
+        return self.version if self.variant is None else f"{self.version}-{self.variant}"
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -210,6 +256,30 @@ def parse_manifest(raw: Mapping[str, Any], *, source: str = "<manifest>") -> Man
     if not isinstance(weights_bytes, int) or isinstance(weights_bytes, bool) or weights_bytes < 0:
         raise _err(source, "weights.bytes must be a non-negative int")
 
+    variant = raw.get("variant")
+    if variant is not None and (not isinstance(variant, str) or not _VARIANT_RE.fullmatch(variant)):
+        raise _err(source, "'variant' must be null or a lowercase identifier like 'int8'")
+    fmt = raw.get("format", "state_dict")
+    if fmt not in FORMATS:
+        raise _err(source, f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
+    dtype = raw.get("dtype", "float32")
+    if dtype not in DTYPES:
+        raise _err(source, f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if dtype not in _FORMAT_DTYPES[fmt]:
+        raise _err(source, f"dtype {dtype!r} does not fit format {fmt!r}")
+    if fmt == "quantized_state_dict" and architecture not in FUSE_PATTERNS:
+        raise _err(source, f"architecture {architecture!r} cannot be loaded quantized")
+    requires_device = raw.get("requires_device")
+    if requires_device is not None and requires_device not in DEVICES:
+        raise _err(source, f"requires_device must be null or one of {sorted(DEVICES)}")
+    arch_args = raw.get("architecture_args", {})
+    if not isinstance(arch_args, dict) or not all(isinstance(k, str) for k in arch_args):
+        raise _err(source, "'architecture_args' must be an object")
+    measured_raw = raw.get("measured", {})
+    if not isinstance(measured_raw, dict) or not all(isinstance(k, str) for k in measured_raw):
+        raise _err(source, "'measured' must be an object")
+    measured = {k: _number(v, f"measured.{k}", source) for k, v in measured_raw.items()}
+
     return Manifest(
         name=_str(raw, "name", source),
         version=_str(raw, "version", source),
@@ -224,6 +294,12 @@ def parse_manifest(raw: Mapping[str, Any], *, source: str = "<manifest>") -> Man
         weights_sha256=weights_sha256,
         weights_bytes=weights_bytes,
         raw=dict(raw),
+        variant=variant,
+        format=fmt,
+        dtype=dtype,
+        requires_device=requires_device,
+        architecture_args=dict(arch_args),
+        measured=measured,
     )
 
 
@@ -240,6 +316,16 @@ def load_weights(manifest_dir: Path, manifest: Manifest) -> nn.Module:
     """Verify the weight file against the manifest, then build and load the model (CPU, eval).
 
     The file is read once; the checksum is computed on exactly the bytes that get deserialized.
+    The module is built as ``ARCHITECTURES[architecture](**architecture_args)``, then per format:
+
+    * ``state_dict`` / ``float32``: the state dict is loaded as is.
+    * ``state_dict`` / ``float16``: the module is converted with ``.half()`` and the fp16 state
+      dict loaded into it; the returned module is float16 (it expects float16 inputs; on CPU,
+      call ``.float()`` on it to evaluate the upcast weights).
+    * ``quantized_state_dict`` / ``qint8``: the eager-mode int8 structure is rebuilt (QuantWrapper
+      -> fuse -> prepare -> convert, x86 engine) and the quantized state dict loaded into it.
+      It takes float32 inputs, returns float32 logits, and runs on CPU only.
+
     Raises :class:`WeightsChecksumError` on size/sha256 mismatch, :class:`FileNotFoundError` if
     the file is missing, and ``RuntimeError`` if the state dict does not fit the architecture.
     """
@@ -256,29 +342,62 @@ def load_weights(manifest_dir: Path, manifest: Manifest) -> nn.Module:
         factory = ARCHITECTURES[manifest.architecture]
     except KeyError:
         raise ManifestError(f"unknown architecture {manifest.architecture!r}") from None
-    model = factory()
-    state = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    try:
+        model = factory(**manifest.architecture_args)
+    except TypeError as exc:
+        raise ManifestError(
+            f"{manifest_dir}: architecture_args {manifest.architecture_args!r} do not fit "
+            f"{manifest.architecture!r}: {exc}"
+        ) from exc
+    with warnings.catch_warnings():
+        # Loading quantized tensors trips torch's own deprecation notices; nothing to act on.
+        warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions")
+        state = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    if manifest.format == "quantized_state_dict":
+        model = _quantized_structure(model, manifest)
+    elif manifest.dtype == "float16":
+        model = model.half()
     model.load_state_dict(state)
     model.eval()
     return model
 
 
+def _quantized_structure(model: nn.Module, manifest: Manifest) -> nn.Module:
+    """The converted int8 module for ``model`` (scales are placeholders until loaded)."""
+    compression = manifest.raw.get("compression")
+    engine = QUANT_ENGINE
+    if isinstance(compression, dict) and isinstance(compression.get("quantized_engine"), str):
+        engine = compression["quantized_engine"]
+    prepared = prepare_static(model, manifest.architecture, engine)
+    shape = (1, *manifest.inputs[0].shape)
+    # A fixed, RNG-free pass so every observer has seen data before convert (the resulting
+    # scales/zero points are overwritten by load_state_dict).
+    probe = torch.linspace(0.0, 1.0, steps=int(torch.Size(shape).numel())).reshape(shape)
+    with torch.no_grad():
+        prepared(probe)
+    return convert_static(prepared)
+
+
 def discover(root: Path) -> list[tuple[Path, Manifest]]:
-    """Find every ``<root>/<name>/<version>/manifest.json``, sorted by path.
+    """Find every ``<root>/<name>/<version>[-<variant>]/manifest.json``, sorted by path.
 
     Returns ``(manifest_dir, manifest)`` pairs; ``manifest_dir`` is what :func:`load_weights`
-    expects. Raises :class:`ManifestError` if a manifest is invalid or its name/version do not
-    match its directory names.
+    expects. A directory named ``<version>`` must hold a manifest with ``variant`` null, one
+    named ``<version>-<variant>`` a manifest with that variant. Raises :class:`ManifestError`
+    if a manifest is invalid or its name/version/variant do not match its directory names.
     """
     found: list[tuple[Path, Manifest]] = []
     for path in sorted(root.glob(f"*/*/{MANIFEST_FILENAME}")):
         manifest = load_manifest(path)
         mdir = path.parent
-        if (manifest.name, manifest.version) != (mdir.parent.name, mdir.name):
+        if (manifest.name, manifest.dir_name) != (mdir.parent.name, mdir.name):
+            variant = "" if manifest.variant is None else f" variant {manifest.variant}"
             raise _err(
                 str(path),
-                f"name/version {manifest.name}/{manifest.version} do not match directory "
-                f"{mdir.parent.name}/{mdir.name}",
+                f"name/version {manifest.name}/{manifest.version}{variant} do not match "
+                f"directory {mdir.parent.name}/{mdir.name} (expected "
+                f"{manifest.name}/{manifest.dir_name})",
             )
         found.append((mdir, manifest))
     return found

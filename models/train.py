@@ -244,6 +244,7 @@ def run_cnn(out: Path, seed: int = SEED, progress: bool = True) -> dict[str, Any
         "version": VERSION,
         "task": "classification",
         "architecture": "digits_cnn",
+        "variant": None,
         "description": (
             "Small two-block CNN classifying sklearn 8x8 handwritten digits (0-9), upsampled "
             "bilinearly to 3x28x28 in [0, 1]."
@@ -306,6 +307,7 @@ def run_linreg(out: Path, seed: int = SEED, progress: bool = True) -> dict[str, 
         "version": VERSION,
         "task": "regression",
         "architecture": "diabetes_linreg",
+        "variant": None,
         "description": (
             "Linear regression predicting one-year diabetes disease progression from the 10 "
             "scaled sklearn diabetes features."

@@ -16,6 +16,7 @@ import models
 from models.architectures import ARCHITECTURES, DiabetesLinReg, DigitsCNN
 from models.data import Split, diabetes_split, digits_preprocess, digits_split, indices_sha256
 from models.manifest import (
+    OPTIONAL_KEYS,
     REQUIRED_KEYS,
     Manifest,
     ManifestError,
@@ -52,9 +53,10 @@ def _shipped(name: str, version: str) -> tuple[Path, Manifest]:
 
 def test_discover_finds_shipped_models() -> None:
     found = discover(MODELS_ROOT)
-    assert [(m.name, m.version) for _, m in found] == SHIPPED
+    bases = [(mdir, m) for mdir, m in found if m.variant is None]
+    assert [(m.name, m.version) for _, m in bases] == SHIPPED
     for mdir, m in found:
-        assert mdir == MODELS_ROOT / m.name / m.version
+        assert mdir == MODELS_ROOT / m.name / m.dir_name
 
 
 @pytest.mark.parametrize(("name", "version"), SHIPPED)
@@ -62,7 +64,8 @@ def test_manifest_is_canonical_json_with_exact_keys(name: str, version: str) -> 
     path = MODELS_ROOT / name / version / "manifest.json"
     text = path.read_text(encoding="utf-8")
     raw = json.loads(text)
-    assert set(raw) == REQUIRED_KEYS
+    assert REQUIRED_KEYS <= set(raw) <= REQUIRED_KEYS | OPTIONAL_KEYS
+    assert raw["variant"] is None
     assert text == json.dumps(raw, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
     assert raw["training"]["seed"] == raw["dataset"]["seed"] == 0
 
@@ -198,7 +201,7 @@ def test_diabetes_split_dtypes(diabetes: tuple[Split, Split]) -> None:
 
 
 def test_architecture_output_shapes() -> None:
-    assert set(ARCHITECTURES) == {"digits_cnn", "diabetes_linreg"}
+    assert set(ARCHITECTURES) == {"digits_cnn", "digits_cnn_slim", "diabetes_linreg"}
     assert DigitsCNN()(torch.rand(2, 3, 28, 28)).shape == (2, 10)
     assert DiabetesLinReg()(torch.rand(2, 10)).shape == (2, 1)
 
