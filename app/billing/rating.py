@@ -98,12 +98,25 @@ async def aggregate_usage(
     return [UsageAggregate(m, v, int(r), int(i), int(c)) for m, v, r, i, c in rows]
 
 
+BASE_VARIANT = "fp32"
+
+
+def variant_matches(component_variant: str | None, row_variant: str | None) -> bool:
+    """A component without a variant filter prices every variant; ``"fp32"`` prices only
+    the uncompressed model (rows without a variant); any other name prices that variant."""
+    if component_variant is None:
+        return True
+    if component_variant == BASE_VARIANT:
+        return row_variant is None
+    return component_variant == row_variant
+
+
 def _quantity(component: PriceComponent, usage: list[UsageAggregate]) -> Decimal:
     matching = [
         u
         for u in usage
         if (component.model is None or u.model == component.model)
-        and (component.variant is None or u.variant == component.variant)
+        and variant_matches(component.variant, u.variant)
     ]
     if component.unit is Unit.request:
         return Decimal(sum(u.requests for u in matching))

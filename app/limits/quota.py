@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.billing.periods import Period
 from app.billing.pricing import PriceComponent, Unit, rate
-from app.billing.rating import aggregate_usage
+from app.billing.rating import aggregate_usage, variant_matches
 from app.errors import AppError
 from app.keys.schemas import PlanSnapshot
 from app.orm.base import utcnow
@@ -48,7 +48,7 @@ class _Usage:
 def _quantity(c: PriceComponent, totals: dict[tuple[str | None, str | None], list[int]]) -> Decimal:
     q = 0
     for (model, variant), (requests, items, compute_us) in totals.items():
-        if (c.model is None or c.model == model) and (c.variant is None or c.variant == variant):
+        if (c.model is None or c.model == model) and variant_matches(c.variant, variant):
             q += (
                 requests if c.unit is Unit.request else items if c.unit is Unit.item else compute_us
             )

@@ -28,6 +28,7 @@ async def add_usage(
     model: str = "cnn",
     billable: bool = True,
     device: str = "cpu",
+    variant: str | None = None,
 ) -> None:
     rows = [
         {
@@ -37,7 +38,7 @@ async def add_usage(
             "endpoint": "v1.predict",
             "model": model,
             "version": "1",
-            "variant": None,
+            "variant": variant,
             "device": device,
             "items": items,
             "compute_us": compute_us,

@@ -371,3 +371,40 @@ async def test_concurrent_closes_write_each_invoice_once(
         "TG-2026-000002",
         "TG-2026-000003",
     ]
+
+
+async def test_variants_priced_separately(
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey, finance: CreatedKey
+) -> None:
+    plan = await create_plan(
+        client,
+        admin,
+        name="by-variant",
+        currency="usd",
+        components=[
+            {
+                "unit": "item",
+                "pricing": "per_unit",
+                "unit_price": "0.02",
+                "model": "cnn",
+                "variant": "fp32",
+            },
+            {
+                "unit": "item",
+                "pricing": "per_unit",
+                "unit_price": "0.01",
+                "model": "cnn",
+                "variant": "int8",
+            },
+        ],
+    )
+    ivy = await make_key(app, "ivy")
+    await assign(app, ivy.customer_id, plan["id"], AUG_1, immediately=True)
+    await add_usage(app, ivy, SEPT_5, count=10, items=10)  # 100 fp32 items
+    await add_usage(app, ivy, SEPT_5, count=10, items=10, variant="int8")  # 100 int8 items
+    await _close(client, finance, SEPT)
+    invoice = await _invoice_for(client, finance, ivy.customer_id)
+    assert [(x["variant"], x["quantity"], x["amount_minor"]) for x in invoice["lines"]] == [
+        ("fp32", "100.000000", 200),
+        ("int8", "100.000000", 100),
+    ]
