@@ -23,6 +23,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import psycopg
 
 from models.data import diabetes_split, digits_split
@@ -43,6 +44,7 @@ class Result:
     p99_ms: float
     requests: int
     non_2xx: int
+    items: int = 1
 
 
 def _ms(value: str) -> float:
@@ -172,40 +174,105 @@ def main() -> None:
 
     _, digits = digits_split()
     _, diabetes = diabetes_split()
-    scenarios = {
-        "linreg 1 row/req": ("linreg", json.dumps({"inputs": diabetes.x[0].tolist()}).encode()),
-        "cnn 1 image/req": ("cnn", json.dumps({"inputs": digits.x[0].tolist()}).encode()),
-    }
-    servers = {
-        "bare": (
+    auth = {"Authorization": f"Bearer {key}"}
+    image = json.dumps({"inputs": digits.x[0].tolist()}).encode()
+    images32 = json.dumps({"inputs": digits.x[:32].tolist()}).encode()
+    binary32, binary_headers = v2_binary_body(digits.x[:32].numpy())
+    bare = "http://127.0.0.1:8101/predict/{model}"
+    v1 = "http://127.0.0.1:8102/v1/models/{model}/predict"
+    v2 = "http://127.0.0.1:8102/v2/models/{model}/infer"
+    # scenario, model, url, body, headers, connections, items per request
+    on_bare = [
+        Scenario(
+            "S1 linreg 1 row/req c16",
+            "linreg",
+            bare,
+            json.dumps({"inputs": diabetes.x[0].tolist()}).encode(),
+            {},
+            16,
+            1,
+        ),
+        Scenario("S2 cnn 1 image/req c16", "cnn", bare, image, {}, 16, 1),
+        Scenario("S3 cnn 32 images/req c4, JSON", "cnn", bare, images32, {}, 4, 32),
+        Scenario("S4 cnn 1 image/req c1", "cnn", bare, image, {}, 1, 1),
+    ]
+    on_tollgate = [
+        Scenario(
+            "S1 linreg 1 row/req c16",
+            "linreg",
+            v1,
+            json.dumps({"inputs": diabetes.x[0].tolist()}).encode(),
+            auth,
+            16,
+            1,
+        ),
+        Scenario("S2 cnn 1 image/req c16", "cnn", v1, image, auth, 16, 1),
+        Scenario("S3 cnn 32 images/req c4, JSON", "cnn", v1, images32, auth, 4, 32),
+        Scenario(
+            "S3 cnn 32 images/req c4, binary (V2)",
+            "cnn",
+            v2,
+            binary32,
+            {**auth, **binary_headers},
+            4,
+            32,
+        ),
+        Scenario("S4 cnn 1 image/req c1", "cnn", v1, image, auth, 1, 1),
+        Scenario("S5 cnn 1 image/req c64", "cnn", v1, image, auth, 64, 1),
+    ]
+    on_tollgate += [
+        Scenario(
+            f"variant {variant} 32 images/req c4, binary (V2)",
+            f"cnn:{variant}",
+            v2,
+            binary32,
+            {**auth, **binary_headers},
+            4,
+            32,
+        )
+        for variant in available_variants()
+    ]
+    nobatch = [s for s in on_tollgate if s.name.startswith("S5")]
+    servers = [
+        (
+            "bare",
             Server(
                 [sys.executable, "-m", "scripts.bare_server", "--port", "8101"],
                 env,
                 "http://127.0.0.1:8101/healthz",
             ),
-            "http://127.0.0.1:8101/predict/{model}",
-            {},
+            on_bare,
         ),
-        "tollgate": (
+        (
+            "tollgate",
             Server([*tollgate, "serve", "--port", "8102"], env, "http://127.0.0.1:8102/readyz"),
-            "http://127.0.0.1:8102/v1/models/{model}/predict",
-            {"Authorization": f"Bearer {key}"},
+            on_tollgate,
         ),
-    }
+        (
+            "tollgate batching off",
+            Server(
+                [*tollgate, "serve", "--port", "8102"],
+                {**env, "TOLLGATE_BATCH_MAX_ITEMS": "1"},
+                "http://127.0.0.1:8102/readyz",
+            ),
+            nobatch,
+        ),
+    ]
     results: list[Result] = []
-    warm_served = 0
+    served = 0
     for rnd in range(args.rounds):
-        for server_name, (server, url, headers) in servers.items():
+        for server_name, server, scenarios in servers:
             with server:
-                for scenario, (model, body) in scenarios.items():
-                    target = url.format(model=model)
-                    warm = run_wrk(target, body, headers, args.connections, 2)
-                    if server_name == "tollgate":
-                        warm_served += int(warm["requests"] - warm["non_2xx"])
-                    r = run_wrk(target, body, headers, args.connections, args.seconds)
+                for sc in scenarios:
+                    target = sc.url.format(model=sc.model)
+                    warm = run_wrk(target, sc.body, sc.headers, sc.connections, 2)
+                    r = run_wrk(target, sc.body, sc.headers, sc.connections, args.seconds)
+                    if server_name != "bare":
+                        served += int(warm["requests"] - warm["non_2xx"])
+                        served += int(r["requests"] - r["non_2xx"])
                     results.append(
                         Result(
-                            scenario,
+                            sc.name,
                             server_name,
                             rnd,
                             r["rps"],
@@ -213,15 +280,16 @@ def main() -> None:
                             r["p99"],
                             int(r["requests"]),
                             int(r["non_2xx"]),
+                            sc.items,
                         )
                     )
                     print(
-                        f"round {rnd} {server_name:8} {scenario:18} {r['rps']:8.0f} req/s "
-                        f"p50 {r['p50']:6.2f} ms p99 {r['p99']:6.2f} ms non-2xx {r['non_2xx']}",
+                        f"round {rnd} {server_name:22} {sc.name:42} {r['rps']:8.0f} req/s "
+                        f"{r['rps'] * sc.items:9.0f} items/s p50 {r['p50']:6.2f} ms "
+                        f"p99 {r['p99']:6.2f} ms non-2xx {r['non_2xx']}",
                         flush=True,
                     )
 
-    served = warm_served + sum(r.requests - r.non_2xx for r in results if r.server == "tollgate")
     rows = ledger_rows(db_url)
     report = render(results, args, rows, served)
     print(report)
@@ -229,6 +297,54 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
     (out / "report.md").write_text(report)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    model: str
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    connections: int
+    items: int
+
+
+def v2_binary_body(batch: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    """An Open Inference Protocol request with the binary tensor extension, as V2 clients
+    send by default: a JSON header, then the raw little-endian float32 bytes."""
+    raw = np.ascontiguousarray(batch, dtype="<f4").tobytes()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "shape": list(batch.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "outputs": [{"name": "logits", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    return header + raw, {"Inference-Header-Content-Length": str(len(header))}
+
+
+def available_variants() -> list[str]:
+    """Shipped cnn variants that run on this machine (fp16 needs CUDA)."""
+    import torch
+
+    from models.manifest import discover
+
+    out = []
+    for _, manifest in discover(ROOT / "models"):
+        variant = getattr(manifest, "variant", None)
+        if manifest.name != "cnn" or variant is None:
+            continue
+        if getattr(manifest, "requires_device", None) == "cuda" and not torch.cuda.is_available():
+            continue
+        out.append(variant)
+    return out
 
 
 def render(results: list[Result], args: argparse.Namespace, rows: int, served: int) -> str:
@@ -240,28 +356,64 @@ def render(results: list[Result], args: argparse.Namespace, rows: int, served: i
         ),
         platform.processor(),
     )
+
+    def med(scenario: str, server: str, field: str) -> float | None:
+        values = [
+            getattr(r, field) for r in results if r.scenario == scenario and r.server == server
+        ]
+        return statistics.median(values) if values else None
+
+    def items_s(scenario: str, server: str) -> float | None:
+        rps = med(scenario, server, "rps")
+        items = next((r.items for r in results if r.scenario == scenario), 1)
+        return None if rps is None else rps * items
+
     lines = [
         f"Machine: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}; "
-        f"server pinned to CPU 0, wrk (-t1 -c{args.connections} -d{args.seconds}s) on CPU 1; "
+        f"server pinned to CPU 0, wrk (-t1 -d{args.seconds}s) on CPU 1; "
         f"{args.rounds} alternating rounds, median shown.",
         "",
-        "| scenario | bare req/s | Tollgate req/s | ratio "
-        "| bare p50 / p99 ms | Tollgate p50 / p99 ms |",
+        "| scenario | bare items/s | Tollgate items/s | ratio | bare p50 / p99 ms "
+        "| Tollgate p50 / p99 ms |",
         "|---|---|---|---|---|---|",
     ]
-    for scenario in dict.fromkeys(r.scenario for r in results):
-
-        def med(server: str, field: str, scenario: str = scenario) -> float:
-            return statistics.median(
-                getattr(r, field) for r in results if r.scenario == scenario and r.server == server
-            )
-
-        bare, toll = med("bare", "rps"), med("tollgate", "rps")
+    for scenario in dict.fromkeys(r.scenario for r in results if r.server == "bare"):
+        bare, toll = items_s(scenario, "bare"), items_s(scenario, "tollgate")
+        if bare is None or toll is None:
+            continue
         lines.append(
-            f"| {scenario} | {bare:,.0f} | {toll:,.0f} | {toll / bare:.2f}x | "
-            f"{med('bare', 'p50_ms'):.2f} / {med('bare', 'p99_ms'):.2f} | "
-            f"{med('tollgate', 'p50_ms'):.2f} / {med('tollgate', 'p99_ms'):.2f} |"
+            f"| {scenario} | {bare:,.0f} | {toll:,.0f} | {toll / bare:.2f}x "
+            f"| {med(scenario, 'bare', 'p50_ms'):.2f} / {med(scenario, 'bare', 'p99_ms'):.2f} "
+            f"| {med(scenario, 'tollgate', 'p50_ms'):.2f} / "
+            f"{med(scenario, 'tollgate', 'p99_ms'):.2f} |"
         )
+    json3 = items_s("S3 cnn 32 images/req c4, JSON", "tollgate")
+    bin3 = items_s("S3 cnn 32 images/req c4, binary (V2)", "tollgate")
+    if json3 and bin3:
+        lines += [
+            "",
+            f"S3 Tollgate: JSON {json3:,.0f} items/s, binary {bin3:,.0f} items/s: "
+            f"binary/JSON = {bin3 / json3:.2f}x",
+        ]
+    on = items_s("S5 cnn 1 image/req c64", "tollgate")
+    off = items_s("S5 cnn 1 image/req c64", "tollgate batching off")
+    if on and off:
+        lines += [
+            "",
+            f"S5 (64 connections): batching on {on:,.0f} items/s, off {off:,.0f} "
+            f"items/s: on/off = {on / off:.2f}x",
+        ]
+    variants = [r.scenario for r in results if r.scenario.startswith("variant")]
+    if variants:
+        lines += [
+            "",
+            "| variant (through Tollgate, binary V2, 32 images/req, c4) | items/s |",
+            "|---|---|",
+        ]
+        if bin3:
+            lines.append(f"| cnn (fp32) | {bin3:,.0f} |")
+        for scenario in dict.fromkeys(variants):
+            lines.append(f"| {scenario.split()[1]} | {items_s(scenario, 'tollgate'):,.0f} |")
     lines += [
         "",
         f"Ledger check: {rows:,} billable usage rows for {served:,} 2xx responses "

@@ -51,7 +51,7 @@ def pg_admin_url() -> str:
 @pytest.fixture(scope="session")
 def pg_url(pg_admin_url: str) -> Iterator[str]:
     name = f"tollgate_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = f"postgresql://{PG_HOST}/{name}"
@@ -67,7 +67,9 @@ def pg_url(pg_admin_url: str) -> Iterator[str]:
 @pytest.fixture
 def pg_sync(pg_url: str) -> Iterator[object]:
     """A sync engine on the test database, for test set-up and inspection."""
-    engine = create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
+    engine = create_engine(
+        pg_url.replace("postgresql://", "postgresql+psycopg://"), pool_pre_ping=True
+    )
     yield engine
     with engine.begin() as conn:
         conn.execute(

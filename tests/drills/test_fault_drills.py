@@ -228,3 +228,91 @@ async def test_postgres_cut_mid_load_gives_503_and_recovers(
     with pg_sync.connect() as conn:  # type: ignore[attr-defined]
         have = {r[0] for r in conn.execute(text("SELECT request_id FROM usage_events"))}
     assert set(ok_ids) <= have  # every prediction returned has its row
+
+
+def _pg_ctl(action: str) -> None:
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def _pg_up() -> bool:
+    return (
+        subprocess.run(
+            ["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-q"], check=False, timeout=10
+        ).returncode
+        == 0
+    )
+
+
+@pytest.mark.skipif(
+    not os.path.isdir("/etc/postgresql") or os.geteuid() != 0 or not _pg_up(),
+    reason="needs the local Postgres cluster, controllable with pg_ctlcluster (as root)",
+)
+async def test_postgres_stopped_mid_load_for_real(
+    service: tuple[str, subprocess.Popen[bytes], int], pg_sync: object
+) -> None:
+    """The real server is stopped (pg_ctlcluster stop) under load and started again."""
+    url, _proc, _port = service
+    _, secret = _make_key(pg_sync, "stopdrill")
+    statuses: list[int] = []
+    ok_ids: list[str] = []
+    stop_at = start_at = 0.0
+
+    async def load(client: httpx.AsyncClient, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            r = await client.post(
+                f"{url}/v1/models/linreg/predict",
+                json=ROW,
+                headers={"Authorization": f"Bearer {secret}"},
+            )
+            statuses.append(r.status_code)
+            if r.status_code == 200:
+                ok_ids.append(r.json()["request_id"])
+            else:
+                assert "outputs" not in r.json()
+            await asyncio.sleep(0.01)
+
+    async def stop_and_start() -> None:
+        nonlocal stop_at, start_at
+        await asyncio.sleep(0.7)
+        stop_at = time.monotonic()
+        await asyncio.to_thread(_pg_ctl, "stop")
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(_pg_ctl, "start")
+        start_at = time.monotonic()
+
+    try:
+        async with httpx.AsyncClient(timeout=15) as client:
+            await asyncio.gather(stop_and_start(), *(load(client, 5.0) for _ in range(6)))
+            recovered = None
+            for _ in range(100):
+                r = await client.post(
+                    f"{url}/v1/models/linreg/predict",
+                    json=ROW,
+                    headers={"Authorization": f"Bearer {secret}"},
+                )
+                if r.status_code == 200:
+                    recovered = time.monotonic() - start_at
+                    ok_ids.append(r.json()["request_id"])
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        if not _pg_up():
+            _pg_ctl("start")
+        for _ in range(50):
+            if _pg_up():
+                break
+            time.sleep(0.2)
+    assert stop_at and start_at
+    assert set(statuses) <= {200, 503}, set(statuses)
+    assert 503 in statuses
+    assert recovered is not None and recovered < 10, recovered
+    with pg_sync.connect() as conn:  # type: ignore[attr-defined]
+        have = {r[0] for r in conn.execute(text("SELECT request_id FROM usage_events"))}
+    assert set(ok_ids) <= have

@@ -5,6 +5,7 @@ on both within the key cache TTL."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -17,7 +18,12 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from app.billing.periods import Period
+from app.billing.pricing import PriceComponent
+from app.billing.rating import RatedInvoice, rate_customer
+from app.db.engine import build_engine, build_sessionmaker
 from app.keys.secrets import generate_key, hash_key, public_prefix
+from app.orm.base import utcnow
 from tests.conftest import TEST_SECRET
 from tests.limits.test_limits_api import REDIS
 
@@ -111,10 +117,52 @@ def _make_key(engine: object, name: str, rpm: int | None = None) -> tuple[int, s
     return int(key_id), secret
 
 
+def _put_on_plan(engine: object, customer: str, unit_price: str) -> int:
+    component = PriceComponent.from_dict(
+        {"unit": "request", "pricing": "per_unit", "unit_price": unit_price}
+    )
+    with engine.begin() as conn:  # type: ignore[attr-defined]
+        customer_id = conn.execute(
+            text("SELECT id FROM customers WHERE name = :n"), {"n": customer}
+        ).scalar()
+        plan_id = conn.execute(
+            text("INSERT INTO plans (name, created_at) VALUES (:n, now()) RETURNING id"),
+            {"n": f"plan-{customer}"},
+        ).scalar()
+        version_id = conn.execute(
+            text(
+                "INSERT INTO plan_versions (plan_id, version, currency, base_fee, components, "
+                "created_at) VALUES (:p, 1, 'usd', 0, :c, now()) RETURNING id"
+            ),
+            {"p": plan_id, "c": json.dumps([component.to_dict()])},
+        ).scalar()
+        conn.execute(
+            text(
+                "INSERT INTO customer_plans (customer_id, plan_version_id, "
+                "effective_from, created_at) VALUES (:c, :v, now() - interval "
+                "'1 second', now())"
+            ),
+            {"c": customer_id, "v": version_id},
+        )
+    return int(customer_id)
+
+
+async def _preview(pg_url: str, customer_id: int) -> RatedInvoice:
+    engine = build_engine(pg_url)
+    try:
+        async with build_sessionmaker(engine)() as session:
+            rated = await rate_customer(session, customer_id, Period.containing(utcnow()))
+    finally:
+        await engine.dispose()
+    assert rated is not None
+    return rated
+
+
 async def test_two_processes_share_limits_ledger_and_revocation(
-    servers: list[str], pg_sync: object
+    servers: list[str], pg_sync: object, pg_url: str
 ) -> None:
     _, limited = _make_key(pg_sync, "shared", rpm=20)
+    customer_id = _put_on_plan(pg_sync, "shared", unit_price="1")
     revocable_id, revocable = _make_key(pg_sync, "revocable")
 
     async with httpx.AsyncClient(timeout=30) as client:
@@ -160,3 +208,6 @@ async def test_two_processes_share_limits_ledger_and_revocation(
     )
     # 30 + the two 200s of the revocable key; its 401s are not metered (no valid key).
     assert total[0] == total[1] == 32
+    # The invoice reflects exactly the 20 requests served across both processes.
+    invoice = await _preview(pg_url, customer_id)
+    assert invoice.total_minor == 20 * 100
