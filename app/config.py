@@ -7,11 +7,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEV_SECRET = "dev-insecure-secret-change-me"  # noqa: S105 - refused outside development
+
+
+class ModelOverride(BaseModel):
+    """Per-model serving settings, keyed by ``name`` or ``name:variant`` in
+    ``TOLLGATE_MODEL_OVERRIDES`` (JSON), e.g. ``{"cnn": {"max_batch_items": 32,
+    "max_queue_delay_ms": 2, "device": "cpu"}}``."""
+
+    max_batch_items: int | None = Field(default=None, gt=0)
+    max_queue_delay_ms: float | None = Field(default=None, ge=0)
+    device: Literal["auto", "cpu", "cuda"] | None = None
 
 
 class Settings(BaseSettings):
@@ -32,6 +42,7 @@ class Settings(BaseSettings):
     batch_max_items: int = Field(default=64, gt=0)
     batch_max_delay_ms: float = Field(default=0.0, ge=0)
     batch_queue_size: int = Field(default=1024, gt=0)
+    model_overrides: dict[str, ModelOverride] = Field(default_factory=dict)
 
     # Torch execution: a small pool of worker threads keeps torch off the event loop.
     inference_threads: int = Field(default=2, gt=0)

@@ -94,6 +94,14 @@ class Batcher:
                 self._idle.set()
 
     @property
+    def max_items(self) -> int:
+        return self._max_items
+
+    @property
+    def max_delay_s(self) -> float:
+        return self._max_delay_s
+
+    @property
     def in_flight(self) -> int:
         return self._in_flight
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from app.config import ModelOverride
 from app.errors import Unprocessable
 from app.inference.batcher import Batcher
 from app.inference.errors import ModelNotFound
@@ -94,6 +95,7 @@ class ModelRegistry:
         batch_max_items: int = 64,
         batch_max_delay_s: float = 0.0,
         batch_queue_size: int = 1024,
+        overrides: dict[str, ModelOverride] | None = None,
     ) -> None:
         self._models_dir = models_dir
         self._metrics = metrics
@@ -102,6 +104,7 @@ class ModelRegistry:
         self._batch_max_items = batch_max_items
         self._batch_max_delay_s = batch_max_delay_s
         self._batch_queue_size = batch_queue_size
+        self._overrides = overrides or {}
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="torch")
         # name -> version -> variant -> model
         self._models: dict[str, dict[str, dict[str | None, ServedModel]]] = {}
@@ -113,7 +116,9 @@ class ModelRegistry:
     def _build(self, manifest_dir: Path, manifest: Manifest) -> ServedModel:
         variant = variant_of(manifest)
         needs = requires_device(manifest)
-        device = self._device
+        ref = f"{manifest.name}:{variant}" if variant else manifest.name
+        override = self._overrides.get(ref) or self._overrides.get(manifest.name)
+        device = choose_device(override.device) if override and override.device else self._device
         if needs == "cuda" and device.type != "cuda":
             return ServedModel(
                 manifest.name,
@@ -129,12 +134,18 @@ class ModelRegistry:
             device = torch.device("cpu")  # int8 kernels here are x86 CPU kernels
         predictor = Predictor(manifest_dir, manifest, max_batch_items=self._max_batch_items)
         predictor.load(device)
+        max_items = self._batch_max_items
+        max_delay_s = self._batch_max_delay_s
+        if override is not None:
+            max_items = override.max_batch_items or max_items
+            if override.max_queue_delay_ms is not None:
+                max_delay_s = override.max_queue_delay_ms / 1000
         batcher = Batcher(
             predictor,
             self._executor,
             self._metrics,
-            max_items=self._batch_max_items,
-            max_delay_s=self._batch_max_delay_s,
+            max_items=max_items,
+            max_delay_s=max_delay_s,
             queue_size=self._batch_queue_size,
         )
         return ServedModel(

@@ -99,3 +99,23 @@ async def test_full_queue_is_503_with_retry_after(settings: Settings) -> None:
         assert sorted((r.status_code, r.billable) for r in rows) == sorted(
             (s, s == 200) for s in statuses
         )
+
+
+async def test_per_model_overrides_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, pg_url: str, pg_sync: object
+) -> None:
+    from tests.conftest import make_settings
+
+    monkeypatch.setenv(
+        "TOLLGATE_MODEL_OVERRIDES",
+        '{"cnn": {"max_batch_items": 8, "max_queue_delay_ms": 3}, '
+        '"cnn:int8": {"max_batch_items": 2}}',
+    )
+    app = create_app(make_settings(pg_url))
+    async with app.router.lifespan_context(app):
+        registry = app.state.registry
+        cnn, int8 = registry.find("cnn").batcher, registry.find("cnn:int8").batcher
+        linreg = registry.find("linreg").batcher
+        assert (cnn.max_items, cnn.max_delay_s) == (8, 0.003)
+        assert (int8.max_items, int8.max_delay_s) == (2, 0.0)  # its own entry wins
+        assert linreg.max_items == app.state.settings.batch_max_items
