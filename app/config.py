@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     batch_queue_size: int = Field(default=1024, gt=0)
     model_overrides: dict[str, ModelOverride] = Field(default_factory=dict)
 
+    # Serve the inference routes in front of the framework (app/inference/hot.py).
+    hot_path: bool = True
+
     # Torch execution: a small pool of worker threads keeps torch off the event loop.
     inference_threads: int = Field(default=2, gt=0)
     torch_threads: int = Field(default=1, gt=0)
@@ -57,6 +60,8 @@ class Settings(BaseSettings):
     meter_max_batch: int = Field(default=512, gt=0)
     meter_queue_size: int = Field(default=10_000, gt=0)
     meter_commit_timeout_s: float = Field(default=5.0, gt=0)
+    # Commits in flight at once, one connection each (SQLite: always 1).
+    meter_lanes: int = Field(default=2, gt=0, le=16)
 
     # Rate limits: shared through Redis when set (else per process).
     redis_url: str | None = None

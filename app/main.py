@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import torch
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.audit.endpoints import router as audit_router
 from app.billing.endpoints import router as finance_router
@@ -17,11 +18,13 @@ from app.config import Settings, get_settings
 from app.customers.endpoints import router as customers_router
 from app.db.engine import build_engine, build_sessionmaker
 from app.errors import install_error_handlers
+from app.inference import v2
 from app.inference.admin import router as models_admin_router
+from app.inference.endpoints import predict
 from app.inference.endpoints import router as inference_router
+from app.inference.hot import HotRoutes
 from app.inference.registry import ModelRegistry
 from app.inference.service import InferenceService
-from app.inference.v2 import router as v2_router
 from app.keys.endpoints import router as keys_router
 from app.keys.last_used import LastUsedTracker
 from app.keys.service import Authenticator
@@ -62,6 +65,26 @@ def build_limiter(settings: Settings, metrics: Metrics) -> RateLimiter:
     )
 
 
+class Tollgate(FastAPI):
+    """The app: FastAPI, with the inference routes matched first (app/inference/hot.py)."""
+
+    hot_routes: HotRoutes | None = None
+    hot_app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hot = self.hot_routes
+        if (
+            hot is not None
+            and self.hot_app is not None
+            and scope["type"] == "http"
+            and hot.match(scope)
+        ):
+            scope["app"] = self
+            await self.hot_app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -91,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_batch=settings.meter_max_batch,
             queue_size=settings.meter_queue_size,
             commit_timeout_s=settings.meter_commit_timeout_s,
+            lanes=settings.meter_lanes,
         )
         meter.start()
         app.state.settings = settings
@@ -134,16 +158,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await engine.dispose()
             log.info("tollgate stopped")
 
-    app = FastAPI(
+    app = Tollgate(
         title="Tollgate",
         version="0.1.0",
         summary="Metered inference: PyTorch models behind API keys, with a usage ledger.",
         lifespan=lifespan,
     )
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    if settings.hot_path:
+        app.hot_routes = HotRoutes(predict, v2.infer, v2.infer_version)
+        app.hot_app = RequestContextMiddleware(
+            HotRoutes.app, max_body_bytes=settings.max_body_bytes
+        )
     install_error_handlers(app)
     app.include_router(inference_router)
-    app.include_router(v2_router)
+    app.include_router(v2.router)
     app.include_router(usage_router)
     app.include_router(customers_router)
     app.include_router(keys_router)

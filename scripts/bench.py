@@ -145,6 +145,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--only",
+        default="",
+        help="Comma-separated scenario name prefixes to run (e.g. 'S1,S2'); default: all.",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install -y wrk")
@@ -232,6 +237,10 @@ def main() -> None:
         )
         for variant in available_variants()
     ]
+    if args.only:
+        wanted = tuple(p.strip() for p in args.only.split(",") if p.strip())
+        on_bare = [s for s in on_bare if s.name.startswith(wanted)]
+        on_tollgate = [s for s in on_tollgate if s.name.startswith(wanted)]
     nobatch = [s for s in on_tollgate if s.name.startswith("S5")]
     servers = [
         (
@@ -262,6 +271,8 @@ def main() -> None:
     served = 0
     for rnd in range(args.rounds):
         for server_name, server, scenarios in servers:
+            if not scenarios:
+                continue
             with server:
                 for sc in scenarios:
                     target = sc.url.format(model=sc.model)

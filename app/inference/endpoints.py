@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.responses import Response
 
-from app.errors import error_schema
+from app.errors import error_schema, read_body
 from app.inference.registry import ModelRegistry, ServedModel
 from app.inference.schemas import ModelInfo, ModelList, PredictRequest, PredictResponse
 from app.inference.service import InferenceService
@@ -129,6 +130,6 @@ async def predict(
         started_ns=request.state.started_ns,
         model=model,
         version=version,
-        read_body=request.body,
+        read_body=partial(read_body, request),
     )
     return JSONBytes(body, headers=headers)

@@ -8,6 +8,7 @@ objects. ``decode`` validates on the event loop (numpy, no torch); ``predict`` a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ class Predictor:
         self.labels = manifest.labels
         self.output_name = manifest.outputs[0].name
         self.device = torch.device("cpu")
+        self.device_type = "cpu"  # self.device.type, read per request (a plain str is cheaper)
         self.input_dtype = (
             torch.float16 if getattr(manifest, "dtype", "float32") == "float16" else torch.float32
         )
@@ -49,6 +51,7 @@ class Predictor:
         module.eval()
         self._module = module
         self.device = device
+        self.device_type = device.type
         self.predict(np.zeros((1, *self.item_shape), dtype=np.float32))  # warm-up
 
     def decode(self, inputs: Any) -> Array:
@@ -81,7 +84,8 @@ class Predictor:
             )
         with np.errstate(over="ignore"):
             batch = raw.astype(np.float32, copy=False)
-        if not np.isfinite(batch).all():
+        # NaN and ±Inf propagate through a sum; float64 cannot overflow on float32 inputs.
+        if not math.isfinite(batch.sum(dtype=np.float64)):
             raise InvalidTensor("inputs must be finite float32 numbers (no NaN or Infinity)")
         return batch
 

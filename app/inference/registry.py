@@ -67,7 +67,7 @@ class ServedModel:
 
     @property
     def device(self) -> str:
-        return self.predictor.device.type if self.predictor else "none"
+        return self.predictor.device_type if self.predictor else "none"
 
     @property
     def available(self) -> bool:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from prometheus_client import Counter, Histogram
 
 from app.errors import AppError, InvalidJSON
 from app.inference.errors import InvalidTensor
@@ -33,6 +35,14 @@ log = logging.getLogger("tollgate.inference")
 _MAX_NAME = 128
 
 
+@dataclass(frozen=True, slots=True)
+class _Series:
+    inference_duration: Histogram
+    requests_ok: Counter
+    request_duration: Histogram
+    items: Counter
+
+
 class InferenceService:
     def __init__(
         self,
@@ -47,6 +57,7 @@ class InferenceService:
         self.metrics = metrics
         self.limiter = limiter
         self.spend = spend
+        self._series_cache: dict[tuple[str, str, str], _Series] = {}
 
     async def predict(
         self,
@@ -123,9 +134,8 @@ class InferenceService:
             )
             raise
 
-        self.metrics.inference_duration.labels(served.name, served.version, served.device).observe(
-            prediction.compute_us / 1e6
-        )
+        series = self._series(served)
+        series.inference_duration.observe(prediction.compute_us / 1e6)
         try:
             await self.meter.record(
                 self._row(
@@ -149,9 +159,26 @@ class InferenceService:
             self.spend.add_compute(
                 principal.customer_id, served.name, served.variant, prediction.compute_us
             )
-        self._count(served.name, served.version, 200, started_ns)
-        self.metrics.items_total.labels(served.name, served.version).inc(prediction.items)
+        series.requests_ok.inc()
+        series.request_duration.observe((time.perf_counter_ns() - started_ns) / 1e9)
+        series.items.inc(prediction.items)
         return served, prediction, headers
+
+    def _series(self, served: ServedModel) -> _Series:
+        """The labelled metric children of a successful request (``labels()`` costs more
+        than the update itself; looked up once per model version and device)."""
+        key = (served.name, served.version, served.device)
+        series = self._series_cache.get(key)
+        if series is None:
+            m = self.metrics
+            series = _Series(
+                inference_duration=m.inference_duration.labels(*key),
+                requests_ok=m.requests_total.labels(served.name, served.version, "200"),
+                request_duration=m.request_duration.labels(served.name),
+                items=m.items_total.labels(served.name, served.version),
+            )
+            self._series_cache[key] = series
+        return series
 
     @staticmethod
     def _capped(principal: Principal) -> bool:

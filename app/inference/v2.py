@@ -40,7 +40,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 from starlette.responses import Response
 
-from app.errors import AppError, BadRequest, Unprocessable
+from app.errors import AppError, BadRequest, Unprocessable, read_body
 from app.inference.predictor import Array
 from app.inference.registry import ModelRegistry, ServedModel
 from app.inference.service import InferenceService
@@ -589,7 +589,7 @@ async def _infer(request: Request, model: str, version: str | None) -> Response:
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding != "identity":
             raise UnsupportedEncoding(f"Content-Encoding '{encoding}' is not supported")
-        body = await request.body()
+        body = await read_body(request)
         try:
             batch, parsed = decode_request(body, request.headers.get(HEADER_LENGTH), served)
         except Unprocessable as exc:  # V2 clients expect 400 for a bad tensor

@@ -6,8 +6,8 @@ HMAC-SHA256(server secret, key) is stored; the key itself is shown once and neve
 
 from __future__ import annotations
 
-import hashlib
 import hmac
+import re
 import secrets
 import string
 
@@ -15,6 +15,7 @@ KEY_PREFIX = "tg_"
 _ALPHABET = string.ascii_letters + string.digits
 _BODY_LEN = 32  # log2(62) * 32 ≈ 190 bits
 PREFIX_LEN = len(KEY_PREFIX) + 8
+_KEY_SHAPE = re.compile(re.escape(KEY_PREFIX) + f"[A-Za-z0-9]{{{_BODY_LEN}}}", re.ASCII)
 
 
 def generate_key() -> str:
@@ -22,7 +23,7 @@ def generate_key() -> str:
 
 
 def hash_key(secret_key: str, key: str) -> str:
-    return hmac.new(secret_key.encode(), key.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(secret_key.encode(), key.encode(), "sha256").hex()
 
 
 def public_prefix(key: str) -> str:
@@ -30,8 +31,4 @@ def public_prefix(key: str) -> str:
 
 
 def looks_like_key(value: str) -> bool:
-    return (
-        len(value) == len(KEY_PREFIX) + _BODY_LEN
-        and value.startswith(KEY_PREFIX)
-        and all(c in _ALPHABET for c in value[len(KEY_PREFIX) :])
-    )
+    return _KEY_SHAPE.fullmatch(value) is not None

@@ -5,15 +5,13 @@ Pure ASGI rather than ``BaseHTTPMiddleware`` because it sits on the hot path.
 
 from __future__ import annotations
 
-import logging
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PayloadTooLarge, error_response
 from app.observability.ids import new_request_id
-
-log = logging.getLogger("tollgate.access")
+from app.observability.logging import log_access
 
 
 class BodyTooLarge(PayloadTooLarge):
@@ -82,14 +80,4 @@ class RequestContextMiddleware:
 
     @staticmethod
     def _log(scope: Scope, status: int, request_id: str, started_ns: int) -> None:
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "request",
-                extra={
-                    "request_id": request_id,
-                    "method": scope.get("method"),
-                    "path": scope.get("path"),
-                    "status": status,
-                    "duration_ms": round((time.perf_counter_ns() - started_ns) / 1e6, 3),
-                },
-            )
+        log_access(scope.get("method"), scope.get("path"), status, request_id, started_ns)
