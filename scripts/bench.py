@@ -237,6 +237,15 @@ def main() -> None:
         )
         for variant in available_variants()
     ]
+    # S3's JSON cost against cheaper forwards: the binary/JSON ratio is bounded by
+    # (forward + JSON decode) / forward, so it shows best where the forward is cheap.
+    on_tollgate += [
+        Scenario(
+            f"S3 cnn:{variant} 32 images/req c4, JSON", f"cnn:{variant}", v1, images32, auth, 4, 32
+        )
+        for variant in ("int8", "distilled")
+        if variant in available_variants()
+    ]
     if args.only:
         wanted = tuple(p.strip() for p in args.only.split(",") if p.strip())
         on_bare = [s for s in on_bare if s.name.startswith(wanted)]
@@ -425,6 +434,15 @@ def render(results: list[Result], args: argparse.Namespace, rows: int, served: i
             lines.append(f"| cnn (fp32) | {bin3:,.0f} |")
         for scenario in dict.fromkeys(variants):
             lines.append(f"| {scenario.split()[1]} | {items_s(scenario, 'tollgate'):,.0f} |")
+    for variant in ("int8", "distilled"):
+        json_v = items_s(f"S3 cnn:{variant} 32 images/req c4, JSON", "tollgate")
+        bin_v = items_s(f"variant {variant} 32 images/req c4, binary (V2)", "tollgate")
+        if json_v and bin_v:
+            lines += [
+                "",
+                f"S3 on cnn:{variant}: JSON {json_v:,.0f} items/s, binary {bin_v:,.0f} "
+                f"items/s: binary/JSON = {bin_v / json_v:.2f}x",
+            ]
     lines += [
         "",
         f"Ledger check: {rows:,} billable usage rows for {served:,} 2xx responses "

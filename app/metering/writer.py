@@ -95,6 +95,10 @@ class MeterWriter:
         self._free: asyncio.Queue[_Lane] = asyncio.Queue()
         self._commits: set[asyncio.Task[None]] = set()
 
+    @property
+    def lanes(self) -> int:
+        return len(self._lanes)
+
     def start(self) -> None:
         self._accepting = True
         for lane in self._lanes:

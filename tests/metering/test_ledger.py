@@ -288,3 +288,84 @@ async def test_a_killed_idle_ledger_connection_costs_no_request(
     response = await client.post("/v1/models/linreg/predict", **predict)
     assert response.status_code == 200, response.text
     assert len(await ledger(app)) == 2
+
+
+def _row(key_id: int, customer_id: int, request_id: str) -> UsageRow:
+    return UsageRow(
+        request_id=request_id,
+        api_key_id=key_id,
+        customer_id=customer_id,
+        endpoint="test",
+        model="linreg",
+        version="1",
+        variant=None,
+        device="cpu",
+        items=1,
+        compute_us=1,
+        latency_us=1,
+        status_code=200,
+        billable=True,
+        created_at=datetime.now(UTC),
+    )
+
+
+async def test_commit_lanes_overlap_up_to_the_limit(
+    settings: Settings, pg_sync: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With N lanes, up to N commits run at once, each on its own connection, and every
+    row is still committed exactly once."""
+    from app.metering import writer as writer_module
+
+    app = create_app(settings.model_copy(update={"meter_lanes": 3}))
+    in_flight, peak, connections = 0, 0, set()
+    real_insert = writer_module._insert_postgres
+
+    async def slow_insert(conn: object, rows: list[UsageRow]) -> None:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        connections.add(id(conn))
+        try:
+            await asyncio.sleep(0.02)  # hold the lane so that others must open
+            await real_insert(conn, rows)  # type: ignore[arg-type]
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(writer_module, "_insert_postgres", slow_insert)
+    async with app.router.lifespan_context(app):
+        key = await make_key(app)
+        meter = app.state.meter
+        pending = []
+        for i in range(200):  # rows keep arriving while earlier commits are in flight
+            row = _row(key.key_id, key.customer_id, f"lane-{i}")
+            pending.append(asyncio.create_task(meter.record(row)))
+            await asyncio.sleep(0.001)
+        await asyncio.gather(*pending)
+    assert peak == 3
+    assert len(connections) == 3
+    with pg_sync.connect() as conn:  # type: ignore[attr-defined]
+        count = conn.execute(
+            text(
+                "SELECT count(DISTINCT request_id) FROM usage_events WHERE request_id LIKE 'lane-%'"
+            )
+        ).scalar()
+        total = conn.execute(
+            text("SELECT count(*) FROM usage_events WHERE request_id LIKE 'lane-%'")
+        ).scalar()
+    assert count == total == 200
+
+
+async def test_sqlite_ledger_takes_one_lane(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from app.metering.writer import MeterWriter
+    from app.observability.metrics import Metrics
+
+    assert isinstance(tmp_path, Path)
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    try:
+        assert MeterWriter(engine, Metrics(), lanes=4).lanes == 1
+    finally:
+        await engine.dispose()
