@@ -54,6 +54,25 @@ def _sample(exposition: str, name: str) -> float:
     raise AssertionError(f"{name} not exported")
 
 
+def _row(key_id: int, customer_id: int, request_id: str) -> UsageRow:
+    return UsageRow(
+        request_id=request_id,
+        api_key_id=key_id,
+        customer_id=customer_id,
+        endpoint="test",
+        model="linreg",
+        version="1",
+        variant=None,
+        device="cpu",
+        items=1,
+        compute_us=1,
+        latency_us=1,
+        status_code=200,
+        billable=True,
+        created_at=datetime.now(UTC),
+    )
+
+
 async def test_unwritable_ledger_means_503_and_no_prediction(
     app: FastAPI, client: httpx.AsyncClient, pg_sync: object
 ) -> None:
@@ -130,28 +149,8 @@ async def test_shutdown_drains_queued_rows(settings: Settings, pg_sync: object) 
     async with app.router.lifespan_context(app):
         key = await make_key(app)
         meter = app.state.meter
-        now = datetime.now(UTC)
         pending = [
-            asyncio.create_task(
-                meter.record(
-                    UsageRow(
-                        request_id=f"drain-{i}",
-                        api_key_id=key.key_id,
-                        customer_id=key.customer_id,
-                        endpoint="test",
-                        model="linreg",
-                        version="1",
-                        variant=None,
-                        device="cpu",
-                        items=1,
-                        compute_us=1,
-                        latency_us=1,
-                        status_code=200,
-                        billable=True,
-                        created_at=now,
-                    )
-                )
-            )
+            asyncio.create_task(meter.record(_row(key.key_id, key.customer_id, f"drain-{i}")))
             for i in range(50)
         ]
         await asyncio.sleep(0)  # queued, not necessarily committed
@@ -288,25 +287,6 @@ async def test_a_killed_idle_ledger_connection_costs_no_request(
     response = await client.post("/v1/models/linreg/predict", **predict)
     assert response.status_code == 200, response.text
     assert len(await ledger(app)) == 2
-
-
-def _row(key_id: int, customer_id: int, request_id: str) -> UsageRow:
-    return UsageRow(
-        request_id=request_id,
-        api_key_id=key_id,
-        customer_id=customer_id,
-        endpoint="test",
-        model="linreg",
-        version="1",
-        variant=None,
-        device="cpu",
-        items=1,
-        compute_us=1,
-        latency_us=1,
-        status_code=200,
-        billable=True,
-        created_at=datetime.now(UTC),
-    )
 
 
 async def test_commit_lanes_overlap_up_to_the_limit(
