@@ -90,6 +90,17 @@ class _EnqueueHandler(logging.handlers.QueueHandler):
         return record
 
 
+def _stop_listener() -> None:
+    """Write out what is queued and stop the listener thread (idempotent)."""
+    global _listener, _records
+    listener, _listener, _records = _listener, None, None
+    if listener is not None:
+        listener.stop()
+
+
+atexit.register(_stop_listener)
+
+
 def configure_logging(level: str) -> None:
     global _listener, _records
     # The JSON lines never show the caller's file/line, thread or process: skip computing
@@ -98,15 +109,13 @@ def configure_logging(level: str) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    if _listener is not None:
-        _listener.stop()
+    _stop_listener()
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(JsonFormatter())
     records: queue.SimpleQueue[Any] = queue.SimpleQueue()
     _listener = _Listener(records, stream, respect_handler_level=False)
     _records = records
     _listener.start()
-    atexit.register(_listener.stop)
     root = logging.getLogger()
     root.handlers[:] = [_EnqueueHandler(records)]
     root.setLevel(level.upper())

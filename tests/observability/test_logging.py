@@ -1,0 +1,74 @@
+"""JSON logs through the queue listener, including the access log's tuple fast path."""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+import time
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from app.observability import logging as tg_logging
+
+
+@pytest.fixture
+def json_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """configure_logging writing to a buffer; the root logger and module state restored."""
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    saved = (
+        logging._srcfile,
+        logging.logThreads,
+        logging.logProcesses,
+        logging.logMultiprocessing,
+    )
+    tg_logging.configure_logging("INFO")
+    try:
+        yield stream
+    finally:
+        tg_logging._stop_listener()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        (
+            logging._srcfile,
+            logging.logThreads,
+            logging.logProcesses,
+            logging.logMultiprocessing,
+        ) = saved
+
+
+def _lines(stream: io.StringIO) -> list[dict[str, object]]:
+    assert tg_logging._listener is not None
+    tg_logging._stop_listener()  # writes out everything queued, then returns
+    return [orjson.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_access_log_goes_through_the_listener_as_json(json_logs: io.StringIO) -> None:
+    started = time.perf_counter_ns()
+    tg_logging.log_access("POST", "/v1/models/linreg/predict", 200, "rid-1", started)
+    logging.getLogger("tollgate.test").warning("other", extra={"detail": 3})
+    access, other = _lines(json_logs)
+    assert access["logger"] == "tollgate.access"
+    assert access["level"] == "info"
+    assert access["msg"] == "request"
+    assert (access["method"], access["path"], access["status"], access["request_id"]) == (
+        "POST",
+        "/v1/models/linreg/predict",
+        200,
+        "rid-1",
+    )
+    assert isinstance(access["duration_ms"], float) and access["duration_ms"] >= 0
+    assert isinstance(access["ts"], str) and access["ts"].startswith("20")
+    assert "thread" not in access and "process" not in access
+    assert (other["logger"], other["msg"], other["detail"]) == ("tollgate.test", "other", 3)
+
+
+def test_access_log_respects_the_level(json_logs: io.StringIO) -> None:
+    logging.getLogger().setLevel("WARNING")
+    tg_logging.log_access("POST", "/x", 200, "rid-2", time.perf_counter_ns())
+    assert _lines(json_logs) == []
