@@ -29,7 +29,8 @@ log = logging.getLogger("tollgate.errors")
 
 Endpoint = Callable[..., Awaitable[Response]]
 
-# (pattern, endpoint, the largest model name and version the declared route accepts)
+# The largest model name and version the declared /v1 route accepts (longer: the framework
+# answers with its validation error).
 _V1_PREDICT = re.compile(r"/v1/models/([^/]+)/predict")
 _V2_INFER = re.compile(r"/v2/models/([^/]+)/infer")
 _V2_INFER_VERSION = re.compile(r"/v2/models/([^/]+)/versions/([^/]+)/infer")

@@ -58,7 +58,7 @@ class RequestContextMiddleware:
                         request_id,
                     )
                     await response(scope, receive, send_with_id)
-                    self._log(scope, 413, request_id, started_ns)
+                    log_access(scope["method"], scope["path"], 413, request_id, started_ns)
                     return
                 break
 
@@ -76,8 +76,4 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, limited_receive, send_with_id)
         finally:
-            self._log(scope, status, request_id, started_ns)
-
-    @staticmethod
-    def _log(scope: Scope, status: int, request_id: str, started_ns: int) -> None:
-        log_access(scope.get("method"), scope.get("path"), status, request_id, started_ns)
+            log_access(scope["method"], scope["path"], status, request_id, started_ns)
