@@ -15,6 +15,11 @@ from app.keys.deps import BEARER_SECURITY, Authenticated, authenticate_request
 
 router = APIRouter(prefix="/v1", tags=["inference"])
 
+# Longest model name and version the /v1 routes accept (app/inference/hot.py defers longer
+# ones to the framework, which answers with its validation error).
+MAX_MODEL_NAME = 128
+MAX_VERSION = 32
+
 _AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: error_schema("Missing, invalid, expired or revoked API key"),
     403: error_schema("The key lacks the scope, or the customer is suspended"),
@@ -85,8 +90,8 @@ async def list_models(_: Authenticated, registry: Registry) -> ModelList:
 async def get_model(
     _: Authenticated,
     registry: Registry,
-    model: Annotated[str, Path(max_length=128)],
-    version: Annotated[str | None, Query(max_length=32)] = None,
+    model: Annotated[str, Path(max_length=MAX_MODEL_NAME)],
+    version: Annotated[str | None, Query(max_length=MAX_VERSION)] = None,
 ) -> ModelInfo:
     return _info(registry.find(model, version), registry)
 
@@ -115,8 +120,8 @@ async def get_model(
 )
 async def predict(
     request: Request,
-    model: Annotated[str, Path(max_length=128)],
-    version: Annotated[str | None, Query(max_length=32)] = None,
+    model: Annotated[str, Path(max_length=MAX_MODEL_NAME)],
+    version: Annotated[str | None, Query(max_length=MAX_VERSION)] = None,
 ) -> JSONBytes:
     """Run the model on one item or a batch. Metered: the response is sent only after the
     request's usage row is committed to the ledger."""

@@ -24,18 +24,15 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from app.errors import AppError, app_error_response, error_response
+from app.inference.endpoints import MAX_MODEL_NAME, MAX_VERSION
 
 log = logging.getLogger("tollgate.errors")
 
 Endpoint = Callable[..., Awaitable[Response]]
 
-# The largest model name and version the declared /v1 route accepts (longer: the framework
-# answers with its validation error).
 _V1_PREDICT = re.compile(r"/v1/models/([^/]+)/predict")
 _V2_INFER = re.compile(r"/v2/models/([^/]+)/infer")
 _V2_INFER_VERSION = re.compile(r"/v2/models/([^/]+)/versions/([^/]+)/infer")
-_MAX_MODEL = 128
-_MAX_VERSION = 32
 _SCOPE_KEY = "tollgate.hot"
 
 
@@ -59,7 +56,7 @@ class HotRoutes:
         query: bytes = scope["query_string"]
         if path.startswith("/v1/"):
             m = _V1_PREDICT.fullmatch(path)
-            if m is None or len(m[1]) > _MAX_MODEL:
+            if m is None or len(m[1]) > MAX_MODEL_NAME:
                 return False
             version: str | None = None
             if query:
@@ -67,7 +64,7 @@ class HotRoutes:
                 if any(k != "version" for k, _ in params):
                     return False
                 version = params[-1][1] if params else None
-                if version is not None and len(version) > _MAX_VERSION:
+                if version is not None and len(version) > MAX_VERSION:
                     return False
             scope[_SCOPE_KEY] = (self._v1_predict, {"model": m[1], "version": version})
             return True
