@@ -17,11 +17,12 @@ DEV_SECRET = "dev-insecure-secret-change-me"  # noqa: S105 - refused outside dev
 class ModelOverride(BaseModel):
     """Per-model serving settings, keyed by ``name`` or ``name:variant`` in
     ``TOLLGATE_MODEL_OVERRIDES`` (JSON), e.g. ``{"cnn": {"max_batch_items": 32,
-    "max_queue_delay_ms": 2, "device": "cpu"}}``."""
+    "max_queue_delay_ms": 2, "device": "cpu", "cpu_graph": "eager"}}``."""
 
     max_batch_items: int | None = Field(default=None, gt=0)
     max_queue_delay_ms: float | None = Field(default=None, ge=0)
     device: Literal["auto", "cpu", "cuda"] | None = None
+    cpu_graph: Literal["script", "channels_last", "eager"] | None = None
 
 
 class Settings(BaseSettings):
@@ -50,6 +51,9 @@ class Settings(BaseSettings):
     # Torch execution: a small pool of worker threads keeps torch off the event loop.
     inference_threads: int = Field(default=2, gt=0)
     torch_threads: int = Field(default=1, gt=0)
+    # How float32 models run on the CPU (app/inference/graph.py): an optimized TorchScript
+    # graph checked against eager at load, channels-last eager, or plain eager.
+    cpu_graph: Literal["script", "channels_last", "eager"] = "script"
 
     # Auth: how long a resolved key is trusted before it is looked up again.
     key_cache_ttl_s: float = Field(default=1.0, ge=0)

@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             batch_max_delay_s=settings.batch_max_delay_ms / 1000,
             batch_queue_size=settings.batch_queue_size,
             overrides=settings.model_overrides,
+            cpu_graph=settings.cpu_graph,
         )
         registry.load_all()
         registry.start()

@@ -3,6 +3,10 @@
 No auth, no metering, no validation beyond what numpy does: the ceiling Tollgate's
 request path is compared against. Same stack as Tollgate (uvicorn, orjson, torch in a
 worker thread, one torch thread). Run: ``python -m scripts.bare_server --port 8101``.
+
+``--graph script`` runs each float32 model through the same CPU graph optimization Tollgate
+serves with (``app/inference/graph.py``), for a like-for-like comparison of the request path
+alone; the default (eager) is the plain endpoint a developer would write.
 """
 
 from __future__ import annotations
@@ -20,14 +24,19 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from app.config import REPO_ROOT
+from app.inference.graph import CpuGraph, optimize_for_cpu
 from models.manifest import discover, load_weights
 
 
-def build() -> FastAPI:
+def build(graph: CpuGraph = "eager") -> FastAPI:
     torch.set_num_threads(1)
     modules: dict[str, tuple[torch.nn.Module, tuple[str, ...] | None]] = {}
     for mdir, manifest in discover(REPO_ROOT / "models"):
-        modules[manifest.name] = (load_weights(mdir, manifest), manifest.labels)
+        if manifest.variant is not None:
+            continue
+        module = load_weights(mdir, manifest).eval()
+        module, _ = optimize_for_cpu(module, tuple(manifest.inputs[0].shape), graph)
+        modules[manifest.name] = (module, manifest.labels)
     executor = ThreadPoolExecutor(max_workers=2)
     app = FastAPI()
 
@@ -62,5 +71,8 @@ def build() -> FastAPI:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=8101)
+    parser.add_argument("--graph", choices=["eager", "channels_last", "script"], default="eager")
     args = parser.parse_args()
-    uvicorn.run(build(), host="127.0.0.1", port=args.port, access_log=False, log_level="warning")
+    uvicorn.run(
+        build(args.graph), host="127.0.0.1", port=args.port, access_log=False, log_level="warning"
+    )

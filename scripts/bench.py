@@ -262,6 +262,23 @@ def main() -> None:
             on_bare,
         ),
         (
+            "bare script",  # the same CPU graph Tollgate serves: the request path alone
+            Server(
+                [
+                    sys.executable,
+                    "-m",
+                    "scripts.bare_server",
+                    "--port",
+                    "8101",
+                    "--graph",
+                    "script",
+                ],
+                env,
+                "http://127.0.0.1:8101/healthz",
+            ),
+            on_bare,
+        ),
+        (
             "tollgate",
             Server([*tollgate, "serve", "--port", "8102"], env, "http://127.0.0.1:8102/readyz"),
             on_tollgate,
@@ -287,7 +304,7 @@ def main() -> None:
                     target = sc.url.format(model=sc.model)
                     warm = run_wrk(target, sc.body, sc.headers, sc.connections, 2)
                     r = run_wrk(target, sc.body, sc.headers, sc.connections, args.seconds)
-                    if server_name != "bare":
+                    if server_name.startswith("tollgate"):
                         served += int(warm["requests"] - warm["non_2xx"])
                         served += int(r["requests"] - r["non_2xx"])
                     results.append(
@@ -393,19 +410,32 @@ def render(results: list[Result], args: argparse.Namespace, rows: int, served: i
         f"server pinned to CPU 0, wrk (-t1 -d{args.seconds}s) on CPU 1; "
         f"{args.rounds} alternating rounds, median shown.",
         "",
-        "| scenario | bare items/s | Tollgate items/s | ratio | bare p50 / p99 ms "
+        "Bare: a plain FastAPI endpoint, eager torch. Bare script: the same endpoint running "
+        "the CPU graph Tollgate serves (app/inference/graph.py), isolating the request path.",
+        "",
+        "| scenario | bare items/s | bare script items/s | Tollgate items/s | ratio vs bare "
+        "| ratio vs bare script | bare p50 / p99 ms | bare script p50 / p99 ms "
         "| Tollgate p50 / p99 ms |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for scenario in dict.fromkeys(r.scenario for r in results if r.server == "bare"):
-        bare, toll = items_s(scenario, "bare"), items_s(scenario, "tollgate")
-        if bare is None or toll is None:
-            continue
+
+    def lat(scenario: str, server: str) -> str:
+        p50, p99 = med(scenario, server, "p50_ms"), med(scenario, server, "p99_ms")
+        return "n/a" if p50 is None or p99 is None else f"{p50:.2f} / {p99:.2f}"
+
+    def ratio(a: float | None, b: float | None) -> str:
+        return "n/a" if a is None or not b else f"{a / b:.2f}x"
+
+    def num(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:,.0f}"
+
+    for scenario in dict.fromkeys(r.scenario for r in results if r.server.startswith("bare")):
+        bare, same = items_s(scenario, "bare"), items_s(scenario, "bare script")
+        toll = items_s(scenario, "tollgate")
         lines.append(
-            f"| {scenario} | {bare:,.0f} | {toll:,.0f} | {toll / bare:.2f}x "
-            f"| {med(scenario, 'bare', 'p50_ms'):.2f} / {med(scenario, 'bare', 'p99_ms'):.2f} "
-            f"| {med(scenario, 'tollgate', 'p50_ms'):.2f} / "
-            f"{med(scenario, 'tollgate', 'p99_ms'):.2f} |"
+            f"| {scenario} | {num(bare)} | {num(same)} | {num(toll)} | {ratio(toll, bare)} "
+            f"| {ratio(toll, same)} | {lat(scenario, 'bare')} | {lat(scenario, 'bare script')} "
+            f"| {lat(scenario, 'tollgate')} |"
         )
     json3 = items_s("S3 cnn 32 images/req c4, JSON", "tollgate")
     bin3 = items_s("S3 cnn 32 images/req c4, binary (V2)", "tollgate")

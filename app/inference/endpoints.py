@@ -60,6 +60,7 @@ def _info(served: ServedModel, registry: ModelRegistry) -> ModelInfo:
         task=m.task,
         description=m.description,
         device=served.device,
+        graph=served.graph,
         inputs=[{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in m.inputs],
         outputs=[{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in m.outputs],
         labels=list(m.labels) if m.labels is not None else None,

@@ -17,6 +17,7 @@ import numpy.typing as npt
 import torch
 
 from app.inference.errors import BatchTooLarge, InvalidTensor
+from app.inference.graph import CpuGraph, optimize_for_cpu
 from models.manifest import Manifest, load_weights
 
 Array = npt.NDArray[np.float32]
@@ -43,12 +44,21 @@ class Predictor:
         self.input_dtype = (
             torch.float16 if getattr(manifest, "dtype", "float32") == "float16" else torch.float32
         )
+        self.graph: CpuGraph = "eager"  # how the forward pass runs (app/inference/graph.py)
         self._module: torch.nn.Module | None = None
 
-    def load(self, device: torch.device) -> None:
+    def load(self, device: torch.device, cpu_graph: CpuGraph = "script") -> None:
         module = load_weights(self.manifest_dir, self.manifest).to(device)
         module.eval()
+        graph: CpuGraph = "eager"
+        if (
+            device.type == "cpu"
+            and self.input_dtype == torch.float32
+            and self.manifest.format == "state_dict"
+        ):
+            module, graph = optimize_for_cpu(module, self.item_shape, cpu_graph)
         self._module = module
+        self.graph = graph
         self.device = device
         self.device_type = device.type
         self.predict(np.zeros((1, *self.item_shape), dtype=np.float32))  # warm-up

@@ -21,6 +21,7 @@ from app.config import ModelOverride
 from app.errors import Unprocessable
 from app.inference.batcher import Batcher
 from app.inference.errors import ModelNotFound
+from app.inference.graph import CpuGraph
 from app.inference.predictor import Predictor
 from app.observability.metrics import Metrics
 from models.manifest import Manifest, discover
@@ -70,6 +71,10 @@ class ServedModel:
         return self.predictor.device_type if self.predictor else "none"
 
     @property
+    def graph(self) -> str:
+        return self.predictor.graph if self.predictor else "none"
+
+    @property
     def available(self) -> bool:
         return self.predictor is not None
 
@@ -96,6 +101,7 @@ class ModelRegistry:
         batch_max_delay_s: float = 0.0,
         batch_queue_size: int = 1024,
         overrides: dict[str, ModelOverride] | None = None,
+        cpu_graph: CpuGraph = "script",
     ) -> None:
         self._models_dir = models_dir
         self._metrics = metrics
@@ -105,6 +111,7 @@ class ModelRegistry:
         self._batch_max_delay_s = batch_max_delay_s
         self._batch_queue_size = batch_queue_size
         self._overrides = overrides or {}
+        self._cpu_graph: CpuGraph = cpu_graph
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="torch")
         # name -> version -> variant -> model
         self._models: dict[str, dict[str, dict[str | None, ServedModel]]] = {}
@@ -133,7 +140,8 @@ class ModelRegistry:
         if getattr(manifest, "format", "state_dict") == "quantized_state_dict":
             device = torch.device("cpu")  # int8 kernels here are x86 CPU kernels
         predictor = Predictor(manifest_dir, manifest, max_batch_items=self._max_batch_items)
-        predictor.load(device)
+        cpu_graph = override.cpu_graph if override and override.cpu_graph else self._cpu_graph
+        predictor.load(device, cpu_graph)
         max_items = self._batch_max_items
         max_delay_s = self._batch_max_delay_s
         if override is not None:
@@ -161,7 +169,12 @@ class ModelRegistry:
         self._metrics.models_loaded.set(self.loaded)
         log.info(
             "model loaded" if served.available else "model listed as unavailable",
-            extra={"model": served.ref, "version": served.version, "device": served.device},
+            extra={
+                "model": served.ref,
+                "version": served.version,
+                "device": served.device,
+                "graph": served.graph,
+            },
         )
 
     def load_all(self) -> None:

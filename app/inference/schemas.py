@@ -47,6 +47,10 @@ class ModelInfo(BaseModel):
     task: str
     description: str
     device: str
+    graph: str = Field(
+        description="How the forward pass runs: script (optimized TorchScript, CPU), "
+        "channels_last, eager, or none when not loaded"
+    )
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
     labels: list[str] | None
