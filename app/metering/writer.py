@@ -24,6 +24,7 @@ import logging
 import time
 from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -61,12 +62,14 @@ _Pending = tuple[UsageRow, asyncio.Future[None]]
 
 
 class _Lane:
-    """One commit in flight at a time, on the lane's own connection."""
+    """One commit in flight at a time, on the lane's own connection (and, on Postgres, that
+    connection's asyncpg driver, kept so a commit needs no SQLAlchemy round trip)."""
 
-    __slots__ = ("conn",)
+    __slots__ = ("conn", "driver")
 
     def __init__(self) -> None:
         self.conn: AsyncConnection | None = None
+        self.driver: Any = None
 
 
 _COLUMNS = tuple(f.name for f in fields(UsageRow))
@@ -88,12 +91,10 @@ class MeterWriter:
         self._max_batch = max_batch
         self._commit_timeout = commit_timeout_s
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_size)
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._accepting = False
         lanes = 1 if engine.dialect.name == "sqlite" else lanes
         self._lanes = [_Lane() for _ in range(lanes)]
-        self._free: asyncio.Queue[_Lane] = asyncio.Queue()
-        self._commits: set[asyncio.Task[None]] = set()
 
     @property
     def lanes(self) -> int:
@@ -101,9 +102,10 @@ class MeterWriter:
 
     def start(self) -> None:
         self._accepting = True
-        for lane in self._lanes:
-            self._free.put_nowait(lane)
-        self._task = asyncio.create_task(self._run(), name="meter-writer")
+        self._tasks = [
+            asyncio.create_task(self._run(lane), name=f"meter-lane-{i}")
+            for i, lane in enumerate(self._lanes)
+        ]
 
     async def record(self, row: UsageRow) -> None:
         """Queue a row and wait until it is committed. Raises LedgerUnavailable otherwise."""
@@ -114,47 +116,43 @@ class MeterWriter:
             self._queue.put_nowait((row, future))
         except asyncio.QueueFull:
             raise LedgerUnavailable("the usage ledger is overloaded; retry shortly") from None
-        self._metrics.meter_queue_depth.set(self._queue.qsize())
         await future
 
     async def stop(self) -> None:
         """Stop intake, commit everything already queued, then end the loop."""
         self._accepting = False
-        if self._task is None:
+        if not self._tasks:
             return
         await self._queue.join()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
         for lane in self._lanes:
             if lane.conn is not None:
                 await lane.conn.close()
-                lane.conn = None
+                lane.conn = lane.driver = None
 
-    async def _run(self) -> None:
+    async def _run(self, lane: _Lane) -> None:
+        """One task per lane: take everything queued, commit it, repeat. Only idle lanes
+        wait on the queue, so whatever arrives while every lane is busy joins the next
+        batch."""
+        queue, max_batch = self._queue, self._max_batch
         while True:
-            # A free lane first, then the rows: whatever arrives while every lane is busy
-            # joins the next batch.
-            lane = await self._free.get()
-            batch = [await self._queue.get()]
-            while len(batch) < self._max_batch:
+            batch = [await queue.get()]
+            while len(batch) < max_batch:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch.append(queue.get_nowait())
                 except asyncio.QueueEmpty:
                     break
-            self._metrics.meter_queue_depth.set(self._queue.qsize())
-            task = asyncio.create_task(self._commit_on(lane, batch))
-            self._commits.add(task)
-            task.add_done_callback(self._commits.discard)
-
-    async def _commit_on(self, lane: _Lane, batch: list[_Pending]) -> None:
-        try:
-            await self._commit(lane, batch)
-        finally:
-            for _ in batch:
-                self._queue.task_done()
-            self._free.put_nowait(lane)
+            self._metrics.meter_queue_depth.set(queue.qsize())
+            try:
+                await self._commit(lane, batch)
+            finally:
+                for _ in batch:
+                    queue.task_done()
 
     async def _commit(self, lane: _Lane, batch: list[_Pending]) -> None:
         rows = [row for row, _ in batch]
@@ -199,10 +197,12 @@ class MeterWriter:
         # so it is invalidated and the lane's next batch opens a fresh one.
         if lane.conn is None:
             lane.conn = await self._engine.connect()
+            if lane.conn.dialect.name == "postgresql":
+                lane.driver = (await lane.conn.get_raw_connection()).driver_connection
         conn = lane.conn
         try:
-            if conn.dialect.name == "postgresql":
-                await _insert_postgres(conn, rows)
+            if lane.driver is not None:
+                await _insert_postgres(lane.driver, rows)
             else:
                 async with conn.begin():
                     await conn.execute(
@@ -212,7 +212,7 @@ class MeterWriter:
                         [{c: getattr(r, c) for c in _COLUMNS} for r in rows],
                     )
         except BaseException:
-            lane.conn = None
+            lane.conn = lane.driver = None
             with contextlib.suppress(Exception):
                 await conn.invalidate()
                 await conn.close()
@@ -247,10 +247,8 @@ _PG_INSERT = (
 )
 
 
-async def _insert_postgres(conn: AsyncConnection, rows: list[UsageRow]) -> None:
-    raw = await conn.get_raw_connection()
-    driver = raw.driver_connection
-    assert driver is not None
+async def _insert_postgres(driver: Any, rows: list[UsageRow]) -> None:
+    """``driver``: the lane's asyncpg connection (untyped: asyncpg ships no annotations)."""
     if driver.is_in_transaction():  # never inherit a half-open transaction
         raise RuntimeError("meter connection unexpectedly inside a transaction")
     await driver.execute(_PG_INSERT, *([getattr(r, c) for r in rows] for c in _COLUMNS))

@@ -307,7 +307,7 @@ async def test_commit_lanes_overlap_up_to_the_limit(
         connections.add(id(conn))
         try:
             await asyncio.sleep(0.02)  # hold the lane so that others must open
-            await real_insert(conn, rows)  # type: ignore[arg-type]
+            await real_insert(conn, rows)
         finally:
             in_flight -= 1
 
