@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import queue
 import sys
 import time
 from collections.abc import Iterator
@@ -72,3 +73,49 @@ def test_access_log_respects_the_level(json_logs: io.StringIO) -> None:
     logging.getLogger().setLevel("WARNING")
     tg_logging.log_access("POST", "/x", 200, "rid-2", time.perf_counter_ns())
     assert _lines(json_logs) == []
+
+
+def test_access_line_matches_the_formatter_for_the_same_record(json_logs: io.StringIO) -> None:
+    """The tuple fast path and JsonFormatter give the same line for the same request."""
+    created = time.time()
+    line = tg_logging._AccessFormatter(tg_logging.JsonFormatter())(
+        (created, "POST", "/v1/x", 201, "rid-3", 1.5)
+    )
+    record = logging.LogRecord("tollgate.access", logging.INFO, "", 0, "request", None, None)
+    record.created = created
+    record.__dict__.update(
+        request_id="rid-3", method="POST", path="/v1/x", status=201, duration_ms=1.5
+    )
+    assert orjson.loads(line) == orjson.loads(tg_logging.JsonFormatter().format(record))
+
+
+class _CountingStream(io.StringIO):
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_queued_lines_are_written_together_and_a_bad_record_does_not_stop_the_log(
+    json_logs: io.StringIO,
+) -> None:
+    tg_logging._stop_listener()
+    stream = _CountingStream()
+    records: queue.SimpleQueue[object] = queue.SimpleQueue()
+    for i in range(50):
+        records.put((time.time(), "POST", "/p", 200, f"rid-{i}", 0.1))
+    bad = logging.LogRecord("tollgate.test", logging.ERROR, "", 0, "%d", ("not a number",), None)
+    records.put(bad)
+    records.put((time.time(), "POST", "/p", 200, "rid-last", 0.1))
+    writer = tg_logging._Writer(records, stream)
+    writer.start()  # everything is already queued: one batch, one write
+    writer.stop()
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert [entry.get("request_id") for entry in lines if entry["logger"] == "tollgate.access"] == [
+        *(f"rid-{i}" for i in range(50)),
+        "rid-last",
+    ]
+    (error,) = [entry for entry in lines if entry["logger"] == "tollgate.logging"]
+    assert error["level"] == "error" and "TypeError" in error["error"]
+    assert stream.writes == 1
