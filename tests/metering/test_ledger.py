@@ -289,6 +289,56 @@ async def test_a_killed_idle_ledger_connection_costs_no_request(
     assert len(await ledger(app)) == 2
 
 
+async def test_rows_are_stored_exactly_as_recorded(app: FastAPI) -> None:
+    """Every column survives the trip (the batch travels as JSON): awkward strings, nulls,
+    large numbers, microseconds, and a naive timestamp taken as UTC."""
+    key = await make_key(app)
+    aware = datetime(2026, 11, 30, 12, 34, 56, 123456, tzinfo=UTC)
+    rows = [
+        UsageRow(
+            request_id='odd-"quote"-\\-\u00e9-\U0001f600',
+            api_key_id=key.key_id,
+            customer_id=key.customer_id,
+            endpoint="v2.infer",
+            model="cnn",
+            version="1",
+            variant="int8",
+            device="cuda",
+            items=64,
+            compute_us=2**40,
+            latency_us=0,
+            status_code=422,
+            billable=False,
+            created_at=aware,
+        ),
+        UsageRow(
+            request_id="naive-time",
+            api_key_id=key.key_id,
+            customer_id=key.customer_id,
+            endpoint="v1.predict",
+            model=None,
+            version=None,
+            variant=None,
+            device=None,
+            items=0,
+            compute_us=0,
+            latency_us=7,
+            status_code=401,
+            billable=True,
+            created_at=aware.replace(tzinfo=None),
+        ),
+    ]
+    await asyncio.gather(*(app.state.meter.record(row) for row in rows))
+    stored = {r.request_id: r for r in await ledger(app)}
+    for row in rows:
+        got = stored[row.request_id]
+        for column in ("api_key_id", "customer_id", "endpoint", "model", "version", "variant"):
+            assert getattr(got, column) == getattr(row, column), column
+        for column in ("device", "items", "compute_us", "latency_us", "status_code", "billable"):
+            assert getattr(got, column) == getattr(row, column), column
+        assert got.created_at == aware
+
+
 async def test_commit_lanes_overlap_up_to_the_limit(
     settings: Settings, pg_sync: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
