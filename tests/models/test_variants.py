@@ -277,3 +277,39 @@ def test_prune_channels_keeps_largest_filters_and_function() -> None:
     x = torch.rand(4, 3, 28, 28)
     with torch.inference_mode():
         assert torch.allclose(full(x), teacher(x), atol=1e-5)
+
+
+def test_measure_only_retimes_the_committed_weights_and_nothing_else(tmp_path: Path) -> None:
+    from models.compress import main
+
+    shutil.copytree(MODELS_ROOT / "cnn", tmp_path / "cnn")
+    before = {
+        p.relative_to(tmp_path): p.read_bytes()
+        for p in (tmp_path / "cnn").rglob("*")
+        if p.is_file()
+    }
+    assert main(["--measure-only", "--out", str(tmp_path), "--repeats", "1", "--no-progress"]) == 0
+    timings = {"cpu_items_per_s_batch1", "cpu_items_per_s_batch32", "threads"}
+    graphs = {}
+    for path, old_bytes in before.items():
+        new_bytes = (tmp_path / path).read_bytes()
+        if path.name != "manifest.json":
+            assert new_bytes == old_bytes, path  # weights are never rewritten
+            continue
+        old, new = json.loads(old_bytes), json.loads(new_bytes)
+        for key in set(old) | set(new):
+            if key == "measured":
+                for field in set(old[key]) | set(new[key]):
+                    if field not in timings:
+                        assert new[key][field] == old[key][field], (path, field)
+                assert new[key]["cpu_items_per_s_batch32"] > 0
+            elif key != "measured_env":
+                assert new[key] == old[key], (path, key)
+        graphs[new["variant"]] = new["measured_env"]["cpu_graph"]
+    assert graphs == {
+        None: "script",
+        "pruned": "script",
+        "distilled": "script",
+        "int8": "eager",
+        "fp16": "eager",
+    }
