@@ -715,18 +715,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    set_determinism(SEED, NUM_THREADS)
-    progress = not args.no_progress
     base_dir = args.out / BASE_NAME / BASE_VERSION
     base_manifest = load_manifest(base_dir / MANIFEST_FILENAME)
+    train, test = digits_split(int(base_manifest.raw["dataset"]["seed"]))
+    if args.measure_only:  # timing only: no training, so no deterministic-kernel switch
+        torch.set_num_threads(NUM_THREADS)
+        remeasure(args.out, args.repeats, measured_env(args.repeats), train)
+        return 0
+
+    set_determinism(SEED, NUM_THREADS)
+    progress = not args.no_progress
     teacher = load_weights(base_dir, base_manifest)
     if not isinstance(teacher, DigitsCNN):
         raise SystemExit(f"{base_dir}: expected a digits_cnn base model")
-    train, test = digits_split(int(base_manifest.raw["dataset"]["seed"]))
     env = measured_env(args.repeats)
-    if args.measure_only:
-        remeasure(args.out, args.repeats, env, train)
-        return 0
 
     base_raw = dict(base_manifest.raw)
     if not args.no_base_update:

@@ -288,7 +288,13 @@ def test_measure_only_retimes_the_committed_weights_and_nothing_else(tmp_path: P
         for p in (tmp_path / "cnn").rglob("*")
         if p.is_file()
     }
-    assert main(["--measure-only", "--out", str(tmp_path), "--repeats", "1", "--no-progress"]) == 0
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        argv = ["--measure-only", "--out", str(tmp_path), "--repeats", "1", "--no-progress"]
+        assert main(argv) == 0
+        assert torch.are_deterministic_algorithms_enabled() == deterministic
+    finally:
+        torch.set_num_threads(threads)
     timings = {"cpu_items_per_s_batch1", "cpu_items_per_s_batch32", "threads"}
     graphs = {}
     for path, old_bytes in before.items():
