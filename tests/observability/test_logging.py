@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import queue
 import sys
 import time
 from collections.abc import Iterator
@@ -102,14 +101,14 @@ def test_queued_lines_are_written_together_and_a_bad_record_does_not_stop_the_lo
 ) -> None:
     tg_logging._stop_listener()
     stream = _CountingStream()
-    records: queue.SimpleQueue[object] = queue.SimpleQueue()
+    records = tg_logging._Buffer()
     for i in range(50):
-        records.put((time.time(), "POST", "/p", 200, f"rid-{i}", 0.1))
+        records.append((time.time(), "POST", "/p", 200, f"rid-{i}", 0.1))
     bad = logging.LogRecord("tollgate.test", logging.ERROR, "", 0, "%d", ("not a number",), None)
-    records.put(bad)
-    records.put((time.time(), "POST", "/p", 200, "rid-last", 0.1))
+    records.put_nowait(bad)  # what logging's QueueHandler calls
+    records.append((time.time(), "POST", "/p", 200, "rid-last", 0.1))
     writer = tg_logging._Writer(records, stream)
-    writer.start()  # everything is already queued: one batch, one write
+    writer.start()  # everything is already buffered: one drain, one write
     writer.stop()
     lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
     assert [entry.get("request_id") for entry in lines if entry["logger"] == "tollgate.access"] == [
@@ -119,3 +118,22 @@ def test_queued_lines_are_written_together_and_a_bad_record_does_not_stop_the_lo
     (error,) = [entry for entry in lines if entry["logger"] == "tollgate.logging"]
     assert error["level"] == "error" and "TypeError" in error["error"]
     assert stream.writes == 1
+
+
+def test_the_writer_is_not_woken_per_line_and_flushes_on_its_interval() -> None:
+    stream = _CountingStream()
+    records = tg_logging._Buffer()
+    writer = tg_logging._Writer(records, stream, interval_s=0.2)
+    writer.start()
+    try:
+        for i in range(20):
+            records.append((time.time(), "POST", "/p", 200, f"rid-{i}", 0.1))
+        time.sleep(0.05)
+        assert stream.writes == 0  # lines wait for the next flush
+        deadline = time.monotonic() + 5
+        while stream.writes == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert stream.writes == 1
+        assert len(stream.getvalue().splitlines()) == 20
+    finally:
+        writer.stop()
