@@ -46,7 +46,7 @@ async def load_model(
 ) -> ModelList:
     """Load every variant of name/version from the models directory (sha256-checked)."""
     registry = _registry(request)
-    loaded = registry.load(name, version)
+    loaded = await registry.load(name, version)
     await record(session, actor, "model.load", "model", f"{name}/{version}")
     return ModelList(data=[_info(s, registry) for s in loaded])
 

@@ -9,6 +9,7 @@ and lets the ones already queued finish.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -117,6 +118,7 @@ class ModelRegistry:
         self._models: dict[str, dict[str, dict[str | None, ServedModel]]] = {}
         self._defaults: dict[str, str] = {}
         self._started = False
+        self._admin_lock = asyncio.Lock()
 
     # -- loading -----------------------------------------------------------------------
 
@@ -252,26 +254,37 @@ class ModelRegistry:
             raise ModelNotFound(f"model '{name}' has no loaded version '{version}'")
         self._defaults[name] = version
 
-    def load(self, name: str, version: str) -> builtins.list[ServedModel]:
-        """Load (or reload) every variant of name/version from the models directory."""
-        found = [
-            (d, m) for d, m in discover(self._models_dir) if m.name == name and m.version == version
-        ]
-        if not found:
-            raise ModelNotFound(f"no manifest for model '{name}' version '{version}'")
-        loaded = []
-        for manifest_dir, manifest in found:
-            existing = self._models.get(name, {}).get(version, {}).get(variant_of(manifest))
-            if existing is not None and existing.available:
-                loaded.append(existing)
-                continue
-            served = self._build(manifest_dir, manifest)
-            self._add(served)
-            loaded.append(served)
-        return loaded
+    async def load(self, name: str, version: str) -> builtins.list[ServedModel]:
+        """Load (or reload) every variant of name/version from the models directory.
+
+        Reading weights, building the CPU graph and the warm-up run in a worker thread, so
+        the event loop keeps serving other models meanwhile; loads and unloads are
+        serialized."""
+        async with self._admin_lock:
+            found = [
+                (d, m)
+                for d, m in discover(self._models_dir)
+                if m.name == name and m.version == version
+            ]
+            if not found:
+                raise ModelNotFound(f"no manifest for model '{name}' version '{version}'")
+            loaded = []
+            for manifest_dir, manifest in found:
+                existing = self._models.get(name, {}).get(version, {}).get(variant_of(manifest))
+                if existing is not None and existing.available:
+                    loaded.append(existing)
+                    continue
+                served = await asyncio.to_thread(self._build, manifest_dir, manifest)
+                self._add(served)
+                loaded.append(served)
+            return loaded
 
     async def unload(self, name: str, version: str) -> builtins.list[ServedModel]:
         """Stop routing new requests to name/version; queued requests finish first."""
+        async with self._admin_lock:
+            return await self._unload(name, version)
+
+    async def _unload(self, name: str, version: str) -> builtins.list[ServedModel]:
         variants = self._models.get(name, {}).pop(version, None)
         if variants is None:
             raise ModelNotFound(f"model '{name}' has no loaded version '{version}'")

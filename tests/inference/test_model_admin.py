@@ -4,8 +4,10 @@ during an unload finish."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from app.keys.schemas import Scope
@@ -65,3 +67,36 @@ async def test_unload_lets_queued_requests_finish_then_load_again(
         ).json()["data"]
     ]
     assert actions == ["model.default", "model.load", "model.unload"]
+
+
+async def test_loading_a_model_does_not_stop_the_others(
+    app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Weights, graph and warm-up are built off the event loop: while cnn loads (slowly
+    here), linreg keeps answering."""
+    admin = await make_key(app, "ops", (Scope.admin,))
+    dev = await make_key(app)
+    registry = app.state.registry
+    assert (
+        await client.post("/admin/models/cnn/versions/1/unload", headers=bearer(admin))
+    ).status_code == 200
+    real_build = registry._build
+
+    def slow_build(*args: object) -> object:
+        time.sleep(0.3)  # a blocking load: on the event loop it would stall every request
+        return real_build(*args)
+
+    monkeypatch.setattr(registry, "_build", slow_build)
+    started = time.perf_counter()
+    loading = asyncio.create_task(
+        client.post("/admin/models/cnn/versions/1/load", headers=bearer(admin))
+    )
+    await asyncio.sleep(0.05)
+    row = {"inputs": [0.01] * 10}
+    answered = await client.post("/v1/models/linreg/predict", json=row, headers=bearer(dev))
+    answered_after = time.perf_counter() - started
+    assert answered.status_code == 200
+    assert not loading.done()
+    assert answered_after < 0.3  # before even the first variant finished building
+    assert (await loading).status_code == 200
+    assert registry.find("cnn").available
