@@ -23,10 +23,10 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import psycopg
 
 from models.data import diabetes_split, digits_split
+from scripts.loadgen import v2_binary_body
 
 ROOT = Path(__file__).resolve().parent.parent
 PG = os.environ.get("TOLLGATE_BENCH_PG", "postgres@127.0.0.1:5432")
@@ -345,26 +345,6 @@ class Scenario:
     headers: dict[str, str]
     connections: int
     items: int
-
-
-def v2_binary_body(batch: np.ndarray) -> tuple[bytes, dict[str, str]]:
-    """An Open Inference Protocol request with the binary tensor extension, as V2 clients
-    send by default: a JSON header, then the raw little-endian float32 bytes."""
-    raw = np.ascontiguousarray(batch, dtype="<f4").tobytes()
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "image",
-                    "shape": list(batch.shape),
-                    "datatype": "FP32",
-                    "parameters": {"binary_data_size": len(raw)},
-                }
-            ],
-            "outputs": [{"name": "logits", "parameters": {"binary_data": True}}],
-        }
-    ).encode()
-    return header + raw, {"Inference-Header-Content-Length": str(len(header))}
 
 
 def available_variants() -> list[str]:
