@@ -42,8 +42,8 @@ def optimize_for_cpu(
     module: torch.nn.Module, item_shape: tuple[int, ...], mode: CpuGraph
 ) -> tuple[torch.nn.Module, CpuGraph]:
     """Return ``(module to serve, mode actually used)`` for an eval-mode float32 module."""
-    want: CpuGraph | None = mode
-    while want is not None and want != "eager":
+    want = mode
+    while want != "eager":
         try:
             candidate = _build(module, item_shape, want)
             _check(module, candidate, item_shape)
@@ -69,7 +69,9 @@ def _build(module: torch.nn.Module, item_shape: tuple[int, ...], mode: CpuGraph)
         return channels_last
     example = torch.rand(2, *item_shape)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # upstream's TorchScript deprecation notices
+        # Upstream's TorchScript deprecation notices; a TracerWarning still shows (and a
+        # trace it warns about is caught by _check).
+        warnings.filterwarnings("ignore", message=r".*is deprecated", category=Warning)
         with torch.no_grad():
             traced = torch.jit.trace(clone, example)  # type: ignore[no-untyped-call]
         optimized: torch.nn.Module = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
