@@ -51,6 +51,7 @@ class _BakesInBatchSize(nn.Module):
         return x.flatten(1)[:, :4] * int(x.shape[0])
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # provoked on purpose
 def test_a_trace_that_changes_the_function_is_refused(caplog: pytest.LogCaptureFixture) -> None:
     module = _BakesInBatchSize().eval()
     with caplog.at_level(logging.WARNING, logger="app.inference.graph"):
