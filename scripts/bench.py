@@ -18,14 +18,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psycopg
 
 from models.data import diabetes_split, digits_split
+from scripts.harness import Server, migrate_and_create_key
 from scripts.loadgen import v2_binary_body
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,40 +93,6 @@ def run_wrk(
     }
 
 
-def wait_ready(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - loopback only
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"server at {url} did not become ready")
-
-
-class Server:
-    def __init__(self, cmd: list[str], env: dict[str, str], health: str) -> None:
-        self.cmd, self.env, self.health = cmd, env, health
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Server:
-        self.proc = subprocess.Popen(
-            ["taskset", "-c", "0", *self.cmd],
-            env=self.env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_ready(self.health)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self.proc is not None
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-
-
 def prepare_db() -> str:
     with psycopg.connect(f"postgresql://{PG}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
@@ -164,18 +129,7 @@ def main() -> None:
         "PYTHONUNBUFFERED": "1",
     }
     tollgate = [sys.executable, "-m", "app.cli"]
-    subprocess.run([*tollgate, "migrate"], env=env, check=True, capture_output=True)
-    key = (
-        subprocess.run(
-            [*tollgate, "keys", "create", "--customer", "bench"],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
+    key = migrate_and_create_key(env, "bench")
 
     _, digits = digits_split()
     _, diabetes = diabetes_split()
@@ -258,6 +212,7 @@ def main() -> None:
                 [sys.executable, "-m", "scripts.bare_server", "--port", "8101"],
                 env,
                 "http://127.0.0.1:8101/healthz",
+                cpus="0",
             ),
             on_bare,
         ),
@@ -275,12 +230,18 @@ def main() -> None:
                 ],
                 env,
                 "http://127.0.0.1:8101/healthz",
+                cpus="0",
             ),
             on_bare,
         ),
         (
             "tollgate",
-            Server([*tollgate, "serve", "--port", "8102"], env, "http://127.0.0.1:8102/readyz"),
+            Server(
+                [*tollgate, "serve", "--port", "8102"],
+                env,
+                "http://127.0.0.1:8102/readyz",
+                cpus="0",
+            ),
             on_tollgate,
         ),
         (
@@ -289,6 +250,7 @@ def main() -> None:
                 [*tollgate, "serve", "--port", "8102"],
                 {**env, "TOLLGATE_BATCH_MAX_ITEMS": "1"},
                 "http://127.0.0.1:8102/readyz",
+                cpus="0",
             ),
             nobatch,
         ),

@@ -21,11 +21,9 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from app.config import REPO_ROOT, Settings
 from app.inference.registry import ModelRegistry
 from app.observability.metrics import Metrics
 from models.data import digits_split
+from scripts.harness import Server, migrate_and_create_key
 from scripts.loadgen import Load, http_request, run_load, v2_binary_body
 
 SECRET = "gpu-bench-secret-0123456789abcdef"  # noqa: S105 - a throwaway SQLite ledger
@@ -81,35 +80,6 @@ def ceiling(device: str, refs: list[str], seconds: float) -> dict[str, dict[int,
     return out
 
 
-class Server:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Server:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(PORT)],
-            env=self.env,
-            cwd=REPO_ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError("tollgate did not become ready")
-
-    def __exit__(self, *exc: object) -> None:
-        assert self.proc is not None
-        self.proc.terminate()
-        self.proc.wait(timeout=60)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
@@ -133,20 +103,8 @@ def main() -> None:
         "TOLLGATE_DEVICE": args.device,
         "TOLLGATE_LOG_LEVEL": "INFO",
     }
-    cli = [sys.executable, "-m", "app.cli"]
-    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True, cwd=REPO_ROOT)
-    key = (
-        subprocess.run(
-            [*cli, "keys", "create", "--customer", "gpu-bench"],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-            cwd=REPO_ROOT,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
+    key = migrate_and_create_key(env, "gpu-bench")
+    serve = [sys.executable, "-m", "app.cli", "serve", "--port", str(PORT)]
     auth = {"Authorization": f"Bearer {key}"}
     _, test = digits_split()
     one = json.dumps({"inputs": test.x[0].tolist()}).encode()
@@ -182,11 +140,12 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    with Server(env):
+    health = f"http://127.0.0.1:{PORT}/readyz"
+    with Server(serve, env, health):
         for ref in refs:
             for sc in scenarios:
                 measure(sc, ref)
-    with Server({**env, "TOLLGATE_BATCH_MAX_ITEMS": "1"}):
+    with Server(serve, {**env, "TOLLGATE_BATCH_MAX_ITEMS": "1"}, health):
         for ref in refs:
             measure(off, ref)
 
