@@ -12,6 +12,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEV_SECRET = "dev-insecure-secret-change-me"  # noqa: S105 - refused outside development
+# How a float32 model runs on the CPU (app/inference/graph.py).
+CpuGraph = Literal["script", "channels_last", "eager"]
 
 
 class ModelOverride(BaseModel):
@@ -22,7 +24,7 @@ class ModelOverride(BaseModel):
     max_batch_items: int | None = Field(default=None, gt=0)
     max_queue_delay_ms: float | None = Field(default=None, ge=0)
     device: Literal["auto", "cpu", "cuda"] | None = None
-    cpu_graph: Literal["script", "channels_last", "eager"] | None = None
+    cpu_graph: CpuGraph | None = None
 
 
 class Settings(BaseSettings):
@@ -53,7 +55,7 @@ class Settings(BaseSettings):
     torch_threads: int = Field(default=1, gt=0)
     # How float32 models run on the CPU (app/inference/graph.py): an optimized TorchScript
     # graph checked against eager at load, channels-last eager, or plain eager.
-    cpu_graph: Literal["script", "channels_last", "eager"] = "script"
+    cpu_graph: CpuGraph = "script"
 
     # Auth: how long a resolved key is trusted before it is looked up again.
     key_cache_ttl_s: float = Field(default=1.0, ge=0)

@@ -51,7 +51,7 @@ from torch import nn
 from torch.nn import functional
 from tqdm import tqdm
 
-from app.inference.graph import optimize_for_cpu
+from app.inference.graph import applies_to, optimize_for_cpu
 from models.architectures import DigitsCNN, DigitsCNNSlim
 from models.data import Split, digits_split
 from models.manifest import (
@@ -194,8 +194,20 @@ def measured_env(repeats: int) -> dict[str, Any]:
     }
 
 
-def _is_quantized(module: nn.Module) -> bool:
-    return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in module.modules())
+def timings(
+    module: nn.Module, sample: torch.Tensor, repeats: int, cpu_graph: bool
+) -> tuple[dict[str, float], str]:
+    """Items/s of ``module`` on ``sample`` (already in its input dtype) as Tollgate serves it
+    on a CPU, and the graph that was: through the server's CPU graph
+    (``app/inference/graph.py``) where ``cpu_graph``, else eager."""
+    graph = "eager"
+    if cpu_graph:
+        module, graph = optimize_for_cpu(module, tuple(sample.shape[1:]), "script")
+    return {
+        "cpu_items_per_s_batch32": round(measure_throughput(module, sample[:32], repeats), 1),
+        "cpu_items_per_s_batch1": round(measure_throughput(module, sample[:1], repeats), 1),
+        "threads": torch.get_num_threads(),
+    }, graph
 
 
 def measure(
@@ -204,20 +216,13 @@ def measure(
     sample: torch.Tensor,
     size_bytes: int,
     repeats: int,
+    cpu_graph: bool,
 ) -> tuple[dict[str, float], str]:
-    """The measured block, and the CPU graph it was timed with.
-
-    ``run_model`` is timed on ``sample`` (already in its input dtype) as Tollgate serves it
-    on a CPU: a float32 module through the CPU graph the server builds at load
-    (``app/inference/graph.py``), int8 and float16 modules eager. ``float_model`` (same
-    architecture, float weights) is used for parameter and MAC counts."""
-    graph = "eager"
-    if sample.dtype == torch.float32 and not _is_quantized(run_model):
-        run_model, graph = optimize_for_cpu(run_model, tuple(sample.shape[1:]), "script")
+    """The measured block (:func:`timings`, plus parameter and MAC counts from
+    ``float_model``: same architecture, float weights), and the graph it was timed with."""
+    timed, graph = timings(run_model, sample, repeats, cpu_graph)
     return {
-        "cpu_items_per_s_batch32": round(measure_throughput(run_model, sample[:32], repeats), 1),
-        "cpu_items_per_s_batch1": round(measure_throughput(run_model, sample[:1], repeats), 1),
-        "threads": torch.get_num_threads(),
+        **timed,
         "macs_per_item": count_macs(float_model, tuple(sample.shape[1:])),
         "parameters": count_parameters(float_model),
         "size_bytes": size_bytes,
@@ -631,7 +636,12 @@ def write_variant(
         run_model, sample = loaded, train.x[:32]
     with allow_nondeterministic() if quantized else contextlib.nullcontext():
         manifest["measured"], graph = measure(
-            run_model, built.float_module, sample, len(data), repeats
+            run_model,
+            built.float_module,
+            sample,
+            len(data),
+            repeats,
+            applies_to(manifest["format"], manifest["dtype"]),
         )
     manifest["measured_env"] = {**env, "cpu_graph": graph}
     if fp16:
@@ -651,7 +661,7 @@ def update_base_manifest(
     raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     size = (path.parent / raw["weights"]["file"]).stat().st_size
     raw["variant"] = None
-    raw["measured"], graph = measure(teacher, teacher, train.x[:32], size, repeats)
+    raw["measured"], graph = measure(teacher, teacher, train.x[:32], size, repeats, True)
     raw["measured_env"] = {**env, "cpu_graph": graph}
     _atomic_write(path, _dump(raw))
     return raw
@@ -665,21 +675,13 @@ def remeasure(out: Path, repeats: int, env: dict[str, Any], train: Split) -> Non
             continue
         raw: dict[str, Any] = dict(manifest.raw)
         module = load_weights(mdir, manifest)
-        fp16 = manifest.dtype == "float16"
-        sample = train.x[:32].half() if fp16 else train.x[:32]
-        graph = "eager"
-        if not fp16 and manifest.format == "state_dict":
-            module, graph = optimize_for_cpu(module, tuple(sample.shape[1:]), "script")
+        sample = train.x[:32].half() if manifest.dtype == "float16" else train.x[:32]
         quantized = manifest.format == "quantized_state_dict"
         with allow_nondeterministic() if quantized else contextlib.nullcontext():
-            raw["measured"] = {
-                **raw.get("measured", {}),
-                "cpu_items_per_s_batch32": round(
-                    measure_throughput(module, sample[:32], repeats), 1
-                ),
-                "cpu_items_per_s_batch1": round(measure_throughput(module, sample[:1], repeats), 1),
-                "threads": torch.get_num_threads(),
-            }
+            timed, graph = timings(
+                module, sample, repeats, applies_to(manifest.format, manifest.dtype)
+            )
+        raw["measured"] = {**raw.get("measured", {}), **timed}
         raw["measured_env"] = {**raw.get("measured_env", {}), **env, "cpu_graph": graph}
         _atomic_write(mdir / MANIFEST_FILENAME, _dump(raw))
         load_manifest(mdir / MANIFEST_FILENAME)

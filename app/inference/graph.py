@@ -24,11 +24,12 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from typing import Literal
 
 import torch
 
-CpuGraph = Literal["script", "channels_last", "eager"]
+from app.config import CpuGraph
+
+__all__ = ["CpuGraph", "applies_to", "optimize_for_cpu"]
 
 _FALLBACK: dict[str, CpuGraph] = {"script": "channels_last", "channels_last": "eager"}
 _CHECK_BATCHES = (1, 5)  # neither is the traced batch size (2), so shapes really vary
@@ -36,6 +37,12 @@ _RTOL = 1e-4
 _ATOL = 1e-4
 
 log = logging.getLogger(__name__)
+
+
+def applies_to(storage_format: str, dtype: str) -> bool:
+    """Whether a model stored this way runs through the CPU graph when on a CPU: float32
+    state dicts only (int8 has its own kernels; float16 is served on CUDA only)."""
+    return storage_format == "state_dict" and dtype == "float32"
 
 
 def optimize_for_cpu(

@@ -17,7 +17,7 @@ import numpy.typing as npt
 import torch
 
 from app.inference.errors import BatchTooLarge, InvalidTensor
-from app.inference.graph import CpuGraph, optimize_for_cpu
+from app.inference.graph import CpuGraph, applies_to, optimize_for_cpu
 from models.manifest import Manifest, load_weights
 
 Array = npt.NDArray[np.float32]
@@ -51,11 +51,7 @@ class Predictor:
         module = load_weights(self.manifest_dir, self.manifest).to(device)
         module.eval()
         graph: CpuGraph = "eager"
-        if (
-            device.type == "cpu"
-            and self.input_dtype == torch.float32
-            and self.manifest.format == "state_dict"
-        ):
+        if device.type == "cpu" and applies_to(self.manifest.format, self.manifest.dtype):
             module, graph = optimize_for_cpu(module, self.item_shape, cpu_graph)
         self._module = module
         self.graph = graph
