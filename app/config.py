@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     # Rate limits: shared through Redis when set (else per process).
     redis_url: str | None = None
     redis_prefix: str = "tollgate:rl:"
+    # A Redis call slower than this (connect + script) counts as Redis down: the limits fall
+    # back to per process and Redis is probed again every 5 s.
+    redis_timeout_ms: float = Field(default=250.0, gt=0)
     # Spend caps: period-to-date usage is reloaded from the ledger this often.
     spend_reconcile_s: float = Field(default=30.0, gt=0)
 

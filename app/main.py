@@ -59,7 +59,11 @@ def build_limiter(settings: Settings, metrics: Metrics) -> RateLimiter:
         return MemoryRateLimiter()
     on_change("redis")
     return FallbackRateLimiter(
-        RedisRateLimiter(settings.redis_url, prefix=settings.redis_prefix),
+        RedisRateLimiter(
+            settings.redis_url,
+            prefix=settings.redis_prefix,
+            timeout_s=settings.redis_timeout_ms / 1000,
+        ),
         MemoryRateLimiter(),
         on_change=on_change,
     )
@@ -131,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.secret_key, sessionmaker, settings.key_cache_ttl_s, last_used
         )
         limiter = build_limiter(settings, metrics)
+        await limiter.warm()
         spend = SpendTracker(sessionmaker, settings.spend_reconcile_s)
         spend.start()
         app.state.limiter = limiter

@@ -129,6 +129,8 @@ class Decision:
 class RateLimiter(Protocol):
     async def hit(self, limits: Sequence[Limit]) -> Decision: ...
 
+    async def warm(self) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -251,6 +253,9 @@ class MemoryRateLimiter:
         # If most entries are live, don't rescan on every insert: wait until the table doubles.
         self._sweep_at = max(self._max_entries, 2 * len(self._tats))
 
+    async def warm(self) -> None:
+        """Nothing to prepare in process."""
+
     async def close(self) -> None:
         with self._lock:
             self._tats.clear()
@@ -323,6 +328,11 @@ return out
 _LUA_SHA = hashlib.sha1(_LUA.encode(), usedforsecurity=False).hexdigest()
 
 
+def _unavailable(exc: BaseException) -> RateLimiterUnavailable:
+    detail = str(exc) or "timed out"
+    return RateLimiterUnavailable(f"redis rate limiter unavailable: {type(exc).__name__}: {detail}")
+
+
 class RedisRateLimiter:
     """GCRA in Redis, shared by every process using the same Redis and ``prefix``.
 
@@ -364,6 +374,17 @@ class RedisRateLimiter:
         levels = [int(x) for x in reply[1:]]
         return Decision(allowed=allowed, states=_states(limits, levels, allowed), backend="redis")
 
+    async def warm(self, connections: int = 4) -> None:
+        """Open ``connections`` pooled connections and load the script, so that the first burst
+        of requests after start-up pays neither connection set-up nor a NOSCRIPT round trip
+        inside its timeout. Raises :class:`RateLimiterUnavailable` like :meth:`hit`."""
+        try:
+            async with asyncio.timeout(self._timeout_s * (connections + 1)):
+                await asyncio.gather(*(self._client.ping() for _ in range(connections)))
+                self._sha = await self._client.script_load(_LUA)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise _unavailable(exc) from exc
+
     async def _call(self, keys: list[str], args: list[int]) -> Any:
         """Run the script once; map every Redis/network failure to RateLimiterUnavailable."""
         try:
@@ -373,10 +394,7 @@ class RedisRateLimiter:
                 except NoScriptError:
                     return await self._client.eval(_LUA, len(keys), *keys, *args)
         except (RedisError, OSError, TimeoutError) as exc:
-            detail = str(exc) or "timed out"
-            raise RateLimiterUnavailable(
-                f"redis rate limiter unavailable: {type(exc).__name__}: {detail}"
-            ) from exc
+            raise _unavailable(exc) from exc
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -419,6 +437,13 @@ class FallbackRateLimiter:
         """Backend currently answering: "redis" or "memory"."""
         return self._backend
 
+    async def warm(self) -> None:
+        """Prepare Redis at start-up; if it cannot be reached, start degraded (logged once)."""
+        try:
+            await self._primary.warm()
+        except RateLimiterUnavailable as exc:
+            self._degrade(exc)
+
     async def hit(self, limits: Sequence[Limit]) -> Decision:
         if not limits:  # nothing to check; and no false "Redis is back" from an empty probe
             return Decision(allowed=True, states=(), backend=self._backend)
@@ -430,22 +455,25 @@ class FallbackRateLimiter:
         try:
             decision = await self._primary.hit(limits)
         except RateLimiterUnavailable as exc:
-            self._retry_at = time.monotonic() + self._retry_after_s
-            if self._backend != "memory":
-                self._backend = "memory"
-                logger.warning(
-                    "rate limiter: Redis unavailable, using in-process limits "
-                    "(per process only); retrying Redis every %.3g s: %s",
-                    self._retry_after_s,
-                    exc,
-                )
-                self._notify("memory")
+            self._degrade(exc)
             return await self._fallback.hit(limits)
         if self._backend != "redis":
             self._backend = "redis"
             logger.warning("rate limiter: Redis available again, using shared limits")
             self._notify("redis")
         return decision
+
+    def _degrade(self, exc: RateLimiterUnavailable) -> None:
+        self._retry_at = time.monotonic() + self._retry_after_s
+        if self._backend != "memory":
+            self._backend = "memory"
+            logger.warning(
+                "rate limiter: Redis unavailable, using in-process limits "
+                "(per process only); retrying Redis every %.3g s: %s",
+                self._retry_after_s,
+                exc,
+            )
+            self._notify("memory")
 
     def _notify(self, backend: str) -> None:
         if self._on_change is None:

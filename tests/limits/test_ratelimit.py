@@ -421,6 +421,45 @@ async def test_redis_evalsha_falls_back_to_eval_on_noscript(redis_prefix: str) -
         await rl.close()
 
 
+async def test_redis_warm_opens_connections_and_loads_the_script(redis_prefix: str) -> None:
+    rl = RedisRateLimiter(REDIS_URL, prefix=redis_prefix, timeout_s=2.0)
+    try:
+        rl._sha = "0" * 40  # as if the script were unknown
+        await rl.warm(connections=4)
+        assert rl._sha == RedisRateLimiter(REDIS_URL)._sha
+        assert len(rl._client.connection_pool._available_connections) >= 4
+
+        async def no_eval(*args: Any) -> Any:
+            raise AssertionError("EVAL after warm-up: the script should be loaded")
+
+        rl._client.eval = no_eval  # type: ignore[method-assign]
+        assert (await rl.hit([Limit("k:1:requests", 2)])).allowed
+    finally:
+        await rl.close()
+
+
+async def test_fallback_warm_with_redis_down_starts_degraded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    changes: list[str] = []
+    primary = RedisRateLimiter(DEAD_URL, timeout_s=0.25)
+    rl = FallbackRateLimiter(primary, MemoryRateLimiter(), on_change=changes.append)
+    caplog.set_level(logging.WARNING, logger="tollgate.limits")
+    try:
+        await rl.warm()  # never raises
+        assert (rl.backend, changes) == ("memory", ["memory"])
+
+        async def must_not_probe(keys: list[str], args: list[int]) -> Any:
+            raise AssertionError("probed Redis before the retry interval")
+
+        primary._call = must_not_probe  # type: ignore[method-assign]
+        d = await rl.hit([Limit("k:1:requests", 1)])
+        assert (d.backend, d.allowed) == ("memory", True)
+        assert sum("Redis unavailable" in r.getMessage() for r in caplog.records) == 1
+    finally:
+        await rl.close()
+
+
 async def test_redis_unreachable_raises_unavailable() -> None:
     rl = RedisRateLimiter(DEAD_URL, timeout_s=0.25)
     try:
