@@ -4,6 +4,7 @@ during an unload finish."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import httpx
@@ -81,9 +82,12 @@ async def test_loading_a_model_does_not_stop_the_others(
         await client.post("/admin/models/cnn/versions/1/unload", headers=bearer(admin))
     ).status_code == 200
     real_build = registry._build
+    release = threading.Event()
 
     def slow_build(*args: object) -> object:
-        time.sleep(0.3)  # a blocking load: on the event loop it would stall every request
+        # a blocking load (until the test has its answer, at most 2 s): on the event loop it
+        # would hold every request for the whole 2 s
+        release.wait(timeout=2.0)
         return real_build(*args)
 
     monkeypatch.setattr(registry, "_build", slow_build)
@@ -95,8 +99,10 @@ async def test_loading_a_model_does_not_stop_the_others(
     row = {"inputs": [0.01] * 10}
     answered = await client.post("/v1/models/linreg/predict", json=row, headers=bearer(dev))
     answered_after = time.perf_counter() - started
+    loading_done = loading.done()
+    release.set()
     assert answered.status_code == 200
-    assert not loading.done()
-    assert answered_after < 0.3  # before even the first variant finished building
+    assert not loading_done
+    assert answered_after < 1.5  # well before the blocked build would have let go
     assert (await loading).status_code == 200
     assert registry.find("cnn").available
