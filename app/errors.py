@@ -117,10 +117,21 @@ def app_error_response(exc: AppError, request_id: str | None) -> Response:
     )
 
 
+class UnsupportedEncoding(AppError):
+    status_code = 415
+    type = "unsupported_content_encoding"
+
+
 async def read_body(request: Request) -> bytes:
     """The whole request body, read once, straight from ``receive`` (Starlette's
-    ``body()`` goes through an async generator, measurable on the hot path). A client that
-    disconnects first is a 499, not a bug."""
+    ``body()`` goes through an async generator, measurable on the hot path). A compressed
+    body (any ``Content-Encoding`` but identity) is a 415: it would otherwise be parsed as
+    if it were plain. A client that disconnects first is a 499, not a bug."""
+    for name, value in request.scope["headers"]:
+        if name == b"content-encoding":
+            encoding = value.decode("latin-1").strip().lower()
+            if encoding not in ("", "identity"):
+                raise UnsupportedEncoding(f"Content-Encoding '{encoding}' is not supported")
     receive = request.receive
     chunks: list[bytes] = []
     while True:

@@ -107,6 +107,7 @@ async def get_model(
         404: error_schema("Unknown model or version"),
         402: error_schema("The plan's spend cap is reached (quota_exceeded)"),
         413: error_schema("Body or batch too large, or a batch over the key's items/minute"),
+        415: error_schema("Compressed request body (Content-Encoding other than identity)"),
         429: error_schema("Rate limit exceeded; see Retry-After and x-ratelimit-* headers"),
         422: error_schema("Inputs of the wrong shape or dtype, or not finite"),
         503: error_schema("The usage ledger is unavailable: no prediction is returned"),

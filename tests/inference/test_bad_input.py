@@ -70,6 +70,29 @@ async def test_bad_input_matrix(
     assert rows[0].request_id == response.headers["x-request-id"]
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "x-garbage"])
+async def test_compressed_body_is_415_not_parsed_as_plain(
+    app: FastAPI, client: httpx.AsyncClient, encoding: str
+) -> None:
+    key = await make_key(app)
+    response = await client.post(
+        "/v1/models/linreg/predict",
+        json={"inputs": ROW},  # plain JSON, labelled as compressed: refused, not guessed at
+        headers={**bearer(key), "Content-Encoding": encoding},
+    )
+    assert response.status_code == 415, response.text
+    assert response.json()["error"]["type"] == "unsupported_content_encoding"
+    assert encoding in response.json()["error"]["message"]
+    rows = await ledger(app)
+    assert [(r.status_code, r.billable) for r in rows] == [(415, False)]
+    identity = await client.post(
+        "/v1/models/linreg/predict",
+        json={"inputs": ROW},
+        headers={**bearer(key), "Content-Encoding": "identity"},
+    )
+    assert identity.status_code == 200
+
+
 async def test_wrong_image_shape_says_what_was_expected(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:

@@ -338,6 +338,23 @@ async def test_errors_are_v2_shaped_4xx(app: FastAPI, client: httpx.AsyncClient)
         ("header too long", "cnn", binary_ok, {**binary_headers, HEADER: "999999"}, 400, HEADER),
         ("header not int", "cnn", binary_ok, {**binary_headers, HEADER: "abc"}, 400, HEADER),
         ("header negative", "cnn", binary_ok, {**binary_headers, HEADER: "-1"}, 400, HEADER),
+        # longer than Python's int() accepts from a string
+        (
+            "header 5000 digits",
+            "cnn",
+            binary_ok,
+            {**binary_headers, HEADER: "9" * 5000},
+            400,
+            HEADER,
+        ),
+        (
+            "65 dimensions",  # more than numpy can reshape to
+            "cnn",
+            _json_body(shape=[1] * 65, data=[0.5]),
+            {},
+            400,
+            "dimensions",
+        ),
         ("binary size", "cnn", _binary_body(zeros, "FP32", size=16), {}, 400, "binary_data_size"),
         ("trailing bytes", "cnn", (binary_ok + b"xx", binary_headers), {}, 400, "bytes"),
         ("batch too large", "cnn", _binary_body(too_many, "FP32"), {}, 413, "at most"),
