@@ -196,6 +196,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        if isinstance(exc.__cause__, AppError):
+            # FastAPI's body parsing turns any error while reading the body (e.g. the body
+            # limit, raised from receive) into a 400 "error parsing the body": answer the cause.
+            return app_error_response(exc.__cause__, _request_id(request))
         type_ = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(
             exc.status_code,

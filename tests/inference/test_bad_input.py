@@ -7,6 +7,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.keys.schemas import Scope
 from tests.conftest import bearer, ledger, make_key
 
 ROW = [0.1] * 10
@@ -153,6 +154,28 @@ async def test_chunked_body_over_the_limit_is_413(app: FastAPI, client: httpx.As
     assert response.json()["error"]["type"] == "body_too_large"
     rows = await ledger(app)
     assert [(r.status_code, r.billable) for r in rows] == [(413, False)]
+
+
+async def test_chunked_body_over_the_limit_is_413_on_admin_routes_too(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """The framework parses admin bodies itself; the limit still answers 413, not its 400."""
+    admin = await make_key(app, "ops", (Scope.admin,))
+    limit = app.state.settings.max_body_bytes
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        yield b'{"name": "'
+        for _ in range(limit // 65536 + 2):
+            yield b"x" * 65536
+        yield b'"}'
+
+    response = await client.post(
+        "/admin/customers",
+        content=chunks(),
+        headers={**bearer(admin), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]["type"] == "body_too_large"
 
 
 async def test_unknown_route_and_method_are_json(client: httpx.AsyncClient) -> None:
