@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.billing.errors import MalformedEvent
 from app.billing.periods import Period
 from app.billing.stripe_gateway import (
     PushedInvoice,
@@ -117,29 +119,54 @@ _EVENT_STATUS: dict[str, str | None] = {
     "invoice.marked_uncollectible": "uncollectible",
 }
 
+# What Tollgate reads from an event and keeps in its columns (sizes as in the schema).
+# Stripe's ids and types are short ASCII; anything else cannot be Stripe's and would
+# otherwise reach Postgres as text it refuses (NUL, too long).
+_EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]{1,251}")
+_EVENT_TYPE = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
+_OBJECT_ID = re.compile(r"[A-Za-z0-9_]{1,64}")
+_STATUS = re.compile(r"[A-Za-z0-9_]{1,32}")
+
+
+def _text(value: Any, shape: re.Pattern[str], problem: str) -> str:
+    if not isinstance(value, str) or shape.fullmatch(value) is None:
+        raise MalformedEvent(problem)
+    return value
+
 
 async def apply_webhook(session: AsyncSession, event: dict[str, Any]) -> str:
-    """Apply a verified event once. Returns ``applied``, ``ignored`` or ``duplicate``."""
-    event_id, event_type = str(event.get("id", "")), str(event.get("type", ""))
-    if not event_id.startswith("evt_"):
-        raise BadRequest("the event has no valid id")
+    """Apply a verified event once. Returns ``applied``, ``ignored`` or ``duplicate``.
+
+    Raises :class:`MalformedEvent` when the fields Tollgate reads or stores do not have
+    Stripe's shape (nothing is recorded then), :class:`UnknownInvoice` for an invoice event
+    about an invoice this server never pushed."""
+    event_id = _text(event.get("id"), _EVENT_ID, "the event has no valid id")
+    event_type = _text(event.get("type"), _EVENT_TYPE, "the event has no valid type")
     if await session.get(StripeEvent, event_id) is not None:
         return "duplicate"
     outcome = "ignored"
     if event_type in _EVENT_STATUS:
-        obj = event.get("data", {}).get("object", {})
+        data = event.get("data")
+        obj = data.get("object") if isinstance(data, dict) else None
+        if not isinstance(obj, dict):
+            raise MalformedEvent(f"{event_type} event has no data.object invoice")
+        stripe_id = _text(obj.get("id"), _OBJECT_ID, "data.object has no valid id")
+        if event_type == "invoice.payment_failed":
+            stripe_status: str | None = "payment_failed"
+        elif obj.get("status") is None:
+            stripe_status = None
+        else:
+            stripe_status = _text(obj["status"], _STATUS, "data.object has no valid status")
         invoice = await session.scalar(
-            select(Invoice).where(Invoice.stripe_invoice_id == str(obj.get("id", "")))
+            select(Invoice).where(Invoice.stripe_invoice_id == stripe_id)
         )
         if invoice is None:
-            raise UnknownInvoice(f"no local invoice for Stripe invoice {obj.get('id')!r}")
+            raise UnknownInvoice(f"no local invoice for Stripe invoice {stripe_id!r}")
         new_status = _EVENT_STATUS[event_type]
         if new_status is not None and invoice.status != new_status:
             invoice.status = new_status
             invoice.status_changed_at = utcnow()
-        invoice.stripe_status = (
-            "payment_failed" if event_type == "invoice.payment_failed" else obj.get("status")
-        )
+        invoice.stripe_status = stripe_status
         outcome = "applied"
     session.add(StripeEvent(id=event_id, type=event_type, payload=event, outcome=outcome))
     try:
