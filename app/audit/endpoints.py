@@ -10,6 +10,7 @@ from app.audit import service
 from app.db.session import SessionDep
 from app.errors import error_schema
 from app.keys.deps import Admin
+from app.validation import DbId, Timestamp
 
 router = APIRouter(prefix="/admin", tags=["audit"])
 
@@ -40,9 +41,9 @@ async def list_audit(
     action: str | None = None,
     target_type: str | None = None,
     target_id: str | None = None,
-    actor_key_id: int | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    actor_key_id: DbId | None = None,
+    since: Timestamp | None = None,
+    until: Timestamp | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditList:
     """Admin and finance writes, newest first."""

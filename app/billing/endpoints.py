@@ -39,6 +39,7 @@ from app.errors import error_schema
 from app.keys.deps import Finance
 from app.orm import Customer, Invoice, InvoiceLine, Plan, PlanVersion
 from app.orm.base import utcnow
+from app.validation import DbId
 
 router = APIRouter(prefix="/finance", tags=["finance"])
 
@@ -106,7 +107,10 @@ def _line_fields(line: Any) -> dict[str, Any]:
     "/periods/{period}/close",
     responses={
         **_ERRORS,
-        409: error_schema("The period (plus grace) has not ended"),
+        409: error_schema(
+            "The period (plus grace) has not ended, or a customer's plan version cannot be "
+            "priced exactly (plan_not_ratable)"
+        ),
         422: error_schema("Bad period"),
     },
 )
@@ -124,7 +128,7 @@ async def close_period(
 async def list_invoices(
     _: Finance,
     session: SessionDep,
-    customer: int | None = None,
+    customer: DbId | None = None,
     period: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None,
     status: Annotated[
         str | None, Query(pattern="^(draft|finalized|paid|void|uncollectible)$")
@@ -143,12 +147,16 @@ async def list_invoices(
 
 @router.get(
     "/invoices/preview",
-    responses={**_ERRORS, 404: error_schema("No such customer, or no plan in the period")},
+    responses={
+        **_ERRORS,
+        404: error_schema("No such customer, or no plan in the period"),
+        409: error_schema("The customer's plan version cannot be priced exactly"),
+    },
 )
 async def preview_invoice(
     _: Finance,
     session: SessionDep,
-    customer: int,
+    customer: DbId,
     period: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None,
 ) -> InvoiceOut:
     """The period's invoice to date (default: the open period), rated as closing would."""
@@ -156,20 +164,12 @@ async def preview_invoice(
     return _preview_out(await service.preview(session, customer, p))
 
 
-@router.get("/invoices/{invoice_id:int}", responses={**_ERRORS, **_NOT_FOUND})
-async def get_invoice(
-    _: Finance, request: Request, session: SessionDep, invoice_id: int
-) -> InvoiceOut:
-    invoice, lines = await service.get_invoice(session, invoice_id)
-    return _out(invoice, lines, request.app.state.stripe is not None)
-
-
 @router.get(
-    "/invoices/{invoice_id:int}.csv",
+    "/invoices/{invoice_id}.csv",
     responses={**_ERRORS, **_NOT_FOUND, 200: {"content": {"text/csv": {}}}},
     response_class=Response,
 )
-async def invoice_csv(_: Finance, session: SessionDep, invoice_id: int) -> Response:
+async def invoice_csv(_: Finance, session: SessionDep, invoice_id: DbId) -> Response:
     invoice, lines = await service.get_invoice(session, invoice_id)
     return Response(
         lines_csv((invoice, line) for line in lines),
@@ -181,11 +181,11 @@ async def invoice_csv(_: Finance, session: SessionDep, invoice_id: int) -> Respo
 
 
 @router.get(
-    "/invoices/{invoice_id:int}.pdf",
+    "/invoices/{invoice_id}.pdf",
     responses={**_ERRORS, **_NOT_FOUND, 200: {"content": {"application/pdf": {}}}},
     response_class=Response,
 )
-async def invoice_pdf(_: Finance, session: SessionDep, invoice_id: int) -> Response:
+async def invoice_pdf(_: Finance, session: SessionDep, invoice_id: DbId) -> Response:
     invoice, lines = await service.get_invoice(session, invoice_id)
     customer = await session.get(Customer, invoice.customer_id)
     assert customer is not None
@@ -196,6 +196,15 @@ async def invoice_pdf(_: Finance, session: SessionDep, invoice_id: int) -> Respo
             "Content-Disposition": f'attachment; filename="{invoice.number or invoice.id}.pdf"'
         },
     )
+
+
+# Declared after the .csv and .pdf routes, which a bare {invoice_id} would also match.
+@router.get("/invoices/{invoice_id}", responses={**_ERRORS, **_NOT_FOUND})
+async def get_invoice(
+    _: Finance, request: Request, session: SessionDep, invoice_id: DbId
+) -> InvoiceOut:
+    invoice, lines = await service.get_invoice(session, invoice_id)
+    return _out(invoice, lines, request.app.state.stripe is not None)
 
 
 @router.get(

@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from app.errors import Unprocessable
+from app.validation import EARLIEST, LATEST
 
-_PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+_PERIOD = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")
+# Every period, its end included, stays inside the range the API accepts for a moment.
+_FIRST_YEAR, _LAST_YEAR = EARLIEST.year, LATEST.year - 1
 
 
 class InvalidPeriod(Unprocessable):
@@ -22,9 +25,13 @@ class Period:
 
     @classmethod
     def parse(cls, text: str) -> Period:
-        m = _PERIOD.match(text)
+        m = _PERIOD.fullmatch(text)
         if not m:
             raise InvalidPeriod(f"period must be YYYY-MM, got {text!r}")
+        if not _FIRST_YEAR <= int(m[1]) <= _LAST_YEAR:
+            raise InvalidPeriod(
+                f"period must be from {_FIRST_YEAR}-01 to {_LAST_YEAR}-12, got {text!r}"
+            )
         return cls(int(m[1]), int(m[2]))
 
     @classmethod

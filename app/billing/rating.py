@@ -5,20 +5,34 @@ closing it writes. Usage is aggregated in SQL (billable rows only), per plan seg
 customer changes plan mid-period, each part is rated under its own version, and the base fee
 and included quantities are prorated by the share of the month each part covers. Each line
 is rounded once, ROUND_HALF_UP, to the currency's minor unit (``pricing.to_minor``).
+
+A version whose charges cannot be computed exactly, or whose lines would not fit the
+invoice columns, is refused with :class:`PlanNotRatable` (409) instead of a 500 or a
+database error; plan inputs are bounded at the API, so only older versions can get there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.billing.errors import PlanNotRatable
 from app.billing.periods import Period
-from app.billing.pricing import PriceComponent, Pricing, Unit, describe, rate, to_minor
-from app.orm import PlanVersion, UsageEvent
+from app.billing.pricing import (
+    PriceComponent,
+    Pricing,
+    PricingError,
+    Unit,
+    describe,
+    rate,
+    to_minor,
+)
+from app.orm import InvoiceLine, PlanVersion, UsageEvent
+from app.orm.base import ExactNumeric
 from app.plans.service import plan_segments
 
 _MICRO = Decimal(1_000_000)
@@ -26,10 +40,26 @@ _MICRO = Decimal(1_000_000)
 # invoice read the same. Amounts in minor units are computed from the exact values.
 _Q6 = Decimal("0.000001")
 _Q10 = Decimal("0.0000000001")
+# Enough digits to round any value that fits the columns (up to 30) to its scale.
+_WIDE = Context(prec=60)
+_BIGINT_MAX = 2**63 - 1
 
 
 def _q(value: Decimal, scale: Decimal) -> Decimal:
-    return value.quantize(scale, rounding=ROUND_HALF_UP)
+    return value.quantize(scale, rounding=ROUND_HALF_UP, context=_WIDE)
+
+
+def _check_fits(line: RatedLine) -> RatedLine:
+    """Raise PricingError unless the line fits its invoice_lines row exactly."""
+    for name in ("quantity", "billable_quantity", "unit_price", "amount"):
+        value = getattr(line, name)
+        column_type = InvoiceLine.__table__.c[name].type
+        assert isinstance(column_type, ExactNumeric)
+        if value is not None and not column_type.fits(value):
+            raise PricingError(f"the {line.kind} line's {name} ({value:.6E}) is too large")
+    if abs(line.amount_minor) > _BIGINT_MAX:
+        raise PricingError(f"the {line.kind} line's amount ({line.amount:.6E}) is too large")
+    return line
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,22 +169,26 @@ def rate_segment(
     suffix = "" if whole else f" ({start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC)"
     lines: list[RatedLine] = []
     if version.base_fee:
+        if not version.base_fee.is_finite():  # only a row written before inputs were bounded
+            raise PricingError(f"the base fee is {version.base_fee}")
         amount = version.base_fee * share
         lines.append(
-            RatedLine(
-                plan_version_id=version.id,
-                kind="base_fee",
-                description="Monthly base fee" + ("" if whole else f", prorated{suffix}"),
-                unit=None,
-                model=None,
-                variant=None,
-                quantity=_q(share, _Q6),
-                billable_quantity=_q(share, _Q6),
-                unit_price=_q(version.base_fee, _Q10),
-                amount=_q(amount, _Q10),
-                amount_minor=to_minor(amount, version.currency),
-                period_start=start,
-                period_end=end,
+            _check_fits(
+                RatedLine(
+                    plan_version_id=version.id,
+                    kind="base_fee",
+                    description="Monthly base fee" + ("" if whole else f", prorated{suffix}"),
+                    unit=None,
+                    model=None,
+                    variant=None,
+                    quantity=_q(share, _Q6),
+                    billable_quantity=_q(share, _Q6),
+                    unit_price=_q(version.base_fee, _Q10),
+                    amount=_q(amount, _Q10),
+                    amount_minor=to_minor(amount, version.currency),
+                    period_start=start,
+                    period_end=end,
+                )
             )
         )
     for raw in version.components:
@@ -165,24 +199,27 @@ def rate_segment(
         amount = rate(component, quantity)
         target = ", ".join(x for x in (component.model, component.variant) if x)
         lines.append(
-            RatedLine(
-                plan_version_id=version.id,
-                kind="usage",
-                description=(f"{target}: " if target else "") + describe(component) + suffix,
-                unit=component.unit.value,
-                model=component.model,
-                variant=component.variant,
-                quantity=_q(quantity, _Q6),
-                billable_quantity=_q(max(Decimal(0), quantity - component.included), _Q6),
-                unit_price=(
-                    _q(component.unit_price, _Q10)
-                    if component.pricing is Pricing.per_unit and component.unit_price is not None
-                    else None
-                ),
-                amount=_q(amount, _Q10),
-                amount_minor=to_minor(amount, version.currency),
-                period_start=start,
-                period_end=end,
+            _check_fits(
+                RatedLine(
+                    plan_version_id=version.id,
+                    kind="usage",
+                    description=(f"{target}: " if target else "") + describe(component) + suffix,
+                    unit=component.unit.value,
+                    model=component.model,
+                    variant=component.variant,
+                    quantity=_q(quantity, _Q6),
+                    billable_quantity=_q(max(Decimal(0), quantity - component.included), _Q6),
+                    unit_price=(
+                        _q(component.unit_price, _Q10)
+                        if component.pricing is Pricing.per_unit
+                        and component.unit_price is not None
+                        else None
+                    ),
+                    amount=_q(amount, _Q10),
+                    amount_minor=to_minor(amount, version.currency),
+                    period_start=start,
+                    period_end=end,
+                )
             )
         )
     return lines
@@ -201,5 +238,19 @@ async def rate_customer(
     lines: list[RatedLine] = []
     for version, start, end in segments:
         usage = await aggregate_usage(session, customer_id, start, end)
-        lines += rate_segment(version, start, end, period, usage)
-    return RatedInvoice(customer_id, period, currencies.pop(), tuple(lines))
+        try:
+            lines += rate_segment(version, start, end, period, usage)
+        except (PricingError, ArithmeticError) as exc:  # ArithmeticError: decimal signals
+            reason = str(exc) if isinstance(exc, PricingError) else "an amount is not exact"
+            raise PlanNotRatable(
+                f"customer {customer_id} cannot be invoiced for {period} under plan version "
+                f"{version.id}: {reason}",
+                details={"customer_id": customer_id, "plan_version_id": version.id},
+            ) from exc
+    rated = RatedInvoice(customer_id, period, currencies.pop(), tuple(lines))
+    if abs(rated.subtotal_minor) > _BIGINT_MAX:
+        raise PlanNotRatable(
+            f"customer {customer_id}'s invoice for {period} is too large to record",
+            details={"customer_id": customer_id},
+        )
+    return rated

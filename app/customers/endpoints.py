@@ -10,6 +10,7 @@ from app.db.session import SessionDep
 from app.errors import error_schema
 from app.keys.deps import Admin
 from app.orm import Customer
+from app.validation import DbId
 
 router = APIRouter(prefix="/admin/customers", tags=["customers"])
 
@@ -43,23 +44,23 @@ async def list_customers(
 
 
 @router.get("/{customer_id}", responses=_ONE)
-async def get_customer(_: Admin, session: SessionDep, customer_id: int) -> CustomerOut:
+async def get_customer(_: Admin, session: SessionDep, customer_id: DbId) -> CustomerOut:
     return _out(await service.get_customer(session, customer_id))
 
 
 @router.patch("/{customer_id}", responses={**_ONE, 409: error_schema("Name taken")})
 async def update_customer(
-    actor: Admin, session: SessionDep, customer_id: int, body: CustomerUpdate
+    actor: Admin, session: SessionDep, customer_id: DbId, body: CustomerUpdate
 ) -> CustomerOut:
     return _out(await service.update_customer(session, actor, customer_id, body))
 
 
 @router.post("/{customer_id}/suspend", responses=_ONE)
-async def suspend_customer(actor: Admin, session: SessionDep, customer_id: int) -> CustomerOut:
+async def suspend_customer(actor: Admin, session: SessionDep, customer_id: DbId) -> CustomerOut:
     """Every key of the customer gets 403 ``customer_suspended`` within 1 s."""
     return _out(await service.set_status(session, actor, customer_id, "suspended"))
 
 
 @router.post("/{customer_id}/reactivate", responses=_ONE)
-async def reactivate_customer(actor: Admin, session: SessionDep, customer_id: int) -> CustomerOut:
+async def reactivate_customer(actor: Admin, session: SessionDep, customer_id: DbId) -> CustomerOut:
     return _out(await service.set_status(session, actor, customer_id, "active"))

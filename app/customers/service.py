@@ -4,6 +4,7 @@ keys get 403 ``customer_suspended`` within the key cache TTL."""
 from __future__ import annotations
 
 from sqlalchemy import exists, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import Actor, record, snapshot
@@ -27,12 +28,30 @@ async def _name_taken(session: AsyncSession, name: str, except_id: int | None = 
     return bool(await session.scalar(select(stmt)))
 
 
+def _is_name_clash(exc: IntegrityError) -> bool:
+    """The unique index on ``customers.name``, as Postgres (constraint name) or SQLite
+    (``UNIQUE constraint failed: customers.name``) reports it."""
+    message = str(exc.orig)
+    return "uq_customers_name" in message or "customers.name" in message
+
+
+async def _flush_name(session: AsyncSession, name: str) -> None:
+    """Flush, turning the loser of a concurrent race for ``name`` into a 409: the check
+    before the write cannot see a row that another transaction has not committed yet."""
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        if _is_name_clash(exc):
+            raise CustomerConflict(f"a customer named {name!r} already exists") from None
+        raise
+
+
 async def create_customer(session: AsyncSession, actor: Actor, data: CustomerCreate) -> Customer:
     if await _name_taken(session, data.name):
         raise CustomerConflict(f"a customer named {data.name!r} already exists")
     customer = Customer(name=data.name, email=data.email)
     session.add(customer)
-    await session.flush()
+    await _flush_name(session, data.name)
     await record(
         session,
         actor,
@@ -69,7 +88,7 @@ async def update_customer(
         customer.name = data.name
     if "email" in data.model_fields_set:
         customer.email = data.email
-    await session.flush()
+    await _flush_name(session, customer.name)
     await record(
         session,
         actor,

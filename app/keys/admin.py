@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import Actor, record, snapshot
 from app.errors import AppError, NotFound
+from app.keys import repository
 from app.keys.service import issue_key_record
 from app.orm import ApiKey, Customer
 from app.orm.base import utcnow
@@ -120,9 +121,11 @@ async def rotate(
         items_per_minute=old.items_per_minute,
     )
     before = snapshot(old, *FIELDS)
-    old.revoked_at = now + grace
-    old.replaced_by = new.id
-    await session.flush()
+    if not await repository.mark_rotated(session, old.id, new.id, now, now + grace):
+        # Lost a race with a concurrent rotate or revoke; the transaction (and the key
+        # just issued) is rolled back.
+        raise KeyConflict(f"key {key_id} was rotated or revoked by a concurrent request")
+    await session.refresh(old)
     await record(
         session,
         actor,

@@ -12,6 +12,7 @@ from app.keys import admin
 from app.keys.deps import Admin
 from app.keys.schemas import Scope
 from app.orm import ApiKey
+from app.validation import DbId, PerMinute, Timestamp
 
 router = APIRouter(prefix="/admin/keys", tags=["keys"])
 
@@ -23,13 +24,15 @@ _ONE: dict[int | str, dict[str, Any]] = {**_ERRORS, 404: error_schema("No such k
 
 
 class KeyCreate(BaseModel):
-    customer_id: int
+    customer_id: DbId
     scopes: list[Scope] = Field(min_length=1)
     name: str | None = Field(default=None, max_length=200)
-    expires_at: datetime | None = None
+    expires_at: Timestamp | None = Field(
+        default=None, description="ISO 8601; without a time zone, UTC"
+    )
     allowed_models: list[str] | None = None
-    requests_per_minute: int | None = Field(default=None, gt=0)
-    items_per_minute: int | None = Field(default=None, gt=0)
+    requests_per_minute: PerMinute | None = None
+    items_per_minute: PerMinute | None = None
 
 
 class KeyOut(BaseModel):
@@ -106,25 +109,25 @@ async def create_key(
 
 @router.get("", responses=_ERRORS)
 async def list_keys(
-    _: Admin, session: SessionDep, customer_id: Annotated[int | None, Query()] = None
+    _: Admin, session: SessionDep, customer_id: Annotated[DbId | None, Query()] = None
 ) -> KeyList:
     return KeyList(data=[_out(k) for k in await admin.list_keys(session, customer_id)])
 
 
 @router.get("/{key_id}", responses=_ONE)
-async def get_key(_: Admin, session: SessionDep, key_id: int) -> KeyOut:
+async def get_key(_: Admin, session: SessionDep, key_id: DbId) -> KeyOut:
     return _out(await admin.get_key(session, key_id))
 
 
 @router.post("/{key_id}/revoke", responses=_ONE)
-async def revoke_key(actor: Admin, session: SessionDep, key_id: int) -> KeyOut:
+async def revoke_key(actor: Admin, session: SessionDep, key_id: DbId) -> KeyOut:
     """Stops working everywhere within the key cache TTL (1 s)."""
     return _out(await admin.revoke(session, actor, key_id))
 
 
 @router.post("/{key_id}/rotate", responses={**_ONE, 409: error_schema("Revoked or rotated")})
 async def rotate_key(
-    actor: Admin, request: Request, session: SessionDep, key_id: int, body: Rotate
+    actor: Admin, request: Request, session: SessionDep, key_id: DbId, body: Rotate
 ) -> Rotated:
     old, new, secret = await admin.rotate(
         session,

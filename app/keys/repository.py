@@ -3,7 +3,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing.pricing import PriceComponent
@@ -94,3 +94,23 @@ async def revoke_by_prefix(session: AsyncSession, prefix: str, when: datetime) -
         .values(revoked_at=when)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def mark_rotated(
+    session: AsyncSession, key_id: int, new_key_id: int, now: datetime, revoke_at: datetime
+) -> bool:
+    """Link ``key_id`` to its successor and schedule its revocation, only if it is still
+    live and not yet rotated. A conditional UPDATE, so of concurrent rotations exactly one
+    wins: on Postgres the others wait for its row lock and then match nothing; SQLite runs
+    writers one at a time. False: another request rotated or revoked the key first."""
+    result = await session.execute(
+        update(ApiKey)
+        .where(
+            ApiKey.id == key_id,
+            ApiKey.replaced_by.is_(None),
+            or_(ApiKey.revoked_at.is_(None), ApiKey.revoked_at > now),
+        )
+        .values(replaced_by=new_key_id, revoked_at=revoke_at)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount) == 1  # type: ignore[attr-defined]

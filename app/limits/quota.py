@@ -17,12 +17,12 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, localcontext
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.billing.periods import Period
-from app.billing.pricing import PriceComponent, Unit, rate
+from app.billing.pricing import PriceComponent, PricingError, Unit, rate
 from app.billing.rating import aggregate_usage, variant_matches
 from app.errors import AppError
 from app.keys.schemas import PlanSnapshot
@@ -30,11 +30,21 @@ from app.orm.base import utcnow
 
 log = logging.getLogger("tollgate.limits")
 _MICRO = Decimal(1_000_000)
+# The spend is summed (and compared with the cap) exactly, like each amount in pricing.
+_EXACT = Context(prec=200, traps=[Inexact, InvalidOperation, Overflow])
 
 
 class QuotaExceeded(AppError):
     status_code = 402
     type = "quota_exceeded"
+
+
+class SpendNotComputable(QuotaExceeded):
+    """The plan's usage charges cannot be computed exactly, so the cap cannot be enforced:
+    refused like a reached cap rather than served unchecked. Plan amounts are bounded at the
+    API; only a version written before that can get here."""
+
+    type = "plan_not_ratable"
 
 
 @dataclass
@@ -58,7 +68,15 @@ def _quantity(c: PriceComponent, totals: dict[tuple[str | None, str | None], lis
 def usage_spend(
     plan: PlanSnapshot, totals: dict[tuple[str | None, str | None], list[int]]
 ) -> Decimal:
-    return sum((rate(c, _quantity(c, totals)) for c in plan.components), Decimal(0))
+    try:
+        with localcontext(_EXACT):
+            return sum((rate(c, _quantity(c, totals)) for c in plan.components), Decimal(0))
+    except (PricingError, ArithmeticError):  # ArithmeticError: decimal signals
+        raise SpendNotComputable(
+            "this plan's usage charges cannot be computed exactly, so its spend cap cannot "
+            "be enforced; ask for a plan with bounded prices",
+            details={"plan_version_id": plan.plan_version_id},
+        ) from None
 
 
 class SpendTracker:
@@ -171,8 +189,8 @@ class SpendTracker:
 
 def spend_headers(spent: Decimal, plan: PlanSnapshot) -> dict[str, str]:
     return {
-        "x-usage-spend-period-to-date": f"{spent.normalize():f}",
-        "x-usage-spend-cap": f"{plan.spend_cap.normalize():f}"
+        "x-usage-spend-period-to-date": f"{spent.normalize(_EXACT):f}",
+        "x-usage-spend-cap": f"{plan.spend_cap.normalize(_EXACT):f}"
         if plan.spend_cap is not None
         else "",
         "x-usage-currency": plan.currency,

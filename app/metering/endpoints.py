@@ -10,14 +10,11 @@ from app.errors import Unprocessable, error_schema
 from app.keys.deps import Authenticated
 from app.metering.repository import usage_buckets
 from app.metering.schemas import GroupBy, UsageBucket, UsageReport
+from app.validation import Timestamp
 
 router = APIRouter(prefix="/v1", tags=["usage"])
 
 _MAX_RANGE = timedelta(days=400)
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @router.get(
@@ -31,14 +28,18 @@ async def get_usage(
     principal: Authenticated,
     session: SessionDep,
     start: Annotated[
-        datetime | None, Query(description="Inclusive, ISO 8601; default: 30 days ago")
+        Timestamp | None,
+        Query(description="Inclusive, ISO 8601 (UTC without a time zone); default: 30 days ago"),
     ] = None,
-    end: Annotated[datetime | None, Query(description="Exclusive, ISO 8601; default: now")] = None,
+    end: Annotated[
+        Timestamp | None,
+        Query(description="Exclusive, ISO 8601 (UTC without a time zone); default: now"),
+    ] = None,
     group_by: GroupBy = GroupBy.day,
 ) -> UsageReport:
     """The calling key's own customer's usage, grouped by UTC day or by model."""
-    end_at = _utc(end) if end else datetime.now(UTC)
-    start_at = _utc(start) if start else end_at - timedelta(days=30)
+    end_at = end or datetime.now(UTC)
+    start_at = start or end_at - timedelta(days=30)
     if start_at >= end_at:
         raise Unprocessable("start must be before end")
     if end_at - start_at > _MAX_RANGE:

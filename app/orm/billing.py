@@ -10,13 +10,12 @@ from sqlalchemy import (
     CheckConstraint,
     ForeignKey,
     Integer,
-    Numeric,
     String,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.orm.base import Base, BigIntPK, UTCDateTime, utcnow
+from app.orm.base import Base, BigIntPK, ExactNumeric, UTCDateTime, utcnow
 
 INVOICE_STATUSES = ("draft", "finalized", "paid", "void", "uncollectible")
 
@@ -62,10 +61,10 @@ class InvoiceLine(Base):
     unit: Mapped[str | None] = mapped_column(String(32))
     model: Mapped[str | None] = mapped_column(String(128))
     variant: Mapped[str | None] = mapped_column(String(32))
-    quantity: Mapped[Decimal] = mapped_column(Numeric(24, 6))
-    billable_quantity: Mapped[Decimal] = mapped_column(Numeric(24, 6))
-    unit_price: Mapped[Decimal | None] = mapped_column(Numeric(24, 10))
-    amount: Mapped[Decimal] = mapped_column(Numeric(30, 10))  # exact, before rounding
+    quantity: Mapped[Decimal] = mapped_column(ExactNumeric(24, 6))
+    billable_quantity: Mapped[Decimal] = mapped_column(ExactNumeric(24, 6))
+    unit_price: Mapped[Decimal | None] = mapped_column(ExactNumeric(24, 10))
+    amount: Mapped[Decimal] = mapped_column(ExactNumeric(30, 10))  # exact, before rounding
     amount_minor: Mapped[int] = mapped_column(BigInteger)  # rounded once, ROUND_HALF_UP
     period_start: Mapped[datetime] = mapped_column(UTCDateTime())
     period_end: Mapped[datetime] = mapped_column(UTCDateTime())

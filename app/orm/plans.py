@@ -9,16 +9,16 @@ from sqlalchemy import (
     BigInteger,
     ForeignKey,
     Integer,
-    Numeric,
     String,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.orm.base import Base, BigIntPK, UTCDateTime, utcnow
+from app.orm.base import Base, BigIntPK, ExactNumeric, UTCDateTime, utcnow
 
-# Prices: exact decimals with room for fractions of a cent per unit.
-Money = Numeric(24, 10)
+# Prices: exact decimals with room for fractions of a cent per unit (below 10^14, 10 places;
+# app.plans.schemas.Amount refuses anything else at the API).
+Money = ExactNumeric(24, 10)
 
 
 class Plan(Base):

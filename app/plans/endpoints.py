@@ -12,7 +12,7 @@ from app.orm import Plan, PlanVersion
 from app.plans import service
 from app.plans.errors import PlanNotFound
 from app.plans.schemas import (
-    ComponentIn,
+    ComponentOut,
     CustomerPlanOut,
     PlanAssign,
     PlanCreate,
@@ -21,6 +21,7 @@ from app.plans.schemas import (
     PlanOut,
     PlanVersionOut,
 )
+from app.validation import DbId
 
 router = APIRouter(prefix="/admin", tags=["plans"])
 
@@ -36,7 +37,7 @@ def _version_out(v: PlanVersion) -> PlanVersionOut:
         version=v.version,
         currency=v.currency,
         base_fee=v.base_fee,
-        components=[ComponentIn.model_validate(c) for c in v.components],
+        components=[ComponentOut.model_validate(c) for c in v.components],
         requests_per_minute=v.requests_per_minute,
         items_per_minute=v.items_per_minute,
         spend_cap=v.spend_cap,
@@ -71,7 +72,7 @@ async def list_plans(_: Admin, session: SessionDep) -> PlanList:
 
 
 @router.get("/plans/{plan_id}", responses={**_ERRORS, 404: error_schema("No such plan")})
-async def get_plan(_: Admin, session: SessionDep, plan_id: int) -> PlanOut:
+async def get_plan(_: Admin, session: SessionDep, plan_id: DbId) -> PlanOut:
     return _plan_out(*await service.get_plan(session, plan_id))
 
 
@@ -79,7 +80,7 @@ async def get_plan(_: Admin, session: SessionDep, plan_id: int) -> PlanOut:
     "/plans/{plan_id}/versions/{version}", responses={**_ERRORS, 404: error_schema("No such plan")}
 )
 async def get_plan_version(
-    _: Admin, session: SessionDep, plan_id: int, version: int
+    _: Admin, session: SessionDep, plan_id: DbId, version: int
 ) -> PlanVersionOut:
     _plan, versions = await service.get_plan(session, plan_id)
     for v in versions:
@@ -97,7 +98,9 @@ async def get_plan_version(
         422: error_schema("Invalid plan"),
     },
 )
-async def update_plan(_: Admin, session: SessionDep, plan_id: int, body: PlanDefinition) -> PlanOut:
+async def update_plan(
+    _: Admin, session: SessionDep, plan_id: DbId, body: PlanDefinition
+) -> PlanOut:
     """Write a new version of the plan; existing versions, customers and invoices keep theirs."""
     return _plan_out(*await service.update_plan(session, plan_id, body))
 
@@ -107,7 +110,7 @@ async def update_plan(_: Admin, session: SessionDep, plan_id: int, body: PlanDef
     status_code=status.HTTP_204_NO_CONTENT,
     responses={**_ERRORS, 404: error_schema("No such plan"), 409: error_schema("Plan in use")},
 )
-async def delete_plan(actor: Admin, session: SessionDep, plan_id: int) -> None:
+async def delete_plan(actor: Admin, session: SessionDep, plan_id: DbId) -> None:
     await service.delete_plan(session, plan_id)
     await record(session, actor, "plan.archive", "plan", plan_id)
 
@@ -121,7 +124,7 @@ async def delete_plan(actor: Admin, session: SessionDep, plan_id: int) -> None:
     },
 )
 async def assign_plan(
-    actor: Admin, session: SessionDep, customer_id: int, body: PlanAssign
+    actor: Admin, session: SessionDep, customer_id: DbId, body: PlanAssign
 ) -> CustomerPlanOut:
     """Move a customer to a plan version from the next period (default) or immediately."""
     assignment, plan, version = await service.assign_plan(session, customer_id, body)

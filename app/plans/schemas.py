@@ -3,34 +3,79 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
+
+from app.validation import DbId, PerMinute
+
+
+def _not_a_float(value: object) -> object:
+    # JSON numbers with a fraction or an exponent arrive as binary floats, whose digits
+    # past the 15th or so are already gone: refuse them rather than store a different price.
+    if isinstance(value, float):
+        raise ValueError(
+            'give decimal amounts as strings (e.g. "0.0004") or integers; a JSON number with '
+            "a fraction or an exponent is read as a binary float and can lose digits"
+        )
+    return value
+
+
+Amount = Annotated[Decimal, BeforeValidator(_not_a_float), Field(max_digits=24, decimal_places=10)]
+"""Money in major units, bounded to the NUMERIC(24, 10) columns that hold prices
+(``plan_versions.base_fee``/``spend_cap``, ``invoice_lines.unit_price``): finite, at most
+10 decimal places and 14 digits before the point (below 10^14). Outside that: 422."""
+
+Quantity = Annotated[Decimal, BeforeValidator(_not_a_float), Field(max_digits=24, decimal_places=6)]
+"""A quantity of units (tier bounds, package sizes, included quantities), bounded like
+``invoice_lines.quantity`` NUMERIC(24, 6): finite, at most 6 decimal places (a compute
+microsecond) and 18 digits before the point. Outside that: 422."""
 
 
 class TierIn(BaseModel):
-    up_to: Decimal | None = Field(description="Inclusive upper bound in units; null = unbounded")
-    unit_price: Decimal = Decimal(0)
-    flat_fee: Decimal = Decimal(0)
+    up_to: Quantity | None = Field(description="Inclusive upper bound in units; null = unbounded")
+    unit_price: Amount = Decimal(0)
+    flat_fee: Amount = Decimal(0)
 
 
 class ComponentIn(BaseModel):
     unit: str = Field(description="request | item | compute_second")
     pricing: str = Field(description="per_unit | package | graduated | volume")
-    unit_price: Decimal | None = None
-    package_size: Decimal | None = None
+    unit_price: Amount | None = None
+    package_size: Quantity | None = None
     tiers: list[TierIn] = []
-    included: Decimal = Decimal(0)
+    included: Quantity = Decimal(0)
     model: str | None = None
     variant: str | None = None
 
 
+class TierOut(BaseModel):
+    up_to: Decimal | None
+    unit_price: Decimal
+    flat_fee: Decimal
+
+
+class ComponentOut(BaseModel):
+    """A stored component as read back: no input bounds, so that a version written before
+    they existed still reads."""
+
+    unit: str
+    pricing: str
+    unit_price: Decimal | None
+    package_size: Decimal | None
+    tiers: list[TierOut]
+    included: Decimal
+    model: str | None
+    variant: str | None
+
+
 class PlanDefinition(BaseModel):
     currency: str = Field(min_length=3, max_length=3, pattern="^[A-Za-z]{3}$")
-    base_fee: Decimal = Field(default=Decimal(0), ge=0, description="Per calendar month")
+    base_fee: Amount = Field(default=Decimal(0), ge=0, description="Per calendar month")
     components: list[ComponentIn] = []
-    requests_per_minute: int | None = Field(default=None, gt=0)
-    items_per_minute: int | None = Field(default=None, gt=0)
-    spend_cap: Decimal | None = Field(default=None, ge=0)
+    requests_per_minute: PerMinute | None = None
+    items_per_minute: PerMinute | None = None
+    spend_cap: Amount | None = Field(default=None, ge=0)
 
 
 class PlanCreate(PlanDefinition):
@@ -41,11 +86,12 @@ class PlanVersionOut(BaseModel):
     id: int
     version: int
     currency: str
-    base_fee: Decimal
-    components: list[ComponentIn]
+    # allow_inf_nan: a non-finite amount stored before inputs were bounded still reads.
+    base_fee: Decimal = Field(allow_inf_nan=True)
+    components: list[ComponentOut]
     requests_per_minute: int | None
     items_per_minute: int | None
-    spend_cap: Decimal | None
+    spend_cap: Decimal | None = Field(allow_inf_nan=True)
     created_at: datetime
 
 
@@ -67,7 +113,7 @@ class Effective(StrEnum):
 
 
 class PlanAssign(BaseModel):
-    plan_id: int
+    plan_id: DbId
     version: int | None = Field(default=None, description="Default: the plan's latest version")
     effective: Effective = Effective.next_period
 

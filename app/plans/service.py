@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import delete, exists, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing.periods import Period
@@ -55,7 +56,13 @@ async def create_plan(session: AsyncSession, data: PlanCreate) -> tuple[Plan, li
         raise PlanConflict(f"a plan named {data.name!r} already exists")
     plan = Plan(name=data.name)
     session.add(plan)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        # A concurrent create of the same name committed after the check above.
+        if "uq_plans_name" in str(exc.orig) or "plans.name" in str(exc.orig):
+            raise PlanConflict(f"a plan named {data.name!r} already exists") from None
+        raise
     version = _version(plan, 1, data)
     session.add(version)
     await session.flush()
@@ -124,7 +131,13 @@ async def assign_plan(
     Both parts must bill in the same currency, since an invoice has one currency.
     """
     now = now or utcnow()
-    if await session.get(Customer, customer_id) is None:
+    # Assignments of one customer take turns: on Postgres the customer row is locked (FOR NO
+    # KEY UPDATE, which leaves foreign-key checks of other writers alone) until commit, so
+    # the next one sees, and supersedes, what the previous one wrote. SQLite has one writer.
+    customer = await session.scalar(
+        select(Customer).where(Customer.id == customer_id).with_for_update(key_share=True)
+    )
+    if customer is None:
         raise CustomerNotFound(f"customer {customer_id} does not exist")
     plan, versions = await get_plan(session, data.plan_id)
     if plan.archived_at is not None:
@@ -147,13 +160,11 @@ async def assign_plan(
                 f"({current.currency} → {version.currency}); change it from the next period"
             )
     # A later assignment supersedes pending ones that would start at or after it.
-    pending = await session.scalars(
-        select(CustomerPlan).where(
-            CustomerPlan.customer_id == customer_id, CustomerPlan.effective_from >= effective
-        )
+    await session.execute(
+        delete(CustomerPlan)
+        .where(CustomerPlan.customer_id == customer_id, CustomerPlan.effective_from >= effective)
+        .execution_options(synchronize_session=False)
     )
-    for row in pending:
-        await session.delete(row)
     assignment = CustomerPlan(
         customer_id=customer_id, plan_version_id=version.id, effective_from=effective
     )

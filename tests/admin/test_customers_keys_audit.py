@@ -169,3 +169,187 @@ async def test_rotation_keeps_the_old_secret_until_the_grace_ends(
     ).json()["data"][0]
     assert entry["after"]["new_key_id"] == body["new"]["id"]
     assert new_secret not in str(entry)
+
+
+BEYOND_BIGINT = str(2**63)
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", BEYOND_BIGINT, "9" * 25, "9" * 5000])
+async def test_ids_outside_bigint_are_422(
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey, bad: str
+) -> None:
+    requests = [
+        ("GET", f"/admin/customers/{bad}", None, None),
+        ("PATCH", f"/admin/customers/{bad}", None, {"name": "x"}),
+        ("POST", f"/admin/customers/{bad}/suspend", None, None),
+        ("POST", f"/admin/customers/{bad}/reactivate", None, None),
+        ("GET", f"/admin/keys/{bad}", None, None),
+        ("POST", f"/admin/keys/{bad}/revoke", None, None),
+        ("POST", f"/admin/keys/{bad}/rotate", None, {}),
+        ("GET", "/admin/keys", {"customer_id": bad}, None),
+        ("GET", "/admin/audit", {"actor_key_id": bad}, None),
+    ]
+    for method, path, params, body in requests:
+        response = await client.request(
+            method, path, params=params, json=body, headers=bearer(admin)
+        )
+        assert response.status_code == 422, (method, path, params, response.text)
+        assert response.json()["error"]["type"] == "invalid_request"
+    if len(bad) < 100:  # a JSON number of 5000 digits is refused by the JSON parser itself
+        made = await client.post(
+            "/admin/keys",
+            content=f'{{"customer_id": {bad}, "scopes": ["predict"]}}',
+            headers={**bearer(admin), "Content-Type": "application/json"},
+        )
+        assert made.status_code == 422, made.text
+
+
+@pytest.mark.parametrize("field", ["requests_per_minute", "items_per_minute"])
+@pytest.mark.parametrize("value", [2**31, 2**63, 10**30])
+async def test_key_limits_beyond_the_column_are_422(
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey, field: str, value: int
+) -> None:
+    key = await make_key(app, "limits")
+    made = await client.post(
+        "/admin/keys",
+        json={"customer_id": key.customer_id, "scopes": ["predict"], field: value},
+        headers=bearer(admin),
+    )
+    assert made.status_code == 422, made.text
+    largest = await client.post(
+        "/admin/keys",
+        json={"customer_id": key.customer_id, "scopes": ["predict"], field: 2**31 - 1},
+        headers=bearer(admin),
+    )
+    assert largest.status_code == 201, largest.text
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("2030-01-01T00:00:00", "2030-01-01T00:00:00Z"),
+        ("2030-01-01", "2030-01-01T00:00:00Z"),
+        ("2030-01-01T02:00:00+02:00", "2030-01-01T00:00:00Z"),
+    ],
+)
+async def test_key_expiry_without_a_time_zone_is_utc(
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey, given: str, stored: str
+) -> None:
+    key = await make_key(app, "expiring")
+    made = await client.post(
+        "/admin/keys",
+        json={"customer_id": key.customer_id, "scopes": ["predict"], "expires_at": given},
+        headers=bearer(admin),
+    )
+    assert made.status_code == 201, made.text
+    assert made.json()["expires_at"] == stored
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        "0001-01-01T00:00:00",
+        "0001-01-01T00:00:00+14:00",
+        "9999-12-31T23:59:59-14:00",
+        "9999-12-31T23:59:59",
+        "1969-12-31T23:59:59Z",
+        "9000-01-01T00:00:00Z",
+    ],
+)
+async def test_moments_out_of_range_are_422(
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey, moment: str
+) -> None:
+    key = await make_key(app, "extremes")
+    made = await client.post(
+        "/admin/keys",
+        json={"customer_id": key.customer_id, "scopes": ["predict"], "expires_at": moment},
+        headers=bearer(admin),
+    )
+    assert made.status_code == 422, made.text
+    assert made.json()["error"]["details"][0]["loc"] == ["body", "expires_at"]
+    for name in ("since", "until"):
+        audit = await client.get("/admin/audit", params={name: moment}, headers=bearer(admin))
+        assert audit.status_code == 422, audit.text
+        assert audit.json()["error"]["type"] == "invalid_request"
+
+
+async def test_audit_window_without_a_time_zone_is_utc(
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey
+) -> None:
+    await client.post("/admin/customers", json={"name": "Windowed"}, headers=bearer(admin))
+    for params, count in (
+        ({"since": "2024-01-01"}, 1),
+        ({"since": "2024-01-01T00:00:00", "until": "9000-01-01T00:00:00+00:01"}, 1),
+        ({"until": "2024-01-01"}, 0),
+    ):
+        response = await client.get("/admin/audit", params=params, headers=bearer(admin))
+        assert response.status_code == 200, (params, response.text)
+        assert len(response.json()["data"]) == count, params
+
+
+async def test_concurrent_creates_of_one_name_give_one_201_and_409s(
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey
+) -> None:
+    """The loser of the unique-name race is told 409, not that the database is down."""
+    responses = await asyncio.gather(
+        *(
+            client.post("/admin/customers", json={"name": "Racer"}, headers=bearer(admin))
+            for _ in range(30)
+        )
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201] + [409] * 29, [r.text for r in responses if r.status_code >= 500]
+    assert {r.json()["error"]["type"] for r in responses if r.status_code == 409} == {
+        "customer_conflict"
+    }
+    listing = (await client.get("/admin/customers", headers=bearer(admin))).json()["data"]
+    assert [c["name"] for c in listing].count("Racer") == 1
+
+
+async def test_concurrent_renames_to_one_name_give_409s(
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey
+) -> None:
+    ids = [
+        (
+            await client.post("/admin/customers", json={"name": f"c{i}"}, headers=bearer(admin))
+        ).json()["id"]
+        for i in range(10)
+    ]
+    responses = await asyncio.gather(
+        *(
+            client.patch(f"/admin/customers/{i}", json={"name": "Same"}, headers=bearer(admin))
+            for i in ids
+        )
+    )
+    assert sorted(r.status_code for r in responses) == [200] + [409] * 9
+
+
+async def test_concurrent_rotations_of_one_key_leave_exactly_one_successor(
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey
+) -> None:
+    key = await make_key(app, "epsilon")
+    responses = await asyncio.gather(
+        *(
+            client.post(f"/admin/keys/{key.key_id}/rotate", json={}, headers=bearer(admin))
+            for _ in range(20)
+        )
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] + [409] * 19, [r.text for r in responses if r.status_code != 409]
+    (winner,) = [r.json() for r in responses if r.status_code == 200]
+    assert all(
+        r.json()["error"]["type"] == "key_conflict" for r in responses if r.status_code == 409
+    )
+    keys = (
+        await client.get(
+            "/admin/keys", params={"customer_id": key.customer_id}, headers=bearer(admin)
+        )
+    ).json()["data"]
+    # The old key and its one successor; the losers' new keys were rolled back.
+    assert sorted(k["id"] for k in keys) == sorted([key.key_id, winner["new"]["id"]])
+    old = next(k for k in keys if k["id"] == key.key_id)
+    assert old["replaced_by"] == winner["new"]["id"]
+    audit = (
+        await client.get("/admin/audit", params={"action": "key.rotate"}, headers=bearer(admin))
+    ).json()["data"]
+    assert len(audit) == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -408,3 +409,82 @@ async def test_variants_priced_separately(
         ("fp32", "100.000000", 200),
         ("int8", "100.000000", 100),
     ]
+
+
+@pytest.mark.parametrize("bad", ["0", str(2**63), "9" * 25, "9" * 5000])
+async def test_ids_outside_bigint_are_422(
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey, finance: CreatedKey, bad: str
+) -> None:
+    plan = await create_plan(client, admin, name="ids", currency="usd", components=[])
+    customer = (await make_key(app, "ids")).customer_id
+    definition = {"currency": "usd", "components": []}
+    requests = [
+        (admin, "GET", f"/admin/plans/{bad}", None, None),
+        (admin, "GET", f"/admin/plans/{bad}/versions/1", None, None),
+        (admin, "PUT", f"/admin/plans/{bad}", None, definition),
+        (admin, "DELETE", f"/admin/plans/{bad}", None, None),
+        (admin, "PUT", f"/admin/customers/{bad}/plan", None, {"plan_id": plan["id"]}),
+        (finance, "GET", f"/finance/invoices/{bad}", None, None),
+        (finance, "GET", f"/finance/invoices/{bad}.csv", None, None),
+        (finance, "GET", f"/finance/invoices/{bad}.pdf", None, None),
+        (finance, "GET", "/finance/invoices", {"customer": bad}, None),
+        (finance, "GET", "/finance/invoices/preview", {"customer": bad}, None),
+    ]
+    for key, method, path, params, body in requests:
+        response = await client.request(method, path, params=params, json=body, headers=bearer(key))
+        assert response.status_code == 422, (method, path, params, response.text)
+        assert response.json()["error"]["type"] == "invalid_request"
+    if len(bad) < 100:  # a JSON number of 5000 digits is refused by the JSON parser itself
+        assigned = await client.put(
+            f"/admin/customers/{customer}/plan",
+            content=f'{{"plan_id": {bad}}}',
+            headers={**bearer(admin), "Content-Type": "application/json"},
+        )
+        assert assigned.status_code == 422, assigned.text
+
+
+async def test_invoice_routes_keep_their_formats_apart(
+    app: FastAPI, client: httpx.AsyncClient, finance: CreatedKey
+) -> None:
+    for path in ("/finance/invoices/1", "/finance/invoices/1.csv", "/finance/invoices/1.pdf"):
+        response = await client.get(path, headers=bearer(finance))
+        assert response.status_code == 404, path
+        assert response.json()["error"]["type"] == "invoice_not_found"
+    for path in ("/finance/invoices/abc", "/finance/invoices/1.txt", "/finance/invoices/1.csv.pdf"):
+        assert (await client.get(path, headers=bearer(finance))).status_code == 422, path
+
+
+@pytest.mark.parametrize("field", ["requests_per_minute", "items_per_minute"])
+async def test_plan_limits_beyond_the_column_are_422(
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey, field: str
+) -> None:
+    for value in (2**31, 2**63, 10**30):
+        response = await client.post(
+            "/admin/plans",
+            json={"name": f"huge-{value}", "currency": "usd", field: value},
+            headers=bearer(admin),
+        )
+        assert response.status_code == 422, response.text
+    plan = await create_plan(client, admin, name="largest", currency="usd", **{field: 2**31 - 1})
+    assert plan["current"][field] == 2**31 - 1
+
+
+@pytest.mark.parametrize("bad", ["0000-01", "1969-12", "9000-01", "9999-12", "2024-01\n"])
+async def test_periods_outside_the_calendar_are_422(
+    app: FastAPI, client: httpx.AsyncClient, finance: CreatedKey, bad: str
+) -> None:
+    customer = (await make_key(app, "periods")).customer_id
+    requests = [
+        ("POST", f"/finance/periods/{quote(bad)}/close", None),
+        ("GET", f"/finance/periods/{quote(bad)}/lines.csv", None),
+        ("GET", "/finance/reports/margin", {"period": bad}),
+        ("GET", "/finance/reports/revenue", {"period": bad}),
+        ("GET", "/finance/invoices", {"period": bad}),
+        ("GET", "/finance/invoices/preview", {"customer": customer, "period": bad}),
+    ]
+    for method, path, params in requests:
+        response = await client.request(method, path, params=params, headers=bearer(finance))
+        assert response.status_code == 422, (method, path, params, response.text)
+        assert response.json()["error"]["type"] in ("invalid_period", "invalid_request")
+    closed = await client.post("/finance/periods/8999-12/close", headers=bearer(finance))
+    assert closed.status_code == 409  # the last period accepted, not yet over

@@ -8,15 +8,19 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from decimal import Context, Decimal, localcontext
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import select, text
 
+from app.billing.pricing import PriceComponent
 from app.config import Settings
-from app.keys.schemas import CreatedKey, Scope
+from app.keys.schemas import CreatedKey, PlanSnapshot, Scope
+from app.limits.quota import usage_spend
 from app.main import create_app
+from app.orm import PlanVersion
 from tests.billing.helpers import add_usage, assign, create_plan
 from tests.conftest import bearer, ledger, make_key
 
@@ -218,3 +222,100 @@ async def test_included_quota_only_plan(app: FastAPI, client: httpx.AsyncClient)
     assert (await _predict(client, key, 3)).status_code == 402  # 6 > 5 included
     assert (await _predict(client, key, 2)).status_code == 200  # exactly 5
     assert (await _predict(client, key, 1)).status_code == 402
+
+
+async def _infer_v2(client: httpx.AsyncClient, key: CreatedKey) -> httpx.Response:
+    meta = (await client.get("/v2/models/linreg", headers=bearer(key))).json()
+    tensor = {"name": meta["inputs"][0]["name"], "shape": [1, 10], "datatype": "FP32"}
+    return await client.post(
+        "/v2/models/linreg/infer",
+        json={"inputs": [{**tensor, "data": ROW}]},
+        headers=bearer(key),
+    )
+
+
+async def test_spend_cap_with_the_finest_compute_price_stays_exact(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """Ten decimal places per compute second (the most a plan takes) times microseconds of
+    compute: every predict is served, and the spend the cap is checked against is exact."""
+    admin = await make_key(app, "ops", (Scope.admin,))
+    price = Decimal("0.7777777777")
+    plan = await create_plan(
+        client,
+        admin,
+        name="fine",
+        currency="usd",
+        spend_cap="1000000",
+        components=[{"unit": "compute_second", "pricing": "per_unit", "unit_price": str(price)}],
+    )
+    key = await make_key(app, "fine-grained")
+    await assign(app, key.customer_id, plan["id"], datetime.now(UTC), immediately=True)
+    app.state.authenticator.forget_all()
+    responses = []
+    for _ in range(4):
+        responses += [await _predict(client, key), await _infer_v2(client, key)]
+    assert [r.status_code for r in responses] == [200] * 8, [r.text for r in responses]
+    served = sum(r.compute_us for r in await ledger(app) if r.customer_id == key.customer_id)
+    last = await _predict(client, key)
+    assert last.status_code == 200, last.text
+    expected = Decimal(served) / 1_000_000 * price  # exact: 16 places, well within 28 digits
+    assert Decimal(last.headers["x-usage-spend-period-to-date"]) == expected
+
+
+def test_usage_spend_is_exact_at_the_largest_amounts() -> None:
+    plan = PlanSnapshot(
+        plan_version_id=1,
+        currency="usd",
+        components=(
+            PriceComponent.from_dict(
+                {
+                    "unit": "compute_second",
+                    "pricing": "per_unit",
+                    "unit_price": "99999999999999.9999999999",
+                }
+            ),
+            PriceComponent.from_dict(
+                {"unit": "request", "pricing": "per_unit", "unit_price": "0.0000000001"}
+            ),
+        ),
+        spend_cap=Decimal("99999999999999.9999999999"),
+        requests_per_minute=None,
+        items_per_minute=None,
+        effective_from=datetime.now(UTC),
+    )
+    totals = {("linreg", None): [10**12 + 1, 0, 999_999_999_999_999]}
+    with localcontext(Context(prec=100)):
+        expected = Decimal("999999999.999999") * Decimal("99999999999999.9999999999") + Decimal(
+            "100.0000000001"
+        )
+    assert usage_spend(plan, totals) == expected
+
+
+async def test_a_plan_priced_too_finely_before_bounds_is_402_not_500(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """A 199-digit compute price (accepted before amounts were bounded) cannot be rated
+    exactly once compute is recorded: the capped customer gets a clear 402, not a 500."""
+    admin = await make_key(app, "ops", (Scope.admin,))
+    plan = await create_plan(
+        client,
+        admin,
+        name="legacy",
+        currency="usd",
+        spend_cap="1000000",
+        components=[{"unit": "compute_second", "pricing": "per_unit", "unit_price": "1"}],
+    )
+    async with app.state.sessionmaker() as session, session.begin():
+        version = await session.scalar(select(PlanVersion))
+        assert version is not None
+        version.components = [{**version.components[0], "unit_price": "0." + "7" * 199}]
+    key = await make_key(app, "legacy-customer")
+    await assign(app, key.customer_id, plan["id"], datetime.now(UTC), immediately=True)
+    app.state.authenticator.forget_all()
+    first = await _predict(client, key)
+    assert first.status_code == 200, first.text  # no compute recorded yet
+    v1, v2 = await _predict(client, key), await _infer_v2(client, key)
+    assert (v1.status_code, v2.status_code) == (402, 402), (v1.text, v2.text)
+    assert v1.json()["error"]["type"] == "plan_not_ratable"
+    assert "cannot be computed exactly" in v2.json()["error"]  # V2 errors are plain strings

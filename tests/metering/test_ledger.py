@@ -205,6 +205,11 @@ async def test_usage_endpoint_reports_own_customer_only(
         {"start": "yesterday"},
         {"start": "2026-02-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"},
         {"start": "2020-01-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"},
+        {"end": "0001-01-05"},
+        {"end": "9999-12-31T23:59:59-14:00"},
+        {"start": "0001-01-01T00:00:00+14:00", "end": "0001-01-05T00:00:00Z"},
+        {"start": "9999-12-31T23:59:59-14:00"},
+        {"start": "1969-12-31T00:00:00Z", "end": "1970-01-02T00:00:00Z"},
     ],
 )
 async def test_usage_rejects_bad_queries(
@@ -214,6 +219,26 @@ async def test_usage_rejects_bad_queries(
     response = await client.get("/v1/usage", params=params, headers=bearer(key))
     assert response.status_code == 422
     assert response.json()["error"]["type"] == "invalid_request"
+
+
+async def test_usage_window_without_a_time_zone_is_utc(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    key = await make_key(app)
+    response = await client.get(
+        "/v1/usage",
+        params={"start": "2026-01-01", "end": "2026-01-02T02:00:00+02:00"},
+        headers=bearer(key),
+    )
+    assert response.status_code == 200, response.text
+    assert (response.json()["start"], response.json()["end"]) == (
+        "2026-01-01T00:00:00Z",
+        "2026-01-02T00:00:00Z",
+    )
+    earliest = await client.get(
+        "/v1/usage", params={"end": "1970-01-01T00:00:01Z"}, headers=bearer(key)
+    )
+    assert earliest.status_code == 200, earliest.text
 
 
 async def test_database_connections_killed_mid_load(

@@ -1,0 +1,37 @@
+"""Input types shared by the endpoints, bounded to what the database and ``datetime`` can
+hold: a value outside them is a 422 at the door, never an overflow deep in a query."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+DbId = Annotated[int, Field(ge=1, le=INT64_MAX)]
+"""A row id (BIGINT): a path, query or body id outside 1..2^63-1 is a 422."""
+
+PerMinute = Annotated[int, Field(gt=0, le=INT32_MAX)]
+"""A per-minute rate limit, stored in an INTEGER column."""
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _utc_in_range(value: datetime) -> datetime:
+    # Naive input is taken as UTC, as the ledger and /v1/usage always have. The range keeps
+    # the arithmetic done on it (default windows, period ends) far from year 1 and 9999.
+    try:
+        moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        moment = None
+    if moment is None or not EARLIEST <= moment < LATEST:
+        raise ValueError(f"must be from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d} UTC")
+    return moment
+
+
+Timestamp = Annotated[datetime, AfterValidator(_utc_in_range)]
+"""An ISO 8601 moment, returned as an aware UTC datetime; without a time zone it is UTC."""

@@ -1,0 +1,168 @@
+"""A plan version that cannot be priced exactly, or whose invoice would not fit the invoice
+columns, is a clear 409 at preview and at close, never a 500 or a database error. The API
+no longer accepts such amounts, so the old versions are written straight to the table."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from app.keys.schemas import CreatedKey, Scope
+from app.orm import Invoice, PlanVersion
+from tests.billing.helpers import add_usage, assign, create_plan
+from tests.conftest import bearer, make_key
+
+SEPT = "2026-09"
+AUG_1 = datetime(2026, 8, 1, tzinfo=UTC)
+SEPT_5 = datetime(2026, 9, 5, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+async def admin(app: FastAPI) -> CreatedKey:
+    return await make_key(app, "tollgate-ops", (Scope.admin,))
+
+
+@pytest.fixture
+async def finance(app: FastAPI) -> CreatedKey:
+    return await make_key(app, "tollgate-finance", (Scope.finance,))
+
+
+_STORED = {"unit_price": None, "package_size": None, "tiers": [], "included": "0"}
+_STORED |= {"model": None, "variant": None}
+
+
+async def _legacy_components(app: FastAPI, plan_id: int, components: list[dict[str, Any]]) -> None:
+    """Store components as the API did before it bounded them (every key, decimal strings)."""
+    async with app.state.sessionmaker() as session, session.begin():
+        version = await session.scalar(select(PlanVersion).where(PlanVersion.plan_id == plan_id))
+        assert version is not None
+        version.components = [{**_STORED, **c} for c in components]
+
+
+def _per_unit(**changes: str) -> dict[str, Any]:
+    return {"unit": "request", "pricing": "per_unit", "unit_price": "1", **changes}
+
+
+LEGACY = [
+    pytest.param([_per_unit(unit_price="1e999999")], id="unit_price-1e999999"),
+    pytest.param([_per_unit(unit_price="1e99999")], id="unit_price-1e99999"),
+    pytest.param([_per_unit(included="1e99999")], id="included-1e99999"),
+    pytest.param(
+        [_per_unit(unit="compute_second", unit_price="0." + "7" * 199)],
+        id="compute-second-price-199-digits",
+    ),
+    pytest.param(
+        [
+            {
+                "unit": "request",
+                "pricing": "volume",
+                "tiers": [
+                    {"up_to": "1e99999", "unit_price": "1e99999", "flat_fee": "0"},
+                    {"up_to": None, "unit_price": "1", "flat_fee": "0"},
+                ],
+            }
+        ],
+        id="volume-tier-1e99999",
+    ),
+]
+
+
+@pytest.mark.parametrize("components", LEGACY)
+async def test_old_unbounded_versions_are_409_at_preview_and_close(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    admin: CreatedKey,
+    finance: CreatedKey,
+    components: list[dict[str, Any]],
+) -> None:
+    plan = await create_plan(client, admin, name="old", currency="usd", components=[_per_unit()])
+    await _legacy_components(app, plan["id"], components)
+    listed = await client.get("/admin/plans", headers=bearer(admin))
+    assert listed.status_code == 200, listed.text  # the old version still reads
+    alice = await make_key(app, "alice")
+    await assign(app, alice.customer_id, plan["id"], AUG_1, immediately=True)
+    await add_usage(app, alice, SEPT_5, count=3, compute_us=1_234_567, model="linreg")
+
+    preview = await client.get(
+        "/finance/invoices/preview",
+        params={"customer": alice.customer_id, "period": SEPT},
+        headers=bearer(finance),
+    )
+    assert preview.status_code == 409, preview.text
+    error = preview.json()["error"]
+    assert error["type"] == "plan_not_ratable"
+    assert error["details"] == {"customer_id": alice.customer_id, "plan_version_id": 1}
+    assert len(error["message"]) < 1000
+
+    close = await client.post(f"/finance/periods/{SEPT}/close", headers=bearer(finance))
+    assert close.status_code == 409, close.text
+    assert close.json()["error"]["type"] == "plan_not_ratable"
+    async with app.state.sessionmaker() as session:
+        assert (await session.scalars(select(Invoice))).all() == []  # nothing half-written
+
+
+async def test_bounded_prices_whose_invoice_overflows_are_409(
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey, finance: CreatedKey
+) -> None:
+    """The largest price times a million items is beyond NUMERIC(30, 10) and a BIGINT of
+    cents: refused before it reaches the database."""
+    plan = await create_plan(
+        client,
+        admin,
+        name="dear",
+        currency="usd",
+        components=[
+            {"unit": "item", "pricing": "per_unit", "unit_price": "99999999999999.9999999999"}
+        ],
+    )
+    alice = await make_key(app, "alice")
+    await assign(app, alice.customer_id, plan["id"], AUG_1, immediately=True)
+    await add_usage(app, alice, SEPT_5, count=1, items=1_000_000, model="linreg")
+    preview = await client.get(
+        "/finance/invoices/preview",
+        params={"customer": alice.customer_id, "period": SEPT},
+        headers=bearer(finance),
+    )
+    assert preview.status_code == 409, preview.text
+    assert "too large" in preview.json()["error"]["message"]
+    close = await client.post(f"/finance/periods/{SEPT}/close", headers=bearer(finance))
+    assert close.status_code == 409, close.text
+
+
+async def test_the_largest_amounts_that_fit_are_invoiced_exactly(
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey, finance: CreatedKey
+) -> None:
+    plan = await create_plan(
+        client,
+        admin,
+        name="dear",
+        currency="usd",
+        base_fee="99999999999999.9999999999",
+        components=[{"unit": "item", "pricing": "per_unit", "unit_price": "0.0000000001"}],
+    )
+    alice = await make_key(app, "alice")
+    await assign(app, alice.customer_id, plan["id"], AUG_1, immediately=True)
+    await add_usage(app, alice, SEPT_5, count=1, items=7, model="linreg")
+    preview = await client.get(
+        "/finance/invoices/preview",
+        params={"customer": alice.customer_id, "period": SEPT},
+        headers=bearer(finance),
+    )
+    assert preview.status_code == 200, preview.text
+    close = await client.post(f"/finance/periods/{SEPT}/close", headers=bearer(finance))
+    assert close.status_code == 200, close.text
+    (invoice_id,) = close.json()["created"]
+    invoice = (await client.get(f"/finance/invoices/{invoice_id}", headers=bearer(finance))).json()
+    fee, usage = invoice["lines"]
+    assert Decimal(fee["amount"]) == Decimal("99999999999999.9999999999")
+    assert fee["amount_minor"] == 10**16
+    assert Decimal(usage["amount"]) == Decimal("0.0000000007") and usage["amount_minor"] == 0
+    assert invoice["total_minor"] == 10**16
+    previewed = [Decimal(line["amount"]) for line in preview.json()["lines"]]
+    assert previewed == [Decimal(fee["amount"]), Decimal(usage["amount"])]
