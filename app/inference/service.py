@@ -273,7 +273,9 @@ class InferenceService:
             api_key_id=principal.key_id,
             customer_id=principal.customer_id,
             endpoint=endpoint,
-            model=served.name if served else model[:_MAX_NAME],
+            # the name as asked for (from the path): NUL is the one character Postgres text
+            # cannot hold
+            model=served.name if served else model[:_MAX_NAME].replace("\x00", "\ufffd"),
             version=served.version if served else None,
             variant=served.variant if served else None,
             device=served.device if served else None,

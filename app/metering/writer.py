@@ -26,8 +26,10 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import orjson
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DataError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.errors import ServiceUnavailable
@@ -163,6 +165,14 @@ class MeterWriter:
             async with asyncio.timeout(self._commit_timeout):
                 await self._insert_with_retry(lane, rows)
         except Exception as exc:  # any failure means: not durable, tell every waiter
+            if len(batch) > 1 and _refused_value(exc):
+                # The database refused a value in some row (not the connection): commit
+                # the halves apart so that only the offending rows fail, not their
+                # neighbours in the batch.
+                half = len(batch) // 2
+                await self._commit(lane, batch[:half])
+                await self._commit(lane, batch[half:])
+                return
             self._metrics.meter_failures_total.inc(len(batch))
             log.error(
                 "ledger commit failed",
@@ -218,6 +228,14 @@ class MeterWriter:
                 await conn.invalidate()
                 await conn.close()
             raise
+
+
+def _refused_value(exc: BaseException) -> bool:
+    """A data exception (SQLSTATE class 22: a value the column or type cannot take), as
+    asyncpg raises it or as SQLAlchemy wraps it."""
+    return isinstance(exc, asyncpg.exceptions.DataError | DataError) or (
+        exc.__cause__ is not None and _refused_value(exc.__cause__)
+    )
 
 
 # One statement, one round trip: the batch travels as one JSON array of row objects (orjson

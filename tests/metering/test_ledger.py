@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -13,7 +14,7 @@ from sqlalchemy import text
 
 from app.config import Settings
 from app.main import create_app
-from app.metering.writer import UsageRow
+from app.metering.writer import LedgerUnavailable, UsageRow
 from tests.conftest import bearer, ledger, make_key
 
 ROW = [0.05] * 10
@@ -424,3 +425,61 @@ async def test_sqlite_ledger_takes_one_lane(tmp_path: object) -> None:
         assert MeterWriter(engine, Metrics(), lanes=4).lanes == 1
     finally:
         await engine.dispose()
+
+
+def _row(key: Any, request_id: str, model: str) -> UsageRow:
+    return UsageRow(
+        request_id=request_id,
+        api_key_id=key.key_id,
+        customer_id=key.customer_id,
+        endpoint="v1.predict",
+        model=model,
+        version=None,
+        variant=None,
+        device=None,
+        items=0,
+        compute_us=0,
+        latency_us=1,
+        status_code=404,
+        billable=False,
+        created_at=datetime.now(UTC),
+    )
+
+
+async def test_a_row_the_database_refuses_fails_alone(app: FastAPI) -> None:
+    """Postgres text cannot hold NUL: such a row must not take its batch-mates down."""
+    key = await make_key(app)
+    rows = [_row(key, f"ok-{i}", "linreg") for i in range(12)]
+    rows[3] = _row(key, "bad-a", "nul\x00name")
+    rows[9] = _row(key, "bad-b", "\x00")
+    outcomes = await asyncio.gather(
+        *(app.state.meter.record(row) for row in rows), return_exceptions=True
+    )
+    failed = {row.request_id for row, o in zip(rows, outcomes, strict=True) if o is not None}
+    if app.state.engine.dialect.name == "postgresql":
+        assert failed == {"bad-a", "bad-b"}
+        assert all(isinstance(o, LedgerUnavailable) for o in outcomes if o is not None)
+    else:  # SQLite keeps NUL in text
+        assert failed == set()
+    stored = {r.request_id for r in await ledger(app)}
+    assert stored == {row.request_id for row in rows} - failed
+
+
+async def test_a_nul_in_the_model_path_costs_no_other_request(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    key = await make_key(app)
+    responses = await asyncio.gather(
+        *(
+            client.post(
+                "/v1/models/%00/predict" if i % 5 == 0 else "/v1/models/linreg/predict",
+                json={"inputs": ROW},
+                headers=bearer(key),
+            )
+            for i in range(40)
+        )
+    )
+    assert sorted(r.status_code for r in responses) == [200] * 32 + [404] * 8
+    rows = await ledger(app)
+    assert len(rows) == 40
+    assert sorted(r.model for r in rows if r.status_code == 404) == ["\ufffd"] * 8
