@@ -8,14 +8,16 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-INT32_MAX = 2**31 - 1
+from app.limits.policy import MAX_PER_MINUTE
+
 INT64_MAX = 2**63 - 1
 
 DbId = Annotated[int, Field(ge=1, le=INT64_MAX)]
 """A row id (BIGINT): a path, query or body id outside 1..2^63-1 is a 422."""
 
-PerMinute = Annotated[int, Field(gt=0, le=INT32_MAX)]
-"""A per-minute rate limit, stored in an INTEGER column."""
+PerMinute = Annotated[int, Field(gt=0, le=MAX_PER_MINUTE)]
+"""A per-minute rate limit: at most what the limiter keeps exactly (75,059,993, well inside
+the INTEGER column)."""
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)

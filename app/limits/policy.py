@@ -6,9 +6,12 @@ import math
 
 from app.errors import AppError, PayloadTooLarge
 from app.keys.schemas import Principal
-from app.limits.ratelimit import Decision, Limit, LimitState
+from app.limits.ratelimit import Decision, Limit, LimitState, max_limit
 
 PERIOD_S = 60.0
+# The largest per-minute limit the limiter can keep exactly (75,059,993: 1.25 M per second).
+# The API refuses more; a larger value stored before it did is served as this.
+MAX_PER_MINUTE = max_limit(PERIOD_S)
 
 
 class RateLimited(AppError):
@@ -32,14 +35,24 @@ def limits_for(principal: Principal, items: int) -> list[tuple[str, Limit]]:
         out.append(
             (
                 "requests",
-                Limit(f"k:{principal.key_id}:requests", principal.requests_per_minute, 1, PERIOD_S),
+                Limit(
+                    f"k:{principal.key_id}:requests",
+                    min(principal.requests_per_minute, MAX_PER_MINUTE),
+                    1,
+                    PERIOD_S,
+                ),
             )
         )
     if principal.items_per_minute:
         out.append(
             (
                 "items",
-                Limit(f"k:{principal.key_id}:items", principal.items_per_minute, items, PERIOD_S),
+                Limit(
+                    f"k:{principal.key_id}:items",
+                    min(principal.items_per_minute, MAX_PER_MINUTE),
+                    items,
+                    PERIOD_S,
+                ),
             )
         )
     return out

@@ -147,6 +147,11 @@ def _period_us(limit: Limit) -> int:
     return round(limit.period_s * _US_PER_S)
 
 
+def max_limit(period_s: float) -> int:
+    """The largest ``Limit.limit`` allowed for ``period_s``."""
+    return _MAX_SCALED // round(period_s * _US_PER_S)
+
+
 def _level(base: int, frac: int, now_us: int, lim: int, period_us: int) -> int:
     """Scaled fill level ``(TAT - now) * L`` of a stored TAT ``base + frac/L``, in [0, L*P]."""
     cap = lim * period_us

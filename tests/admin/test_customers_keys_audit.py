@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.keys.schemas import CreatedKey, Scope
+from app.limits.policy import MAX_PER_MINUTE
 from tests.conftest import bearer, make_key
 
 ROW = {"inputs": [0.1] * 10}
@@ -205,8 +206,8 @@ async def test_ids_outside_bigint_are_422(
 
 
 @pytest.mark.parametrize("field", ["requests_per_minute", "items_per_minute"])
-@pytest.mark.parametrize("value", [2**31, 2**63, 10**30])
-async def test_key_limits_beyond_the_column_are_422(
+@pytest.mark.parametrize("value", [MAX_PER_MINUTE + 1, 2**31, 2**63, 10**30])
+async def test_key_limits_beyond_the_limiter_are_422(
     app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey, field: str, value: int
 ) -> None:
     key = await make_key(app, "limits")
@@ -218,10 +219,16 @@ async def test_key_limits_beyond_the_column_are_422(
     assert made.status_code == 422, made.text
     largest = await client.post(
         "/admin/keys",
-        json={"customer_id": key.customer_id, "scopes": ["predict"], field: 2**31 - 1},
+        json={"customer_id": key.customer_id, "scopes": ["predict"], field: MAX_PER_MINUTE},
         headers=bearer(admin),
     )
     assert largest.status_code == 201, largest.text
+    predicted = await client.post(  # the limiter takes it (above it, it raised: a 500)
+        "/v1/models/linreg/predict",
+        json={"inputs": [0.05] * 10},
+        headers=bearer(largest.json()["secret"]),
+    )
+    assert predicted.status_code == 200, predicted.text
 
 
 @pytest.mark.parametrize(

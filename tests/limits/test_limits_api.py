@@ -18,6 +18,7 @@ from sqlalchemy import select, text
 from app.billing.pricing import PriceComponent
 from app.config import Settings
 from app.keys.schemas import CreatedKey, PlanSnapshot, Scope
+from app.limits.policy import MAX_PER_MINUTE
 from app.limits.quota import usage_spend
 from app.main import create_app
 from app.orm import PlanVersion
@@ -99,6 +100,18 @@ async def test_plan_limits_apply_and_key_overrides_win(
     await _set_key_limits(app, override, 4, None)
     statuses = [(await _predict(client, override)).status_code for _ in range(5)]
     assert statuses == [200] * 4 + [429]
+
+
+async def test_a_stored_limit_above_the_limiters_range_is_served_as_its_maximum(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """A per-minute limit written before the API bounded it (up to the INTEGER column) must
+    not turn every predict into a 500."""
+    key = await make_key(app)
+    await _set_key_limits(app, key, 2**31 - 1, 2**31 - 1)
+    response = await _predict(client, key)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-ratelimit-limit-requests"] == str(MAX_PER_MINUTE)
 
 
 @pytest.fixture
