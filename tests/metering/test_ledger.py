@@ -4,8 +4,8 @@ ledger that cannot be written means 503 and no prediction."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
 import pytest
@@ -427,31 +427,12 @@ async def test_sqlite_ledger_takes_one_lane(tmp_path: object) -> None:
         await engine.dispose()
 
 
-def _row(key: Any, request_id: str, model: str) -> UsageRow:
-    return UsageRow(
-        request_id=request_id,
-        api_key_id=key.key_id,
-        customer_id=key.customer_id,
-        endpoint="v1.predict",
-        model=model,
-        version=None,
-        variant=None,
-        device=None,
-        items=0,
-        compute_us=0,
-        latency_us=1,
-        status_code=404,
-        billable=False,
-        created_at=datetime.now(UTC),
-    )
-
-
 async def test_a_row_the_database_refuses_fails_alone(app: FastAPI) -> None:
     """Postgres text cannot hold NUL: such a row must not take its batch-mates down."""
     key = await make_key(app)
-    rows = [_row(key, f"ok-{i}", "linreg") for i in range(12)]
-    rows[3] = _row(key, "bad-a", "nul\x00name")
-    rows[9] = _row(key, "bad-b", "\x00")
+    rows = [_row(key.key_id, key.customer_id, f"ok-{i}") for i in range(12)]
+    rows[3] = dataclasses.replace(rows[3], request_id="bad-a", model="nul\x00name")
+    rows[9] = dataclasses.replace(rows[9], request_id="bad-b", model="\x00")
     outcomes = await asyncio.gather(
         *(app.state.meter.record(row) for row in rows), return_exceptions=True
     )
