@@ -37,3 +37,19 @@ def _utc_in_range(value: datetime) -> datetime:
 
 Timestamp = Annotated[datetime, AfterValidator(_utc_in_range)]
 """An ISO 8601 moment, returned as an aware UTC datetime; without a time zone it is UTC."""
+
+
+def _storable(value: str) -> str:
+    # Postgres text cannot hold NUL, and a lone surrogate (valid in JSON's \u escapes) has no
+    # UTF-8 form: neither could be stored, logged or sent back.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (\\u0000)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_storable)]
+"""A string that can be stored and echoed: no NUL, no lone surrogates (lengths set per field)."""

@@ -10,7 +10,7 @@ from app.audit import service
 from app.db.session import SessionDep
 from app.errors import error_schema
 from app.keys.deps import Admin
-from app.validation import DbId, Timestamp
+from app.validation import DbId, Text, Timestamp
 
 router = APIRouter(prefix="/admin", tags=["audit"])
 
@@ -38,9 +38,9 @@ class AuditList(BaseModel):
 async def list_audit(
     _: Admin,
     session: SessionDep,
-    action: str | None = None,
-    target_type: str | None = None,
-    target_id: str | None = None,
+    action: Annotated[Text | None, Query(max_length=100)] = None,
+    target_type: Annotated[Text | None, Query(max_length=100)] = None,
+    target_id: Annotated[Text | None, Query(max_length=200)] = None,
     actor_key_id: DbId | None = None,
     since: Timestamp | None = None,
     until: Timestamp | None = None,

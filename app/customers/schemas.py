@@ -4,17 +4,19 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from app.validation import Text
+
 _EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 
 class CustomerCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    email: str | None = Field(default=None, max_length=320, pattern=_EMAIL)
+    name: Text = Field(min_length=1, max_length=200)
+    email: Text | None = Field(default=None, max_length=320, pattern=_EMAIL)
 
 
 class CustomerUpdate(BaseModel):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    email: str | None = Field(default=None, max_length=320, pattern=_EMAIL)
+    name: Text | None = Field(default=None, min_length=1, max_length=200)
+    email: Text | None = Field(default=None, max_length=320, pattern=_EMAIL)
 
 
 class CustomerOut(BaseModel):

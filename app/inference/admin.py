@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.audit.service import record
 from app.db.session import SessionDep
 from app.errors import error_schema
-from app.inference.endpoints import _info
+from app.inference.endpoints import MAX_VERSION, _info
 from app.inference.registry import ModelRegistry
 from app.inference.schemas import ModelInfo, ModelList
 from app.keys.deps import Admin
+from app.validation import Text
 
 router = APIRouter(prefix="/admin/models", tags=["models"])
 
@@ -25,7 +26,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 class DefaultVersion(BaseModel):
-    version: str
+    version: Text = Field(min_length=1, max_length=MAX_VERSION)
 
 
 def _registry(request: Request) -> ModelRegistry:

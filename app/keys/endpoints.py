@@ -8,11 +8,12 @@ from pydantic import BaseModel, Field
 
 from app.db.session import SessionDep
 from app.errors import error_schema
+from app.inference.endpoints import MAX_MODEL_NAME
 from app.keys import admin
 from app.keys.deps import Admin
 from app.keys.schemas import Scope
 from app.orm import ApiKey
-from app.validation import DbId, PerMinute, Timestamp
+from app.validation import DbId, PerMinute, Text, Timestamp
 
 router = APIRouter(prefix="/admin/keys", tags=["keys"])
 
@@ -26,11 +27,13 @@ _ONE: dict[int | str, dict[str, Any]] = {**_ERRORS, 404: error_schema("No such k
 class KeyCreate(BaseModel):
     customer_id: DbId
     scopes: list[Scope] = Field(min_length=1)
-    name: str | None = Field(default=None, max_length=200)
+    name: Text | None = Field(default=None, max_length=200)
     expires_at: Timestamp | None = Field(
         default=None, description="ISO 8601; without a time zone, UTC"
     )
-    allowed_models: list[str] | None = None
+    allowed_models: list[Annotated[Text, Field(min_length=1, max_length=MAX_MODEL_NAME)]] | None = (
+        Field(default=None, max_length=100)
+    )
     requests_per_minute: PerMinute | None = None
     items_per_minute: PerMinute | None = None
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, Field
 
-from app.validation import DbId, PerMinute
+from app.validation import DbId, PerMinute, Text
 
 
 def _not_a_float(value: object) -> object:
@@ -45,8 +45,9 @@ class ComponentIn(BaseModel):
     package_size: Quantity | None = None
     tiers: list[TierIn] = []
     included: Quantity = Decimal(0)
-    model: str | None = None
-    variant: str | None = None
+    # as long as the invoice line's columns (app/orm/billing.py)
+    model: Text | None = Field(default=None, min_length=1, max_length=128)
+    variant: Text | None = Field(default=None, min_length=1, max_length=32)
 
 
 class TierOut(BaseModel):
@@ -79,7 +80,7 @@ class PlanDefinition(BaseModel):
 
 
 class PlanCreate(PlanDefinition):
-    name: str = Field(min_length=1, max_length=200)
+    name: Text = Field(min_length=1, max_length=200)
 
 
 class PlanVersionOut(BaseModel):
