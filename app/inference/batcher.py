@@ -53,6 +53,7 @@ class Batcher:
         self._carry: _Job | None = None
         self._task: asyncio.Task[None] | None = None
         self._in_flight = 0  # submitted and not yet answered
+        self._stopped = False
         self._idle = asyncio.Event()
         self._idle.set()
         name, version = predictor.manifest.name, predictor.manifest.version
@@ -65,6 +66,7 @@ class Batcher:
         )
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -78,6 +80,10 @@ class Batcher:
                 job.future.set_exception(ModelOverloaded("the model is shutting down"))
 
     async def submit(self, batch: Array) -> Prediction:
+        if self._stopped:
+            # A request that found the model before an unload and submits after it (it was
+            # still reading its body): nothing would ever answer it here.
+            raise ModelOverloaded("the model was unloaded while this request arrived; retry")
         loop = asyncio.get_running_loop()
         job = _Job(batch, loop.create_future(), time.perf_counter())
         try:

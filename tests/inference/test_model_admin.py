@@ -8,6 +8,7 @@ import threading
 import time
 
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI
 
@@ -106,3 +107,35 @@ async def test_loading_a_model_does_not_stop_the_others(
     assert answered_after < 1.5  # well before the blocked build would have let go
     assert (await loading).status_code == 200
     assert registry.find("cnn").available
+
+
+async def test_a_request_still_sending_its_body_during_an_unload_is_answered(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """It found the model before the unload and submits after it: it used to wait forever
+    on the stopped batcher (and hold up shutdown). Now it gets a 503 to retry."""
+    admin = await make_key(app, "ops", (Scope.admin,))
+    dev = await make_key(app)
+    body = orjson.dumps({"inputs": [0.01] * 10})
+    release = asyncio.Event()
+
+    async def slow_body():  # type: ignore[no-untyped-def]
+        yield body[:5]
+        await release.wait()
+        yield body[5:]
+
+    pending = asyncio.create_task(
+        client.post(
+            "/v1/models/linreg/predict",
+            content=slow_body(),
+            headers={**bearer(dev), "Content-Type": "application/json"},
+        )
+    )
+    await asyncio.sleep(0.05)  # authenticated, model found, reading the body
+    unloaded = await client.post("/admin/models/linreg/versions/1/unload", headers=bearer(admin))
+    assert unloaded.status_code == 200
+    release.set()
+    response = await asyncio.wait_for(pending, 10)
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["type"] == "model_overloaded"
+    assert "Retry-After" in response.headers
