@@ -30,4 +30,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": the commit (and a commit failure's 503) happens before the response is
+# sent. FastAPI's default ends a yield dependency after the response: a 201 could go out for
+# a write that then failed to commit, and a client could use a key before it existed.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -9,6 +9,7 @@ import logging
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 
 from app.keys.schemas import CreatedKey, Scope
 from app.limits.policy import MAX_PER_MINUTE
@@ -360,3 +361,46 @@ async def test_concurrent_rotations_of_one_key_leave_exactly_one_successor(
         await client.get("/admin/audit", params={"action": "key.rotate"}, headers=bearer(admin))
     ).json()["data"]
     assert len(audit) == 1
+
+
+async def test_a_write_that_fails_to_commit_is_not_acknowledged(
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey
+) -> None:
+    """The commit happens before the response: a commit-time failure is a 503, never a 201
+    for a row that does not exist. (A deferred trigger makes this database refuse at
+    commit.)"""
+    if app.state.engine.dialect.name != "postgresql":
+        pytest.skip("needs a deferred constraint trigger (Postgres)")
+    async with app.state.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                "BEGIN IF NEW.name LIKE 'refused%' THEN RAISE EXCEPTION 'refused at commit'; "
+                "END IF; RETURN NULL; END $$"
+            )
+        )
+        await conn.execute(
+            text(
+                "CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON customers "
+                "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_at_commit()"
+            )
+        )
+    try:
+        refused = await client.post(
+            "/admin/customers", json={"name": "refused-1"}, headers=bearer(admin)
+        )
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["type"] == "database_unavailable"
+        names = [
+            c["name"]
+            for c in (await client.get("/admin/customers", headers=bearer(admin))).json()["data"]
+        ]
+        assert "refused-1" not in names
+        accepted = await client.post(
+            "/admin/customers", json={"name": "accepted-1"}, headers=bearer(admin)
+        )
+        assert accepted.status_code == 201, accepted.text
+    finally:
+        async with app.state.engine.begin() as conn:
+            await conn.execute(text("DROP TRIGGER refuse_at_commit ON customers"))
+            await conn.execute(text("DROP FUNCTION refuse_at_commit()"))
