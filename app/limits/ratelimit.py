@@ -349,16 +349,29 @@ class RedisRateLimiter:
 
     backend = "redis"
 
-    def __init__(self, url: str, *, prefix: str = "tollgate:rl:", timeout_s: float = 0.25) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "tollgate:rl:",
+        timeout_s: float = 0.25,
+        max_connections: int = 32,
+    ) -> None:
         self._prefix = prefix
         self._timeout_s = timeout_s
         self._sha = _LUA_SHA
-        self._client: aioredis.Redis = aioredis.Redis.from_url(
+        # A bounded pool that makes callers wait for a free connection (within timeout_s):
+        # redis-py's default pool raises once 100 are in use, which under a burst of more
+        # concurrent requests degraded every limit to per process.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=None,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),
         )
+        self._client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
 
     @property
     def prefix(self) -> str:
@@ -402,7 +415,7 @@ class RedisRateLimiter:
             raise _unavailable(exc) from exc
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._client.aclose(close_connection_pool=True)
 
 
 # --------------------------------------------------------------------------------------------

@@ -604,3 +604,22 @@ async def test_fallback_survives_a_failing_callback(caplog: pytest.LogCaptureFix
         assert any("on_change" in r.getMessage() for r in caplog.records)
     finally:
         await rl.close()
+
+
+async def test_redis_burst_beyond_the_pool_stays_shared_and_exact(redis_prefix: str) -> None:
+    """More concurrent hits than pooled connections wait for one: the limit holds exactly
+    and the limiter never falls back (the default pool raised past 100 connections, and
+    the fallback let a burst of 300 through at twice the limit)."""
+    changes: list[str] = []
+    primary = RedisRateLimiter(REDIS_URL, prefix=redis_prefix, timeout_s=5.0, max_connections=8)
+    rl = FallbackRateLimiter(primary, MemoryRateLimiter(), on_change=changes.append)
+    try:
+        lim = [Limit("k:1:requests", 5)]
+        decisions = await asyncio.gather(*(rl.hit(lim) for _ in range(300)))
+        assert sum(d.allowed for d in decisions) == 5
+        assert {d.backend for d in decisions} == {"redis"}
+        assert changes == []
+        pool = primary._client.connection_pool
+        assert len(pool._available_connections) + len(pool._in_use_connections) <= 8
+    finally:
+        await rl.close()
