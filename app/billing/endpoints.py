@@ -5,6 +5,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from pydantic import Field
 from sqlalchemy import func, select
 from starlette.responses import Response
 
@@ -42,6 +43,9 @@ from app.orm.base import utcnow
 from app.validation import DbId
 
 router = APIRouter(prefix="/finance", tags=["finance"])
+
+# An amount of money in a query: what a money column holds (below 10^14, 10 places).
+_MONEY = Field(ge=0, lt=Decimal(10) ** 14, decimal_places=10)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: error_schema("Missing or invalid API key"),
@@ -267,8 +271,8 @@ async def margin_report(
     request: Request,
     session: SessionDep,
     period: Annotated[str, Query(pattern=r"^\d{4}-\d{2}$")],
-    investment: Annotated[Decimal, Query(ge=0, description="Fixed investment C")] = Decimal(0),
-    yearly_upkeep: Annotated[Decimal, Query(ge=0, description="Yearly upkeep M")] = Decimal(0),
+    investment: Annotated[Decimal, Query(description="Fixed investment C"), _MONEY] = Decimal(0),
+    yearly_upkeep: Annotated[Decimal, Query(description="Yearly upkeep M"), _MONEY] = Decimal(0),
 ) -> MarginReport:
     """Revenue against compute and fixed costs, by model and plan, with a break-even view:
     months = (C + M) / (R - O), none when R <= O."""

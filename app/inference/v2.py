@@ -359,7 +359,11 @@ def _tensor(tensor: Any, binary: memoryview, offset: int) -> tuple[str, npt.NDAr
             raise V2BadRequest(
                 f"{where}: shape {shape} holds {count} elements but 'data' has {array.size}"
             )
-    return name, array.reshape(shape), offset
+    try:
+        shaped = array.reshape(shape)
+    except ValueError:  # e.g. an empty tensor with a dimension numpy cannot address
+        raise V2BadRequest(f"{where}: shape {shape} cannot be formed") from None
+    return name, shaped, offset
 
 
 def _outputs(value: Any, params: dict[str, Any], served: ServedModel) -> list[tuple[str, bool]]:

@@ -80,6 +80,22 @@ async def test_margin_and_break_even(app: FastAPI, client: httpx.AsyncClient) ->
     # (C + M) / (R - O) = (10 + 2) / (1.00 - 0.75) = 48 months.
     assert Decimal(report["break_even"]["months"]) == Decimal(48)
 
+    # Amounts in the query are bounded like money columns (they used to overflow: 500).
+    for bad in ("1e30", "1e999999999", "100000000000000", "-1", "0.00000000001", "NaN"):
+        for name in ("investment", "yearly_upkeep"):
+            r = await client.get(
+                "/finance/reports/margin",
+                params={"period": "2026-09", name: bad},
+                headers=bearer(finance),
+            )
+            assert r.status_code == 422, (name, bad, r.text)
+    largest = await client.get(
+        "/finance/reports/margin",
+        params={"period": "2026-09", "investment": "99999999999999.9999999999"},
+        headers=bearer(finance),
+    )
+    assert largest.status_code == 200, largest.text
+
 
 def test_break_even_formula() -> None:
     assert break_even_months(Decimal(1000), Decimal(200), Decimal(500), Decimal(300)) == 6

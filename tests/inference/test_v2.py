@@ -348,6 +348,14 @@ async def test_errors_are_v2_shaped_4xx(app: FastAPI, client: httpx.AsyncClient)
             HEADER,
         ),
         (
+            "empty but huge",  # zero elements, a dimension numpy cannot address
+            "cnn",
+            _json_body(shape=[0, 2**62], data=[]),
+            {},
+            400,
+            "shape",
+        ),
+        (
             "65 dimensions",  # more than numpy can reshape to
             "cnn",
             _json_body(shape=[1] * 65, data=[0.5]),
