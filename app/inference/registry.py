@@ -81,8 +81,9 @@ class ServedModel:
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:
-    name, _, variant = ref.partition(":")
-    return name, variant or None
+    """``name`` or ``name:variant``; ``name:`` names an empty variant, which no model has."""
+    name, colon, variant = ref.partition(":")
+    return name, variant if colon else None
 
 
 def _version_key(version: str) -> tuple[int, str]:

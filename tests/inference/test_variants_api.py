@@ -11,6 +11,7 @@ import torch
 from fastapi import FastAPI
 
 from app.config import REPO_ROOT
+from app.keys.schemas import Scope
 from models.data import digits_split
 from models.manifest import discover
 from tests.conftest import bearer, ledger, make_key
@@ -73,3 +74,21 @@ async def test_fp16_without_a_gpu_is_a_clear_4xx(app: FastAPI, client: httpx.Asy
         "/v1/models/cnn:int4/predict", json={"inputs": test.x[0].tolist()}, headers=bearer(key)
     )
     assert unknown.status_code == 404
+
+
+async def test_unknown_or_empty_variant_is_404(app: FastAPI, client: httpx.AsyncClient) -> None:
+    """`cnn:` is not `cnn` (it used to be served, echoing the name `cnn:`)."""
+    key = await make_key(app, "ops", (Scope.predict, Scope.admin))
+    for ref in ("cnn:", "cnn:nope", "linreg:"):
+        v1 = await client.post(
+            f"/v1/models/{ref}/predict", json={"inputs": [0.1] * 10}, headers=bearer(key)
+        )
+        assert v1.status_code == 404, (ref, v1.text)
+        assert v1.json()["error"]["type"] == "model_not_found"
+        v2 = await client.get(f"/v2/models/{ref}", headers=bearer(key))
+        assert v2.status_code == 404, (ref, v2.text)
+    assert (
+        await client.post(
+            "/v1/models/linreg/predict", json={"inputs": [0.1] * 10}, headers=bearer(key)
+        )
+    ).status_code == 200
