@@ -45,13 +45,15 @@ async def get_usage(
     if end_at - start_at > _MAX_RANGE:
         raise Unprocessable(f"the range may span at most {_MAX_RANGE.days} days")
     data = await usage_buckets(session, principal.customer_id, start_at, end_at, group_by)
+    compute_us = sum(b.compute_us for b in data)  # exact; a float sum depends on grouping
     total = UsageBucket(
         key="total",
         requests=sum(b.requests for b in data),
         billable_requests=sum(b.billable_requests for b in data),
         errors=sum(b.errors for b in data),
         items=sum(b.items for b in data),
-        compute_ms=sum(b.compute_ms for b in data),
+        compute_us=compute_us,
+        compute_ms=compute_us / 1000,
     )
     return UsageReport(
         customer_id=principal.customer_id,

@@ -48,6 +48,7 @@ async def usage_buckets(
             billable_requests=int(r.billable or 0),
             errors=int(r.errors or 0),
             items=int(r.items),
+            compute_us=int(r.compute_us),
             compute_ms=int(r.compute_us) / 1000,
         )
         for r in rows

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class GroupBy(StrEnum):
@@ -17,7 +17,8 @@ class UsageBucket(BaseModel):
     billable_requests: int
     errors: int
     items: int
-    compute_ms: float
+    compute_us: int = Field(description="Device time, exact, in microseconds")
+    compute_ms: float = Field(description="The same in milliseconds")
 
 
 class UsageReport(BaseModel):

@@ -464,3 +464,26 @@ async def test_a_nul_in_the_model_path_costs_no_other_request(
     rows = await ledger(app)
     assert len(rows) == 40
     assert sorted(r.model for r in rows if r.status_code == 404) == ["\ufffd"] * 8
+
+
+async def test_usage_total_compute_is_exact_whatever_the_grouping(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """Totals add integer microseconds: 0.1 ms + 0.2 ms is 0.3 ms, not 0.30000000000000004."""
+    key = await make_key(app)
+    base = _row(key.key_id, key.customer_id, "exact-a")
+    rows = [
+        dataclasses.replace(base, compute_us=100, model="a"),
+        dataclasses.replace(base, request_id="exact-b", compute_us=200, model="b"),
+    ]
+    await asyncio.gather(*(app.state.meter.record(row) for row in rows))
+    by_model = (
+        await client.get("/v1/usage", params={"group_by": "model"}, headers=bearer(key))
+    ).json()
+    assert [(b["key"], b["compute_us"], b["compute_ms"]) for b in by_model["data"]] == [
+        ("a", 100, 0.1),
+        ("b", 200, 0.2),
+    ]
+    by_day = (await client.get("/v1/usage", headers=bearer(key))).json()
+    for report in (by_model, by_day):
+        assert (report["total"]["compute_us"], report["total"]["compute_ms"]) == (300, 0.3)
