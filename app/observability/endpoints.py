@@ -38,6 +38,11 @@ async def readyz(request: Request) -> JSONResponse:
     )
 
 
+# HEAD too (some load balancers probe with it); one operation each in the OpenAPI document.
+router.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
+router.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=False)
+
+
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     registry = exposition_registry(request.app.state.metrics)

@@ -46,6 +46,8 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     ready = await client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"]["ledger"] == "ok"
+    for path in ("/healthz", "/readyz"):  # load balancers that probe with HEAD
+        assert (await client.head(path)).status_code == 200, path
 
 
 async def test_readiness_fails_when_the_database_is_unreachable(settings: Settings) -> None:
@@ -58,6 +60,7 @@ async def test_readiness_fails_when_the_database_is_unreachable(settings: Settin
             ready = await client.get("/readyz")
             assert ready.status_code == 503
             assert ready.json()["checks"]["ledger"].startswith("unreachable")
+            assert (await client.head("/readyz")).status_code == 503
             # Auth needs the key store: a clear 503, never a 500.
             response = await client.post(
                 "/v1/models/linreg/predict",
