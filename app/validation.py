@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 from app.limits.policy import MAX_PER_MINUTE
+from app.orm.base import as_utc
 
 INT64_MAX = 2**63 - 1
 
@@ -27,7 +28,7 @@ def _utc_in_range(value: datetime) -> datetime:
     # Naive input is taken as UTC, as the ledger and /v1/usage always have. The range keeps
     # the arithmetic done on it (default windows, period ends) far from year 1 and 9999.
     try:
-        moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        moment = as_utc(value)
     except OverflowError:
         moment = None
     if moment is None or not EARLIEST <= moment < LATEST:

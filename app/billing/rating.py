@@ -34,6 +34,7 @@ from app.billing.pricing import (
 from app.orm import InvoiceLine, PlanVersion, UsageEvent
 from app.orm.base import ExactNumeric
 from app.plans.service import plan_segments
+from app.validation import INT64_MAX
 
 _MICRO = Decimal(1_000_000)
 # Display scales, equal to the invoice_lines column scales, so that a preview and the stored
@@ -42,7 +43,6 @@ _Q6 = Decimal("0.000001")
 _Q10 = Decimal("0.0000000001")
 # Enough digits to round any value that fits the columns (up to 30) to its scale.
 _WIDE = Context(prec=60)
-_BIGINT_MAX = 2**63 - 1
 
 
 def _q(value: Decimal, scale: Decimal) -> Decimal:
@@ -57,7 +57,7 @@ def _check_fits(line: RatedLine) -> RatedLine:
         assert isinstance(column_type, ExactNumeric)
         if value is not None and not column_type.fits(value):
             raise PricingError(f"the {line.kind} line's {name} ({value:.6E}) is too large")
-    if abs(line.amount_minor) > _BIGINT_MAX:
+    if abs(line.amount_minor) > INT64_MAX:
         raise PricingError(f"the {line.kind} line's amount ({line.amount:.6E}) is too large")
     return line
 
@@ -248,7 +248,7 @@ async def rate_customer(
                 details={"customer_id": customer_id, "plan_version_id": version.id},
             ) from exc
     rated = RatedInvoice(customer_id, period, currencies.pop(), tuple(lines))
-    if abs(rated.subtotal_minor) > _BIGINT_MAX:
+    if abs(rated.subtotal_minor) > INT64_MAX:
         raise PlanNotRatable(
             f"customer {customer_id}'s invoice for {period} is too large to record",
             details={"customer_id": customer_id},

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import Actor, record, snapshot
 from app.customers.schemas import CustomerCreate, CustomerUpdate
+from app.db.session import violates_unique
 from app.errors import AppError
 from app.orm import Customer
 from app.plans.errors import CustomerNotFound
@@ -28,20 +29,13 @@ async def _name_taken(session: AsyncSession, name: str, except_id: int | None = 
     return bool(await session.scalar(select(stmt)))
 
 
-def _is_name_clash(exc: IntegrityError) -> bool:
-    """The unique index on ``customers.name``, as Postgres (constraint name) or SQLite
-    (``UNIQUE constraint failed: customers.name``) reports it."""
-    message = str(exc.orig)
-    return "uq_customers_name" in message or "customers.name" in message
-
-
 async def _flush_name(session: AsyncSession, name: str) -> None:
     """Flush, turning the loser of a concurrent race for ``name`` into a 409: the check
     before the write cannot see a row that another transaction has not committed yet."""
     try:
         await session.flush()
     except IntegrityError as exc:
-        if _is_name_clash(exc):
+        if violates_unique(exc, "customers", "name"):
             raise CustomerConflict(f"a customer named {name!r} already exists") from None
         raise
 

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import ServiceUnavailable
@@ -14,6 +14,14 @@ from app.errors import ServiceUnavailable
 
 class DatabaseUnavailable(ServiceUnavailable):
     type = "database_unavailable"
+
+
+def violates_unique(exc: IntegrityError, table: str, column: str) -> bool:
+    """Whether ``exc`` is the unique index on ``table.column``, as Postgres (the constraint
+    name, ``uq_<table>_<column>``) or SQLite (``UNIQUE constraint failed: table.column``)
+    reports it: the loser of a race that a check before the write could not see."""
+    message = str(exc.orig)
+    return f"uq_{table}_{column}" in message or f"{table}.{column}" in message
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

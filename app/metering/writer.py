@@ -196,6 +196,8 @@ class MeterWriter:
         try:
             await self._insert(lane, rows)
         except Exception as exc:
+            if _refused_value(exc):  # the same rows would be refused again
+                raise
             log.warning(
                 "ledger commit failed; retrying on a new connection",
                 extra={"error": type(exc).__name__},

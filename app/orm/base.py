@@ -45,7 +45,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         assert isinstance(value, datetime)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return as_utc(value)
 
 
 # Room for any NUMERIC column's digits when rounding to its scale.
@@ -103,6 +103,11 @@ class ExactNumeric(TypeDecorator[Decimal]):
         # before the column held text (repr is the double's shortest exact spelling).
         number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
         return number.quantize(self._quantum, context=_WIDE) if self.fits(number) else number
+
+
+def as_utc(value: datetime) -> datetime:
+    """Aware UTC; a naive value is taken to be UTC already."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def utcnow() -> datetime:

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing.periods import Period
 from app.billing.pricing import PriceComponent, PricingError
+from app.db.session import violates_unique
 from app.orm import Customer, CustomerPlan, InvoiceLine, Plan, PlanVersion
 from app.orm.base import utcnow
 from app.plans.errors import (
@@ -60,7 +61,7 @@ async def create_plan(session: AsyncSession, data: PlanCreate) -> tuple[Plan, li
         await session.flush()
     except IntegrityError as exc:
         # A concurrent create of the same name committed after the check above.
-        if "uq_plans_name" in str(exc.orig) or "plans.name" in str(exc.orig):
+        if violates_unique(exc, "plans", "name"):
             raise PlanConflict(f"a plan named {data.name!r} already exists") from None
         raise
     version = _version(plan, 1, data)
