@@ -321,7 +321,8 @@ def plans_create(
 
 @billing_cli.command("close")
 def billing_close(period: Annotated[str, typer.Argument(help="YYYY-MM (UTC month)")]) -> None:
-    """Close a month: write and finalize one invoice per customer. Safe to repeat."""
+    """Close a month: write and finalize one invoice per customer. Safe to repeat. Exits 1
+    if a customer's plan cannot be priced (the others are invoiced; fix it and repeat)."""
     from app.billing.periods import Period
     from app.billing.service import close_period
     from app.errors import AppError
@@ -341,6 +342,11 @@ def billing_close(period: Annotated[str, typer.Argument(help="YYYY-MM (UTC month
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(result.__dict__))
+    skipped = getattr(result, "not_ratable", [])
+    if skipped:  # the others are invoiced and committed; make the gap visible to cron
+        for entry in skipped:
+            typer.echo(f"not invoiced: {entry['reason']}", err=True)
+        raise typer.Exit(1)
 
 
 def _gateway() -> object:

@@ -105,6 +105,49 @@ def test_plans_and_billing_commands(tmp_path: Path) -> None:
     assert "can be closed from" in too_early.stderr
 
 
+def test_billing_close_exits_1_when_a_customer_is_not_invoiced(tmp_path: Path) -> None:
+    """A plan stored before amounts were bounded cannot be priced: the close commits the
+    other invoices and exits 1 so that a scheduled run shows the gap."""
+    import json
+    import sqlite3
+
+    db = tmp_path / "unratable.db"
+    env = {
+        **os.environ,
+        "TOLLGATE_DATABASE_URL": f"sqlite:///{db}",
+        "TOLLGATE_ENV": "production",
+        "TOLLGATE_SECRET_KEY": TEST_SECRET,
+    }
+    assert _tollgate("migrate", env=env).returncode == 0
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"name": "flat", "currency": "usd", "base_fee": "5"}))
+    assert _tollgate("plans", "create", str(plan), env=env).returncode == 0
+    for customer in ("broken", "fine"):
+        made = _tollgate("keys", "create", "--customer", customer, env=env)
+        assert made.returncode == 0, made.stderr
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE plan_versions SET base_fee = '1e99999'")  # as stored long ago
+        conn.execute(
+            "INSERT INTO plan_versions (plan_id, version, currency, base_fee, components, "
+            "created_at) SELECT plan_id, 2, currency, '5', components, created_at "
+            "FROM plan_versions"
+        )
+        for customer, version in (("broken", 1), ("fine", 2)):
+            conn.execute(
+                "INSERT INTO customer_plans (customer_id, plan_version_id, effective_from, "
+                "created_at) SELECT c.id, v.id, '2025-12-01 00:00:00.000000', "
+                "'2025-12-01 00:00:00.000000' FROM customers c, plan_versions v "
+                "WHERE c.name = ? AND v.version = ?",
+                (customer, version),
+            )
+    closed = _tollgate("billing", "close", "2026-01", env=env)
+    assert closed.returncode == 1, closed.stderr
+    result = json.loads(closed.stdout)
+    assert len(result["created"]) == 1  # "fine" is invoiced and committed
+    assert [c["plan_version_id"] for c in result["not_ratable"]] == [1]
+    assert "not invoiced: customer" in closed.stderr
+
+
 def test_customer_and_key_admin_commands(tmp_path: Path) -> None:
     import json
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import Field
-from sqlalchemy import func, select
+from sqlalchemy import func, literal_column, select
 from starlette.responses import Response
 
 from app.audit.service import record
@@ -111,17 +111,16 @@ def _line_fields(line: Any) -> dict[str, Any]:
     "/periods/{period}/close",
     responses={
         **_ERRORS,
-        409: error_schema(
-            "The period (plus grace) has not ended, or a customer's plan version cannot be "
-            "priced exactly (plan_not_ratable)"
-        ),
+        409: error_schema("The period (plus grace) has not ended, or another close is running"),
         422: error_schema("Bad period"),
     },
 )
 async def close_period(
     actor: Finance, request: Request, session: SessionDep, period: str
 ) -> CloseOut:
-    """Write and finalize one invoice per customer for the month. Closing again is a no-op."""
+    """Write and finalize one invoice per customer for the month. Closing again is a no-op
+    for the customers already invoiced. A customer whose plan cannot be priced exactly is
+    listed in `not_ratable` and not invoiced; the others are."""
     grace = timedelta(hours=request.app.state.settings.billing_grace_hours)
     result = await service.close_period(session, Period.parse(period), grace=grace)
     await record(session, actor, "period.close", "period", period, after=result.__dict__)
@@ -231,8 +230,15 @@ async def revenue_report(
 ) -> RevenueReport:
     """Invoiced revenue (finalized and paid invoices) for a period, by plan, customer, model."""
     p = Period.parse(period)
+    # SUM over BIGINT is exact on Postgres (NUMERIC) but overflows on SQLite past 2^63; the
+    # high and low 32 bits are summed apart (each sum fits for 2^31 lines) and joined here.
+    # (Postgres shifts a BIGINT by an INTEGER only: the constants are literals, not bigint
+    # parameters.)
+    amount = InvoiceLine.amount_minor
+    high = func.sum(amount.op(">>")(literal_column("32")))
+    low = func.sum(amount.op("&")(literal_column("4294967295")))
     base = (
-        select(func.sum(InvoiceLine.amount_minor), Invoice.currency)
+        select(high, low, Invoice.currency)
         .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
         .where(Invoice.period == str(p), Invoice.status.in_(_BILLABLE_STATUSES))
     )
@@ -248,9 +254,9 @@ async def revenue_report(
         rows = (await session.execute(stmt)).all()
         return [
             RevenueRow(
-                key=" v".join(str(x) for x in row[2:]) if row[2] is not None else "(base fee)",
-                currency=row[1],
-                amount_minor=int(row[0]),
+                key=" v".join(str(x) for x in row[3:]) if row[3] is not None else "(base fee)",
+                currency=row[2],
+                amount_minor=_joined(row[0], row[1]),
             )
             for row in rows
         ]
@@ -261,8 +267,15 @@ async def revenue_report(
         by_plan=await grouped(Plan.name, PlanVersion.version),
         by_customer=await grouped(Customer.name),
         by_model=await grouped(InvoiceLine.model),
-        total=[RevenueRow(key="total", currency=c, amount_minor=int(a)) for a, c in total_rows],
+        total=[
+            RevenueRow(key="total", currency=c, amount_minor=_joined(hi, lo))
+            for hi, lo, c in total_rows
+        ],
     )
+
+
+def _joined(high: Any, low: Any) -> int:
+    return (int(high) << 32) + int(low)
 
 
 @router.get("/reports/margin", responses={**_ERRORS, 422: error_schema("Bad parameters")})

@@ -234,7 +234,10 @@ async def rate_customer(
         return None
     currencies = {version.currency for version, _, _ in segments}
     if len(currencies) != 1:  # assign_plan refuses this; guard against hand-edited data
-        raise ValueError(f"customer {customer_id} has several currencies in {period}")
+        raise PlanNotRatable(
+            f"customer {customer_id} has plans in several currencies in {period}",
+            details={"customer_id": customer_id},
+        )
     lines: list[RatedLine] = []
     for version, start, end in segments:
         usage = await aggregate_usage(session, customer_id, start, end)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class InvoiceLineOut(BaseModel):
@@ -56,11 +56,21 @@ class InvoiceList(BaseModel):
     data: list[InvoiceSummary]
 
 
+class NotRatableOut(BaseModel):
+    customer_id: int
+    plan_version_id: int | None
+    reason: str
+
+
 class CloseOut(BaseModel):
     period: str
     created: list[int]
     already_closed: list[int]
     without_plan: list[int]
+    not_ratable: list[NotRatableOut] = Field(
+        description="Customers not invoiced because their plan cannot be priced exactly; "
+        "fix the plan and close again to invoice them"
+    )
 
 
 class RevenueRow(BaseModel):

@@ -2,12 +2,16 @@
 
 Closing a period is idempotent: a customer who already has an invoice for the period is
 skipped, and the unique (customer, period) constraint makes a concurrent second close fail
-instead of writing twice. Numbers are gapless per year: taken from a counter row that is
-incremented inside the closing transaction, so a rolled-back close leaves no hole.
+instead of writing twice. A customer whose plan cannot be priced (``PlanNotRatable``) does
+not hold up everyone else's invoices: it is listed in ``not_ratable`` and gets its invoice
+from a later close, once the plan is fixed. Numbers are gapless per year: taken from a
+counter row that is incremented inside the closing transaction, so a rolled-back close (or
+a skipped customer) leaves no hole.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -15,11 +19,19 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.billing.errors import CloseConflict, InvoiceNotFound, NoPlan, PeriodNotClosable
+from app.billing.errors import (
+    CloseConflict,
+    InvoiceNotFound,
+    NoPlan,
+    PeriodNotClosable,
+    PlanNotRatable,
+)
 from app.billing.periods import Period
 from app.billing.rating import RatedInvoice, rate_customer
 from app.orm import Customer, Invoice, InvoiceLine
 from app.orm.base import utcnow
+
+log = logging.getLogger("tollgate.billing")
 
 
 @dataclass
@@ -28,6 +40,8 @@ class CloseResult:
     created: list[int] = field(default_factory=list)
     already_closed: list[int] = field(default_factory=list)
     without_plan: list[int] = field(default_factory=list)
+    # customers skipped because their plan cannot be priced: {customer_id, reason, ...}
+    not_ratable: list[dict[str, object]] = field(default_factory=list)
 
 
 async def next_invoice_number(session: AsyncSession, year: int) -> str:
@@ -62,7 +76,19 @@ async def close_period(
         if customer_id in closed:
             result.already_closed.append(customer_id)
             continue
-        rated = await rate_customer(session, customer_id, period)
+        try:
+            rated = await rate_customer(session, customer_id, period)
+        except PlanNotRatable as exc:  # rating only reads: nothing to undo
+            log.warning("customer not invoiced: %s", exc.message, extra={"period": str(period)})
+            details = exc.details if isinstance(exc.details, dict) else {}
+            result.not_ratable.append(
+                {
+                    "customer_id": customer_id,
+                    "plan_version_id": details.get("plan_version_id"),
+                    "reason": exc.message,
+                }
+            )
+            continue
         if rated is None:
             result.without_plan.append(customer_id)
             continue

@@ -1,5 +1,6 @@
 """A plan version that cannot be priced exactly, or whose invoice would not fit the invoice
-columns, is a clear 409 at preview and at close, never a 500 or a database error. The API
+columns, is a clear 409 at preview, never a 500 or a database error; a period close skips
+that customer (listed in ``not_ratable``) and invoices everyone else. The API
 no longer accepts such amounts, so the old versions are written straight to the table."""
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ LEGACY = [
 
 
 @pytest.mark.parametrize("components", LEGACY)
-async def test_old_unbounded_versions_are_409_at_preview_and_close(
+async def test_old_unbounded_versions_are_409_at_preview_and_skipped_at_close(
     app: FastAPI,
     client: httpx.AsyncClient,
     admin: CreatedKey,
@@ -101,8 +102,11 @@ async def test_old_unbounded_versions_are_409_at_preview_and_close(
     assert len(error["message"]) < 1000
 
     close = await client.post(f"/finance/periods/{SEPT}/close", headers=bearer(finance))
-    assert close.status_code == 409, close.text
-    assert close.json()["error"]["type"] == "plan_not_ratable"
+    assert close.status_code == 200, close.text
+    (skipped,) = close.json()["not_ratable"]
+    assert skipped["customer_id"] == alice.customer_id
+    assert skipped["plan_version_id"] == 1
+    assert close.json()["created"] == []
     async with app.state.sessionmaker() as session:
         assert (await session.scalars(select(Invoice))).all() == []  # nothing half-written
 
@@ -132,7 +136,9 @@ async def test_bounded_prices_whose_invoice_overflows_are_409(
     assert preview.status_code == 409, preview.text
     assert "too large" in preview.json()["error"]["message"]
     close = await client.post(f"/finance/periods/{SEPT}/close", headers=bearer(finance))
-    assert close.status_code == 409, close.text
+    assert close.status_code == 200, close.text
+    assert [c["customer_id"] for c in close.json()["not_ratable"]] == [alice.customer_id]
+    assert "too large" in close.json()["not_ratable"][0]["reason"]
 
 
 async def test_the_largest_amounts_that_fit_are_invoiced_exactly(
@@ -166,3 +172,43 @@ async def test_the_largest_amounts_that_fit_are_invoiced_exactly(
     assert invoice["total_minor"] == 10**16
     previewed = [Decimal(line["amount"]) for line in preview.json()["lines"]]
     assert previewed == [Decimal(fee["amount"]), Decimal(usage["amount"])]
+
+
+async def test_one_unratable_customer_does_not_hold_up_the_close(
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey, finance: CreatedKey
+) -> None:
+    """Alice's plan cannot be priced; Bob is still invoiced, with the next number. Once
+    Alice's plan is fixed, closing again invoices her and leaves Bob's invoice alone."""
+    broken = await create_plan(client, admin, name="old", currency="usd", components=[_per_unit()])
+    await _legacy_components(app, broken["id"], [_per_unit(unit_price="1e99999")])
+    fine = await create_plan(client, admin, name="fine", currency="usd", components=[_per_unit()])
+    alice = await make_key(app, "alice")
+    bob = await make_key(app, "bob")
+    await assign(app, alice.customer_id, broken["id"], AUG_1, immediately=True)
+    await assign(app, bob.customer_id, fine["id"], AUG_1, immediately=True)
+    await add_usage(app, alice, SEPT_5, count=2, model="linreg")
+    await add_usage(app, bob, SEPT_5, count=3, model="linreg")
+
+    first = await client.post(f"/finance/periods/{SEPT}/close", headers=bearer(finance))
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert [c["customer_id"] for c in body["not_ratable"]] == [alice.customer_id]
+    assert "cannot be invoiced" in body["not_ratable"][0]["reason"]
+    (bob_invoice,) = body["created"]
+    got = await client.get(f"/finance/invoices/{bob_invoice}", headers=bearer(finance))
+    assert got.json()["customer_id"] == bob.customer_id
+    assert got.json()["total_minor"] == 300  # 3 requests at 1 USD
+
+    await _legacy_components(app, broken["id"], [_per_unit(unit_price="2")])
+    second = await client.post(f"/finance/periods/{SEPT}/close", headers=bearer(finance))
+    assert second.status_code == 200, second.text
+    assert second.json()["not_ratable"] == []
+    assert second.json()["already_closed"] == [bob.customer_id]
+    (alice_invoice,) = second.json()["created"]
+    got = await client.get(f"/finance/invoices/{alice_invoice}", headers=bearer(finance))
+    assert got.json()["total_minor"] == 400
+    numbers = [
+        (await client.get(f"/finance/invoices/{i}", headers=bearer(finance))).json()["number"]
+        for i in (bob_invoice, alice_invoice)
+    ]
+    assert [n[-6:] for n in numbers] == ["000001", "000002"]  # gapless: no number was burnt

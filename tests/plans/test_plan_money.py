@@ -271,3 +271,60 @@ def test_exact_numeric_rounds_like_postgres_and_refuses_what_does_not_fit() -> N
                 money.process_bind_param(Decimal(too_big), dialect)
     with pytest.raises(TypeError):
         money.process_bind_param(0.1, lite)
+
+
+async def test_revenue_report_sums_past_int64_exactly(any_db: FastAPI) -> None:
+    """Three invoices near 2^63 minor units each (the most one invoice may hold) and one
+    credit: the report's sums pass 2^63, exactly, on both databases (SQLite's SUM would
+    overflow)."""
+    admin = await make_key(any_db, "tollgate-ops", (Scope.admin,))
+    finance = await make_key(any_db, "tollgate-finance", (Scope.finance,))
+    transport = httpx.ASGITransport(app=any_db)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        created = await client.post("/admin/plans", json=_plan(), headers=bearer(admin))
+        assert created.status_code == 201, created.text
+    amounts = [2**63 - 1, 2**63 - 2, 2**62 + 12_345, -(2**63) + 7]
+    now = datetime(2026, 9, 1, tzinfo=UTC)
+    customers = [await make_key(any_db, f"c{i}") for i in range(len(amounts))]
+    async with any_db.state.sessionmaker() as session, session.begin():
+        version_id = await session.scalar(select(PlanVersion.id))
+        for customer, amount in zip(customers, amounts, strict=True):
+            invoice = Invoice(
+                customer_id=customer.customer_id,
+                period="2026-09",
+                period_start=now,
+                period_end=now,
+                currency="usd",
+                status="finalized",
+                subtotal_minor=amount,
+                total_minor=amount,
+            )
+            session.add(invoice)
+            await session.flush()
+            session.add(
+                InvoiceLine(
+                    invoice_id=invoice.id,
+                    position=1,
+                    plan_version_id=version_id,
+                    kind="usage",
+                    description="big",
+                    model="cnn",
+                    quantity=Decimal(1),
+                    billable_quantity=Decimal(1),
+                    unit_price=Decimal(1),
+                    amount=Decimal(amount) / 100,
+                    amount_minor=amount,
+                    period_start=now,
+                    period_end=now,
+                )
+            )
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        report = await client.get(
+            "/finance/reports/revenue", params={"period": "2026-09"}, headers=bearer(finance)
+        )
+    assert report.status_code == 200, report.text
+    body = report.json()
+    assert body["total"] == [{"key": "total", "currency": "usd", "amount_minor": sum(amounts)}]
+    assert sum(amounts) > 2**63  # the point of the test
+    assert [r["amount_minor"] for r in body["by_model"]] == [sum(amounts)]
+    assert sorted(r["amount_minor"] for r in body["by_customer"]) == sorted(amounts)
