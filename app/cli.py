@@ -319,10 +319,14 @@ def plans_create(
         raise typer.Exit(1) from None
 
 
+PARTIAL_CLOSE = 3  # exit status: some customers were invoiced, some could not be
+
+
 @billing_cli.command("close")
 def billing_close(period: Annotated[str, typer.Argument(help="YYYY-MM (UTC month)")]) -> None:
-    """Close a month: write and finalize one invoice per customer. Safe to repeat. Exits 1
-    if a customer's plan cannot be priced (the others are invoiced; fix it and repeat)."""
+    """Close a month: write and finalize one invoice per customer. Safe to repeat. Exits 3
+    if a customer's plan cannot be priced (the others are invoiced and committed; fix the
+    plan and repeat), 1 if nothing was closed."""
     from app.billing.periods import Period
     from app.billing.service import close_period
     from app.errors import AppError
@@ -346,7 +350,7 @@ def billing_close(period: Annotated[str, typer.Argument(help="YYYY-MM (UTC month
     if skipped:  # the others are invoiced and committed; make the gap visible to cron
         for entry in skipped:
             typer.echo(f"not invoiced: {entry['reason']}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(PARTIAL_CLOSE)
 
 
 def _gateway() -> object:

@@ -105,9 +105,9 @@ def test_plans_and_billing_commands(tmp_path: Path) -> None:
     assert "can be closed from" in too_early.stderr
 
 
-def test_billing_close_exits_1_when_a_customer_is_not_invoiced(tmp_path: Path) -> None:
+def test_billing_close_exits_3_when_a_customer_is_not_invoiced(tmp_path: Path) -> None:
     """A plan stored before amounts were bounded cannot be priced: the close commits the
-    other invoices and exits 1 so that a scheduled run shows the gap."""
+    other invoices and exits 3 (partial) so that a scheduled run shows the gap."""
     import json
     import sqlite3
 
@@ -141,11 +141,16 @@ def test_billing_close_exits_1_when_a_customer_is_not_invoiced(tmp_path: Path) -
                 (customer, version),
             )
     closed = _tollgate("billing", "close", "2026-01", env=env)
-    assert closed.returncode == 1, closed.stderr
+    assert closed.returncode == 3, closed.stderr  # partial: not 1, which means nothing closed
     result = json.loads(closed.stdout)
-    assert len(result["created"]) == 1  # "fine" is invoiced and committed
+    assert len(result["created"]) == 1
     assert [c["plan_version_id"] for c in result["not_ratable"]] == [1]
     assert "not invoiced: customer" in closed.stderr
+    with sqlite3.connect(db) as conn:  # "fine" is invoiced and committed
+        rows = conn.execute(
+            "SELECT c.name, i.status FROM invoices i JOIN customers c ON c.id = i.customer_id"
+        ).fetchall()
+    assert rows == [("fine", "finalized")]
 
 
 def test_customer_and_key_admin_commands(tmp_path: Path) -> None:

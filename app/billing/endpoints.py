@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import Field
-from sqlalchemy import func, literal_column, select
+from sqlalchemy import select
 from starlette.responses import Response
 
 from app.audit.service import record
@@ -36,6 +36,7 @@ from app.billing.stripe_gateway import StripeGateway
 from app.billing.sync import reconcile, sync_invoices
 from app.billing.webhooks import StripeNotConfigured
 from app.db.session import SessionDep
+from app.db.sums import joined, split_sum
 from app.errors import error_schema
 from app.keys.deps import Finance
 from app.orm import Customer, Invoice, InvoiceLine, Plan, PlanVersion
@@ -230,15 +231,8 @@ async def revenue_report(
 ) -> RevenueReport:
     """Invoiced revenue (finalized and paid invoices) for a period, by plan, customer, model."""
     p = Period.parse(period)
-    # SUM over BIGINT is exact on Postgres (NUMERIC) but overflows on SQLite past 2^63; the
-    # high and low 32 bits are summed apart (each sum fits for 2^31 lines) and joined here.
-    # (Postgres shifts a BIGINT by an INTEGER only: the constants are literals, not bigint
-    # parameters.)
-    amount = InvoiceLine.amount_minor
-    high = func.sum(amount.op(">>")(literal_column("32")))
-    low = func.sum(amount.op("&")(literal_column("4294967295")))
     base = (
-        select(high, low, Invoice.currency)
+        select(*split_sum(InvoiceLine.amount_minor), Invoice.currency)
         .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
         .where(Invoice.period == str(p), Invoice.status.in_(_BILLABLE_STATUSES))
     )
@@ -256,7 +250,7 @@ async def revenue_report(
             RevenueRow(
                 key=" v".join(str(x) for x in row[3:]) if row[3] is not None else "(base fee)",
                 currency=row[2],
-                amount_minor=_joined(row[0], row[1]),
+                amount_minor=joined(row[0], row[1]),
             )
             for row in rows
         ]
@@ -268,14 +262,10 @@ async def revenue_report(
         by_customer=await grouped(Customer.name),
         by_model=await grouped(InvoiceLine.model),
         total=[
-            RevenueRow(key="total", currency=c, amount_minor=_joined(hi, lo))
+            RevenueRow(key="total", currency=c, amount_minor=joined(hi, lo))
             for hi, lo, c in total_rows
         ],
     )
-
-
-def _joined(high: Any, low: Any) -> int:
-    return (int(high) << 32) + int(low)
 
 
 @router.get("/reports/margin", responses={**_ERRORS, 422: error_schema("Bad parameters")})

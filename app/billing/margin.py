@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing.periods import Period
 from app.billing.pricing import to_minor
+from app.db.sums import joined, split_sum
 from app.orm import Invoice, InvoiceLine, Plan, PlanVersion, UsageEvent
 from app.plans.service import plan_segments
 
@@ -74,7 +75,7 @@ async def margin_rows(
 
     revenue = await session.execute(
         select(
-            InvoiceLine.model, Plan.name, PlanVersion.version, func.sum(InvoiceLine.amount_minor)
+            InvoiceLine.model, Plan.name, PlanVersion.version, *split_sum(InvoiceLine.amount_minor)
         )
         .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
         .join(PlanVersion, PlanVersion.id == InvoiceLine.plan_version_id)
@@ -86,9 +87,10 @@ async def margin_rows(
         )
         .group_by(InvoiceLine.model, Plan.name, PlanVersion.version)
     )
-    for model, plan, number, amount in revenue.all():
-        by_model[model or "(all models)"].revenue_minor += int(amount)
-        by_plan[f"{plan} v{number}"].revenue_minor += int(amount)
+    for model, plan, number, high, low in revenue.all():
+        amount = joined(high, low)
+        by_model[model or "(all models)"].revenue_minor += amount
+        by_plan[f"{plan} v{number}"].revenue_minor += amount
 
     # Compute cost by plan: each invoiced customer's usage under each plan segment.
     invoiced = await session.scalars(

@@ -1,30 +1,29 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.session import violates_unique
 from app.orm import Customer
+from app.orm.base import utcnow
 
 
 async def get_or_create_customer(session: AsyncSession, name: str) -> Customer:
-    """The customer called ``name``, created if missing. Two sessions creating the same new
-    name at once both get the one row: the loser's insert is undone to a savepoint and the
-    winner's row is read instead."""
+    """The customer called ``name``, created if missing, in the caller's transaction. Two
+    sessions creating the same new name at once both get the one row: the insert does
+    nothing on a name conflict (on Postgres it waits for the other transaction first) and
+    the row is read back."""
     query = select(Customer).where(Customer.name == name)
     customer = await session.scalar(query)
     if customer is not None:
         return customer
-    try:
-        async with session.begin_nested():
-            customer = Customer(name=name)
-            session.add(customer)
-    except IntegrityError as exc:
-        if not violates_unique(exc, "customers", "name"):
-            raise
-        winner = await session.scalar(query)
-        if winner is None:  # the winner rolled back after all: nothing to share
-            raise
-        return winner
+    insert = postgres_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    await session.execute(
+        insert(Customer)
+        .values(name=name, status="active", created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=[Customer.name])
+    )
+    customer = await session.scalar(query)
+    assert customer is not None  # inserted here, or committed by the session that won
     return customer

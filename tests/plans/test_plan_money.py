@@ -273,9 +273,9 @@ def test_exact_numeric_rounds_like_postgres_and_refuses_what_does_not_fit() -> N
         money.process_bind_param(0.1, lite)
 
 
-async def test_revenue_report_sums_past_int64_exactly(any_db: FastAPI) -> None:
+async def test_revenue_and_margin_reports_sum_past_int64_exactly(any_db: FastAPI) -> None:
     """Three invoices near 2^63 minor units each (the most one invoice may hold) and one
-    credit: the report's sums pass 2^63, exactly, on both databases (SQLite's SUM would
+    credit: the reports' sums pass 2^63, exactly, on both databases (SQLite's SUM would
     overflow)."""
     admin = await make_key(any_db, "tollgate-ops", (Scope.admin,))
     finance = await make_key(any_db, "tollgate-finance", (Scope.finance,))
@@ -322,6 +322,12 @@ async def test_revenue_report_sums_past_int64_exactly(any_db: FastAPI) -> None:
         report = await client.get(
             "/finance/reports/revenue", params={"period": "2026-09"}, headers=bearer(finance)
         )
+        margin = await client.get(
+            "/finance/reports/margin", params={"period": "2026-09"}, headers=bearer(finance)
+        )
+    assert margin.status_code == 200, margin.text
+    assert margin.json()["revenue_minor"] == sum(amounts)
+    assert [r["revenue_minor"] for r in margin.json()["by_plan"]] == [sum(amounts)]
     assert report.status_code == 200, report.text
     body = report.json()
     assert body["total"] == [{"key": "total", "currency": "usd", "amount_minor": sum(amounts)}]
