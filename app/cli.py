@@ -328,12 +328,12 @@ def billing_close(period: Annotated[str, typer.Argument(help="YYYY-MM (UTC month
     if a customer's plan cannot be priced (the others are invoiced and committed; fix the
     plan and repeat), 1 if nothing was closed."""
     from app.billing.periods import Period
-    from app.billing.service import close_period
+    from app.billing.service import CloseResult, close_period
     from app.errors import AppError
 
     settings = get_settings()
 
-    async def work(session: AsyncSession) -> object:
+    async def work(session: AsyncSession) -> CloseResult:
         result = await close_period(
             session, Period.parse(period), grace=timedelta(hours=settings.billing_grace_hours)
         )
@@ -346,9 +346,8 @@ def billing_close(period: Annotated[str, typer.Argument(help="YYYY-MM (UTC month
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(result.__dict__))
-    skipped = getattr(result, "not_ratable", [])
-    if skipped:  # the others are invoiced and committed; make the gap visible to cron
-        for entry in skipped:
+    if result.not_ratable:  # the others are invoiced and committed; show the gap to cron
+        for entry in result.not_ratable:
             typer.echo(f"not invoiced: {entry['reason']}", err=True)
         raise typer.Exit(PARTIAL_CLOSE)
 

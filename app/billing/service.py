@@ -40,7 +40,7 @@ class CloseResult:
     created: list[int] = field(default_factory=list)
     already_closed: list[int] = field(default_factory=list)
     without_plan: list[int] = field(default_factory=list)
-    # customers skipped because their plan cannot be priced: {customer_id, reason, ...}
+    # skipped, their plan cannot be priced: {customer_id, plan_version_id, reason}
     not_ratable: list[dict[str, object]] = field(default_factory=list)
 
 
