@@ -93,7 +93,7 @@ _ZERO = Decimal(0)
 _ONE = Decimal(1)
 
 # Exact arithmetic: plenty of digits, and any operation that would have to round raises.
-_EXACT = Context(
+EXACT = Context(
     prec=200,
     rounding=ROUND_HALF_UP,
     traps=[InvalidOperation, DivisionByZero, Overflow, Inexact, FloatOperation],
@@ -118,7 +118,7 @@ _UNIT_NAMES: dict[Unit, tuple[str, str]] = {
 def _exact() -> Iterator[None]:
     """Run Decimal arithmetic exactly; turn any decimal signal into a :class:`PricingError`."""
     try:
-        with localcontext(_EXACT):
+        with localcontext(EXACT):
             yield
     except DecimalException as exc:
         raise PricingError(

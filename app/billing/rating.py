@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Context, Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,7 +32,7 @@ from app.billing.pricing import (
     to_minor,
 )
 from app.orm import InvoiceLine, PlanVersion, UsageEvent
-from app.orm.base import ExactNumeric
+from app.orm.base import WIDE, ExactNumeric
 from app.plans.service import plan_segments
 from app.validation import INT64_MAX
 
@@ -41,12 +41,10 @@ _MICRO = Decimal(1_000_000)
 # invoice read the same. Amounts in minor units are computed from the exact values.
 _Q6 = Decimal("0.000001")
 _Q10 = Decimal("0.0000000001")
-# Enough digits to round any value that fits the columns (up to 30) to its scale.
-_WIDE = Context(prec=60)
 
 
 def _q(value: Decimal, scale: Decimal) -> Decimal:
-    return value.quantize(scale, rounding=ROUND_HALF_UP, context=_WIDE)
+    return value.quantize(scale, rounding=ROUND_HALF_UP, context=WIDE)
 
 
 def _check_fits(line: RatedLine) -> RatedLine:

@@ -17,12 +17,12 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, localcontext
+from decimal import Decimal, localcontext
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.billing.periods import Period
-from app.billing.pricing import PriceComponent, PricingError, Unit, rate
+from app.billing.pricing import EXACT, PriceComponent, PricingError, Unit, rate
 from app.billing.rating import aggregate_usage, variant_matches
 from app.errors import AppError
 from app.keys.schemas import PlanSnapshot
@@ -30,8 +30,6 @@ from app.orm.base import utcnow
 
 log = logging.getLogger("tollgate.limits")
 _MICRO = Decimal(1_000_000)
-# The spend is summed (and compared with the cap) exactly, like each amount in pricing.
-_EXACT = Context(prec=200, traps=[Inexact, InvalidOperation, Overflow])
 
 
 class QuotaExceeded(AppError):
@@ -69,7 +67,7 @@ def usage_spend(
     plan: PlanSnapshot, totals: dict[tuple[str | None, str | None], list[int]]
 ) -> Decimal:
     try:
-        with localcontext(_EXACT):
+        with localcontext(EXACT):  # summed exactly, like each amount
             return sum((rate(c, _quantity(c, totals)) for c in plan.components), Decimal(0))
     except (PricingError, ArithmeticError):  # ArithmeticError: decimal signals
         raise SpendNotComputable(
@@ -189,8 +187,8 @@ class SpendTracker:
 
 def spend_headers(spent: Decimal, plan: PlanSnapshot) -> dict[str, str]:
     return {
-        "x-usage-spend-period-to-date": f"{spent.normalize(_EXACT):f}",
-        "x-usage-spend-cap": f"{plan.spend_cap.normalize(_EXACT):f}"
+        "x-usage-spend-period-to-date": f"{spent.normalize(EXACT):f}",
+        "x-usage-spend-cap": f"{plan.spend_cap.normalize(EXACT):f}"
         if plan.spend_cap is not None
         else "",
         "x-usage-currency": plan.currency,

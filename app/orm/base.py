@@ -49,7 +49,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 # Room for any NUMERIC column's digits when rounding to its scale.
-_WIDE = Context(prec=100)
+WIDE = Context(prec=100)
 
 
 class ExactNumeric(TypeDecorator[Decimal]):
@@ -89,7 +89,7 @@ class ExactNumeric(TypeDecorator[Decimal]):
             raise TypeError(f"exact numeric columns take a Decimal or an int, got {value!r}")
         number = Decimal(value)
         if self.fits(number):  # rounded as Postgres would, which may carry it past the limit
-            number = number.quantize(self._quantum, ROUND_HALF_UP, _WIDE)
+            number = number.quantize(self._quantum, ROUND_HALF_UP, WIDE)
         if not self.fits(number):
             raise ValueError(f"{value} does not fit NUMERIC({self.precision}, {self.scale})")
         if dialect.name != "sqlite":
@@ -102,7 +102,7 @@ class ExactNumeric(TypeDecorator[Decimal]):
         # SQLite: the text written above; a double or an integer only in a row written
         # before the column held text (repr is the double's shortest exact spelling).
         number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-        return number.quantize(self._quantum, context=_WIDE) if self.fits(number) else number
+        return number.quantize(self._quantum, context=WIDE) if self.fits(number) else number
 
 
 def as_utc(value: datetime) -> datetime:
