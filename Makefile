@@ -31,6 +31,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict app
+	$(BIN)/lint-imports
 
 bench: install  ## bounded loopback load vs a bare FastAPI endpoint; period close over 1M rows
 	$(BIN)/python -m scripts.bench

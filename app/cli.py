@@ -327,9 +327,9 @@ def billing_close(period: Annotated[str, typer.Argument(help="YYYY-MM (UTC month
     """Close a month: write and finalize one invoice per customer. Safe to repeat. Exits 3
     if a customer's plan cannot be priced (the others are invoiced and committed; fix the
     plan and repeat), 1 if nothing was closed."""
-    from app.billing.periods import Period
     from app.billing.service import CloseResult, close_period
     from app.errors import AppError
+    from app.money.periods import Period
 
     settings = get_settings()
 
@@ -373,9 +373,9 @@ def billing_sync(
     period: Annotated[str | None, typer.Argument(help="Only this YYYY-MM")] = None,
 ) -> None:
     """Push finalized invoices to Stripe. Safe to re-run after any failure."""
-    from app.billing.periods import Period
     from app.billing.stripe_gateway import StripeGateway
     from app.billing.sync import SyncResult, sync_invoices
+    from app.money.periods import Period
 
     gateway = _gateway()
     assert isinstance(gateway, StripeGateway)
@@ -398,9 +398,9 @@ def billing_sync(
 @billing_cli.command("reconcile")
 def billing_reconcile(period: Annotated[str, typer.Argument(help="YYYY-MM")]) -> None:
     """Compare local invoice totals with Stripe's; exit 1 on any difference."""
-    from app.billing.periods import Period
     from app.billing.stripe_gateway import StripeGateway
     from app.billing.sync import ReconcileRow, reconcile
+    from app.money.periods import Period
 
     gateway = _gateway()
     assert isinstance(gateway, StripeGateway)

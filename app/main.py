@@ -11,6 +11,8 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.audit.endpoints import router as audit_router
+from app.auth.authenticator import Authenticator
+from app.auth.last_used import LastUsedTracker
 from app.billing.endpoints import router as finance_router
 from app.billing.stripe_gateway import StripeGateway
 from app.billing.webhooks import router as webhooks_router
@@ -26,8 +28,6 @@ from app.inference.hot import HotRoutes
 from app.inference.registry import ModelRegistry
 from app.inference.service import InferenceService
 from app.keys.endpoints import router as keys_router
-from app.keys.last_used import LastUsedTracker
-from app.keys.service import Authenticator
 from app.limits.quota import SpendTracker
 from app.limits.ratelimit import (
     FallbackRateLimiter,

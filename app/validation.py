@@ -8,10 +8,17 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from app.limits.policy import MAX_PER_MINUTE
 from app.orm.base import as_utc
 
 INT64_MAX = 2**63 - 1
+
+MAX_MODEL_NAME = 128
+"""Longest model name a path accepts (the usage ledger's column holds it)."""
+MAX_VERSION = 32
+"""Longest model version a path or body accepts."""
+MAX_PER_MINUTE = 75_059_993
+"""The largest per-minute limit the rate limiter keeps exactly (1.25 M per second);
+``app.limits.policy`` checks at import that its GCRA arithmetic agrees."""
 
 DbId = Annotated[int, Field(ge=1, le=INT64_MAX)]
 """A row id (BIGINT): a path, query or body id outside 1..2^63-1 is a 422."""

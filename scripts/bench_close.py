@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from app.billing.periods import Period
 from app.billing.service import close_period
 from app.db.engine import build_engine, build_sessionmaker
+from app.money.periods import Period
 from app.plans import service as plans
 from app.plans.schemas import ComponentIn, Effective, PlanAssign, PlanCreate, TierIn
 from tests.conftest import run_migrations

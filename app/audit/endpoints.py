@@ -7,9 +7,9 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from app.audit import service
+from app.auth.deps import Admin
 from app.db.session import SessionDep
 from app.errors import error_schema
-from app.keys.deps import Admin
 from app.validation import DbId, Text, Timestamp
 
 router = APIRouter(prefix="/admin", tags=["audit"])

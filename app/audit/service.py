@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.keys.schemas import Principal
+from app.auth.principal import Principal
 from app.orm import AuditEntry
 
 Actor = Principal | str

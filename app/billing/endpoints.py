@@ -10,12 +10,11 @@ from sqlalchemy import select
 from starlette.responses import Response
 
 from app.audit.service import record
+from app.auth.deps import Finance
 from app.billing import service
 from app.billing.export import lines_csv
 from app.billing.margin import CostRates, break_even_months, margin_rows
 from app.billing.pdf import invoice_pdf as render_pdf
-from app.billing.periods import Period
-from app.billing.pricing import minor_exponent, to_minor
 from app.billing.rating import RatedInvoice
 from app.billing.schemas import (
     BreakEven,
@@ -38,7 +37,8 @@ from app.billing.webhooks import StripeNotConfigured
 from app.db.session import SessionDep
 from app.db.sums import joined, split_sum
 from app.errors import error_schema
-from app.keys.deps import Finance
+from app.money.periods import Period
+from app.money.pricing import minor_exponent, to_minor
 from app.orm import Customer, Invoice, InvoiceLine, Plan, PlanVersion
 from app.orm.base import utcnow
 from app.validation import DbId

@@ -16,9 +16,9 @@ from decimal import ROUND_HALF_UP, Decimal
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.billing.periods import Period
-from app.billing.pricing import to_minor
 from app.db.sums import joined, split_sum
+from app.money.periods import Period
+from app.money.pricing import to_minor
 from app.orm import Invoice, InvoiceLine, Plan, PlanVersion, UsageEvent
 from app.plans.service import plan_segments
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from fpdf import FPDF
 
-from app.billing.pricing import minor_exponent
+from app.money.pricing import minor_exponent
 from app.orm import Customer, Invoice, InvoiceLine
 
 

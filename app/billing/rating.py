@@ -21,8 +21,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing.errors import PlanNotRatable
-from app.billing.periods import Period
-from app.billing.pricing import (
+from app.money.periods import Period
+from app.money.pricing import (
     PriceComponent,
     Pricing,
     PricingError,

@@ -26,8 +26,8 @@ from app.billing.errors import (
     PeriodNotClosable,
     PlanNotRatable,
 )
-from app.billing.periods import Period
 from app.billing.rating import RatedInvoice, rate_customer
+from app.money.periods import Period
 from app.orm import Customer, Invoice, InvoiceLine
 from app.orm.base import utcnow
 

@@ -19,7 +19,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.billing.errors import MalformedEvent
-from app.billing.periods import Period
 from app.billing.stripe_gateway import (
     PushedInvoice,
     PushInvoice,
@@ -28,6 +27,7 @@ from app.billing.stripe_gateway import (
     StripeGateway,
 )
 from app.errors import BadRequest
+from app.money.periods import Period
 from app.orm import Customer, Invoice, InvoiceLine, StripeEvent
 from app.orm.base import utcnow
 

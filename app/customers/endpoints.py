@@ -4,11 +4,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 
+from app.auth.deps import Admin
 from app.customers import service
 from app.customers.schemas import CustomerCreate, CustomerList, CustomerOut, CustomerUpdate
 from app.db.session import SessionDep
 from app.errors import error_schema
-from app.keys.deps import Admin
 from app.orm import Customer
 from app.validation import DbId
 

@@ -8,11 +8,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import Actor, record, snapshot
+from app.customers.errors import CustomerNotFound
 from app.customers.schemas import CustomerCreate, CustomerUpdate
 from app.db.session import violates_unique
 from app.errors import AppError
 from app.orm import Customer
-from app.plans.errors import CustomerNotFound
 
 _FIELDS = ("name", "email", "status", "stripe_customer_id")
 

@@ -8,13 +8,13 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from app.audit.service import record
+from app.auth.deps import Admin
 from app.db.session import SessionDep
 from app.errors import error_schema
-from app.inference.endpoints import MAX_VERSION, _info
+from app.inference.endpoints import _info
 from app.inference.registry import ModelRegistry
 from app.inference.schemas import ModelInfo, ModelList
-from app.keys.deps import Admin
-from app.validation import Text
+from app.validation import MAX_VERSION, Text
 
 router = APIRouter(prefix="/admin/models", tags=["models"])
 

@@ -7,18 +7,17 @@ import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.responses import Response
 
+from app.auth.deps import BEARER_SECURITY, Authenticated, authenticate_request
 from app.errors import error_schema, read_body
 from app.inference.registry import ModelRegistry, ServedModel
 from app.inference.schemas import ModelInfo, ModelList, PredictRequest, PredictResponse
 from app.inference.service import InferenceService
-from app.keys.deps import BEARER_SECURITY, Authenticated, authenticate_request
+from app.validation import MAX_MODEL_NAME, MAX_VERSION
 
 router = APIRouter(prefix="/v1", tags=["inference"])
 
 # Longest model name and version the /v1 routes accept (app/inference/hot.py defers longer
 # ones to the framework, which answers with its validation error).
-MAX_MODEL_NAME = 128
-MAX_VERSION = 32
 
 _AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: error_schema("Missing, invalid, expired or revoked API key"),

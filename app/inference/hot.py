@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from app.errors import AppError, app_error_response, error_response
-from app.inference.endpoints import MAX_MODEL_NAME, MAX_VERSION
+from app.validation import MAX_MODEL_NAME, MAX_VERSION
 
 log = logging.getLogger("tollgate.errors")
 

@@ -16,13 +16,13 @@ from typing import Any
 import orjson
 from prometheus_client import Counter, Histogram
 
+from app.auth.authenticator import require
+from app.auth.errors import ModelNotAllowed
+from app.auth.principal import Principal, Scope
 from app.errors import AppError, InvalidJSON
 from app.inference.errors import InvalidTensor
 from app.inference.predictor import Array, Prediction
 from app.inference.registry import ModelRegistry, ServedModel
-from app.keys.errors import ModelNotAllowed
-from app.keys.schemas import Principal, Scope
-from app.keys.service import require
 from app.limits.policy import RateLimited, limits_for, ratelimit_headers, retry_after
 from app.limits.quota import QuotaExceeded, SpendTracker, spend_headers
 from app.limits.ratelimit import RateLimiter

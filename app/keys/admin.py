@@ -9,12 +9,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import Actor, record, snapshot
+from app.customers.errors import CustomerNotFound
 from app.errors import AppError, NotFound
 from app.keys import repository
 from app.keys.service import issue_key_record
 from app.orm import ApiKey, Customer
 from app.orm.base import utcnow
-from app.plans.errors import CustomerNotFound
 
 FIELDS = (
     "customer_id",

@@ -6,14 +6,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, Field
 
+from app.auth.deps import Admin
 from app.db.session import SessionDep
 from app.errors import error_schema
-from app.inference.endpoints import MAX_MODEL_NAME
 from app.keys import admin
-from app.keys.deps import Admin
 from app.keys.schemas import Scope
 from app.orm import ApiKey
-from app.validation import DbId, PerMinute, Text, Timestamp
+from app.validation import MAX_MODEL_NAME, DbId, PerMinute, Text, Timestamp
 
 router = APIRouter(prefix="/admin/keys", tags=["keys"])
 

@@ -1,131 +1,18 @@
-"""Key lifecycle and authentication.
-
-Authentication hashes the presented key with the server secret and looks the hash up by its
-unique index, so the lookup time does not depend on how much of a guess was right. Resolved
-keys are cached for ``ttl`` seconds (default 1 s): a revocation is seen everywhere within that.
-"""
+"""Issuing keys: a fresh secret, stored only as its HMAC hash."""
 
 from __future__ import annotations
 
-import asyncio
-import hmac
-import time
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.secrets import generate_key, hash_key, public_prefix
 from app.customers.repository import get_or_create_customer
-from app.db.session import DatabaseUnavailable
 from app.keys import repository
-from app.keys.errors import (
-    CustomerSuspended,
-    InsufficientScope,
-    InvalidApiKey,
-    KeyExpired,
-    KeyRevoked,
-)
-from app.keys.last_used import LastUsedTracker
-from app.keys.repository import KeyRecord
-from app.keys.schemas import CreatedKey, Principal, Scope
-from app.keys.secrets import generate_key, hash_key, looks_like_key, public_prefix
+from app.keys.schemas import CreatedKey, Scope
 from app.orm import ApiKey
 from app.orm.base import utcnow
-
-_CACHE_MAX = 10_000
-
-
-class Authenticator:
-    def __init__(
-        self,
-        secret_key: str,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        ttl: float,
-        last_used: LastUsedTracker | None = None,
-    ) -> None:
-        self._secret = secret_key
-        self._last_used = last_used
-        self._sessionmaker = sessionmaker
-        self._ttl = ttl
-        self._cache: dict[str, tuple[float, KeyRecord]] = {}
-        self._inflight: dict[str, asyncio.Future[KeyRecord | None]] = {}
-
-    async def authenticate(self, presented: str) -> Principal:
-        if not looks_like_key(presented):
-            raise InvalidApiKey("invalid API key")
-        digest = hash_key(self._secret, presented)
-        record = await self._lookup(digest)
-        if record is None or not hmac.compare_digest(record.hash, digest):
-            raise InvalidApiKey("invalid API key")
-        now = utcnow()
-        if record.revoked_at is not None and record.revoked_at <= now:
-            raise KeyRevoked("this API key has been revoked")
-        if record.expires_at is not None and record.expires_at <= now:
-            raise KeyExpired("this API key has expired")
-        if record.customer_status != "active":
-            raise CustomerSuspended("this customer account is suspended")
-        if self._last_used is not None:
-            self._last_used.touch(record.key_id)
-        return Principal(
-            key_id=record.key_id,
-            customer_id=record.customer_id,
-            prefix=record.prefix,
-            scopes=frozenset(record.scopes),
-            allowed_models=(
-                frozenset(record.allowed_models) if record.allowed_models is not None else None
-            ),
-            expires_at=record.expires_at,
-            requests_per_minute=record.requests_per_minute
-            or (record.plan.requests_per_minute if record.plan else None),
-            items_per_minute=record.items_per_minute
-            or (record.plan.items_per_minute if record.plan else None),
-            plan=record.plan,
-        )
-
-    async def _lookup(self, digest: str) -> KeyRecord | None:
-        now = time.monotonic()
-        hit = self._cache.get(digest)
-        if hit is not None and now - hit[0] < self._ttl:
-            return hit[1]
-        # Single flight: concurrent requests with the same (expired) key share one query.
-        pending = self._inflight.get(digest)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[KeyRecord | None] = asyncio.get_running_loop().create_future()
-        self._inflight[digest] = future
-        try:
-            record = await self._fetch(digest)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
-            raise
-        else:
-            future.set_result(record)
-        finally:
-            del self._inflight[digest]
-        if record is None:
-            self._cache.pop(digest, None)
-            return None
-        if len(self._cache) >= _CACHE_MAX:
-            self._cache.clear()
-        self._cache[digest] = (now, record)
-        return record
-
-    async def _fetch(self, digest: str) -> KeyRecord | None:
-        try:
-            async with self._sessionmaker() as session:
-                return await repository.find_by_hash(session, digest)
-        except (OperationalError, DBAPIError, OSError, TimeoutError) as exc:
-            raise DatabaseUnavailable("the key store is unavailable; retry shortly") from exc
-
-    def forget_all(self) -> None:
-        self._cache.clear()
-
-
-def require(principal: Principal, scope: Scope) -> None:
-    if scope.value not in principal.scopes:
-        raise InsufficientScope(f"this API key lacks the '{scope.value}' scope")
 
 
 async def issue_key_record(

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import math
 
+from app.auth.principal import Principal
 from app.errors import AppError, PayloadTooLarge
-from app.keys.schemas import Principal
 from app.limits.ratelimit import Decision, Limit, LimitState, max_limit
+from app.validation import MAX_PER_MINUTE
 
 PERIOD_S = 60.0
-# The largest per-minute limit the limiter can keep exactly (75,059,993: 1.25 M per second).
-# The API refuses more; a larger value stored before it did is served as this.
-MAX_PER_MINUTE = max_limit(PERIOD_S)
+# The largest per-minute limit the limiter can keep exactly: the API refuses more (the bound
+# lives in app.validation, below every domain); a larger value stored before it did is served
+# as this.
+if max_limit(PERIOD_S) != MAX_PER_MINUTE:  # pragma: no cover - a change to the GCRA scaling
+    raise RuntimeError(f"MAX_PER_MINUTE must be {max_limit(PERIOD_S)}")
 
 
 class RateLimited(AppError):

@@ -21,11 +21,11 @@ from decimal import Decimal, localcontext
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.billing.periods import Period
-from app.billing.pricing import EXACT, PriceComponent, PricingError, Unit, rate
+from app.auth.principal import PlanSnapshot
 from app.billing.rating import aggregate_usage, variant_matches
 from app.errors import AppError
-from app.keys.schemas import PlanSnapshot
+from app.money.periods import Period
+from app.money.pricing import EXACT, PriceComponent, PricingError, Unit, rate
 from app.orm.base import utcnow
 
 log = logging.getLogger("tollgate.limits")

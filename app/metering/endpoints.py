@@ -5,9 +5,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from app.auth.deps import Authenticated
 from app.db.session import SessionDep
 from app.errors import Unprocessable, error_schema
-from app.keys.deps import Authenticated
 from app.metering.repository import usage_buckets
 from app.metering.schemas import GroupBy, UsageBucket, UsageReport
 from app.validation import Timestamp

@@ -5,9 +5,9 @@ from typing import Any
 from fastapi import APIRouter, status
 
 from app.audit.service import record, snapshot
+from app.auth.deps import Admin
 from app.db.session import SessionDep
 from app.errors import error_schema
-from app.keys.deps import Admin
 from app.orm import Plan, PlanVersion
 from app.plans import service
 from app.plans.errors import PlanNotFound

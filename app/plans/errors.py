@@ -7,10 +7,6 @@ class PlanNotFound(NotFound):
     type = "plan_not_found"
 
 
-class CustomerNotFound(NotFound):
-    type = "customer_not_found"
-
-
 class PlanInUse(AppError):
     status_code = 409
     type = "plan_in_use"

@@ -14,13 +14,13 @@ from sqlalchemy import delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.billing.periods import Period
-from app.billing.pricing import PriceComponent, PricingError
+from app.customers.errors import CustomerNotFound
 from app.db.session import violates_unique
+from app.money.periods import Period
+from app.money.pricing import PriceComponent, PricingError
 from app.orm import Customer, CustomerPlan, InvoiceLine, Plan, PlanVersion
 from app.orm.base import utcnow
 from app.plans.errors import (
-    CustomerNotFound,
     InvalidPlan,
     PlanConflict,
     PlanInUse,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.billing.pricing import (
+from app.money.pricing import (
     PriceComponent,
     Pricing,
     PricingError,

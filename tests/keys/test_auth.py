@@ -9,8 +9,8 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from app.auth.secrets import generate_key
 from app.keys.schemas import Scope
-from app.keys.secrets import generate_key
 from tests.conftest import bearer, ledger, make_key
 
 ROW = [0.01 * i for i in range(10)]

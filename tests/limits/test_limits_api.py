@@ -15,12 +15,12 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select, text
 
-from app.billing.pricing import PriceComponent
 from app.config import Settings
 from app.keys.schemas import CreatedKey, PlanSnapshot, Scope
 from app.limits.policy import MAX_PER_MINUTE
 from app.limits.quota import usage_spend
 from app.main import create_app
+from app.money.pricing import PriceComponent
 from app.orm import PlanVersion
 from tests.billing.helpers import add_usage, assign, create_plan
 from tests.conftest import bearer, ledger, make_key

@@ -18,11 +18,11 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from app.billing.periods import Period
-from app.billing.pricing import PriceComponent
+from app.auth.secrets import generate_key, hash_key, public_prefix
 from app.billing.rating import RatedInvoice, rate_customer
 from app.db.engine import build_engine, build_sessionmaker
-from app.keys.secrets import generate_key, hash_key, public_prefix
+from app.money.periods import Period
+from app.money.pricing import PriceComponent
 from app.orm.base import utcnow
 from tests.conftest import TEST_SECRET
 from tests.limits.test_limits_api import REDIS

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.keys.errors import MissingApiKey
-from app.keys.schemas import Principal, Scope
-from app.keys.service import Authenticator, require
+from app.auth.authenticator import Authenticator, require
+from app.auth.errors import MissingApiKey
+from app.auth.principal import Principal, Scope
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer tg_...`")
 

@@ -1,0 +1,1 @@
+"""Exact money: price components and their math, billing periods. A leaf package."""
