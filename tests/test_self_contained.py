@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.paths import REPO_ROOT
 from tests.stripe_standin import server
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 THIS = Path(__file__).resolve().relative_to(REPO_ROOT).as_posix()
 
 # A path that leaves the repository for the folder beside it.
