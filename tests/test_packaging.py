@@ -25,9 +25,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 
+from app.db.migrate import script_location
 from tests.conftest import PG_HOST, alembic_config
 from tests.paths import REPO_ROOT
 
@@ -115,6 +117,14 @@ def test_the_wheel_carries_models_and_migrations(installed: Installed) -> None:
     assert not any(n.startswith(("tests/", "scripts/")) for n in names)
 
 
+def test_the_developer_alembic_ini_and_the_app_use_the_same_migrations() -> None:
+    """``alembic`` from the checkout (alembic.ini) and ``tollgate migrate`` (app.db.migrate)
+    run the same scripts: in a checkout, the package is the top-level folder."""
+    ini = Config(str(REPO_ROOT / "alembic.ini"))
+    assert Path(ini.get_main_option("script_location") or "") == REPO_ROOT / "migrations"
+    assert script_location() == REPO_ROOT / "migrations"
+
+
 def test_the_installed_packages_are_the_wheels(installed: Installed, tmp_path: Path) -> None:
     where = _run(
         [str(installed.venv / "bin" / "python"), "-c",
@@ -123,6 +133,7 @@ def test_the_installed_packages_are_the_wheels(installed: Installed, tmp_path: P
          "print(Settings().models_dir)"],
         cwd=tmp_path, env=_user_env(),
     ).stdout.split()  # fmt: skip
+    assert len(where) == 4, where
     for path in where:
         assert Path(path).is_relative_to(installed.site_packages), where
 
