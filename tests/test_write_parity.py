@@ -80,9 +80,12 @@ def settings(pg_url: str, pg_sync: object, standin: StripeStandin) -> Settings:
 
 @pytest.fixture
 def run_cli(
-    pg_url: str, standin: StripeStandin, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[..., Awaitable[str]]]:
-    """``tollgate ARGS...`` against the test database; returns stdout, asserts exit 0."""
+    """``tollgate ARGS...`` against the test database and a Stripe of its own (the API's
+    would replay its first run's answers); returns stdout, asserts exit 0."""
+    standin = StripeStandin()
+    standin.start()
     env = {
         "TOLLGATE_ENV": "test",
         "TOLLGATE_DATABASE_URL": pg_url,
@@ -99,8 +102,11 @@ def run_cli(
         assert result.exit_code == 0, (args, result.output)
         return result.stdout
 
-    yield run
-    get_settings.cache_clear()
+    try:
+        yield run
+    finally:
+        get_settings.cache_clear()
+        standin.stop()
 
 
 async def _operator(app: FastAPI) -> CreatedKey:
