@@ -288,7 +288,10 @@ def keys_create(
             return await admin.issue_key(session, CLI, settings.secret_key, by_id)
 
     else:
+        from app.customers.schemas import CustomerCreate
+
         assert customer is not None
+        _parse(CustomerCreate, name=customer)  # the rules of a customer created by the API
         by_name = _parse(KeyOptions, **options)
 
         async def work(session: AsyncSession) -> tuple[ApiKey, str]:
@@ -548,17 +551,23 @@ def billing_sync(
     """Push finalized invoices to Stripe. Safe to re-run after any failure."""
     from app.billing.stripe_gateway import StripeGateway
     from app.billing.sync import SyncResult, sync_invoices
+    from app.errors import AppError
     from app.money.periods import Period
 
+    try:
+        only = Period.parse(period) if period else None
+    except AppError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
     gateway = _gateway()
     assert isinstance(gateway, StripeGateway)
 
     async def run() -> SyncResult:
+        # Not one transaction: each invoice is pushed and committed (with its audit row) on
+        # its own, so a failure leaves the others done.
         engine = build_engine(get_settings().database_url, pool_size=1)
         try:
-            return await sync_invoices(
-                build_sessionmaker(engine), gateway, CLI, Period.parse(period) if period else None
-            )
+            return await sync_invoices(build_sessionmaker(engine), gateway, CLI, only)
         finally:
             await engine.dispose()
 
