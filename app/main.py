@@ -36,6 +36,7 @@ from app.limits.ratelimit import (
     RedisRateLimiter,
 )
 from app.metering.endpoints import router as usage_router
+from app.metering.month_to_date import MonthToDateGauges
 from app.metering.writer import MeterWriter
 from app.observability.endpoints import router as ops_router
 from app.observability.logging import configure_logging
@@ -140,6 +141,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         spend.start()
         app.state.limiter = limiter
         app.state.spend = spend
+        month_to_date = MonthToDateGauges(sessionmaker, metrics, settings.month_to_date_refresh_s)
+        month_to_date.start()
+        app.state.month_to_date = month_to_date
         app.state.inference = InferenceService(registry, meter, metrics, limiter, spend)
         app.state.stripe = (
             StripeGateway(
@@ -159,6 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await meter.stop()  # drain: every queued usage row is committed before exit
             await last_used.stop()
             await spend.stop()
+            await month_to_date.stop()
             await limiter.close()
             await registry.close()
             await engine.dispose()

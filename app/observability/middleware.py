@@ -1,4 +1,6 @@
-"""Pure ASGI middleware on every HTTP request: request id, body-size limit, access log.
+"""Pure ASGI middleware on every HTTP request: request id, body-size limit, access log,
+and the response count by status (tollgate_http_responses_total: 401s included, which never
+reach the inference service's own counters).
 
 Pure ASGI rather than ``BaseHTTPMiddleware`` because it sits on the hot path.
 """
@@ -12,6 +14,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.errors import PayloadTooLarge, error_response
 from app.observability.ids import new_request_id
 from app.observability.logging import log_access
+from app.observability.metrics import Metrics
+
+
+def _count(scope: Scope, status: int) -> None:
+    # The app's metrics exist once its lifespan has started (app.state.metrics).
+    state = getattr(scope.get("app"), "state", None)
+    metrics: Metrics | None = getattr(state, "metrics", None)
+    if metrics is not None:
+        metrics.count_response(status)
 
 
 class BodyTooLarge(PayloadTooLarge):
@@ -34,11 +45,13 @@ class RequestContextMiddleware:
         state["started_ns"] = started_ns
         header_id = request_id.encode()
         status = 500
+        responded = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
                 status = message["status"]
+                responded = True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", header_id)]
             await send(message)
@@ -59,6 +72,7 @@ class RequestContextMiddleware:
                     )
                     await response(scope, receive, send_with_id)
                     log_access(scope["method"], scope["path"], 413, request_id, started_ns)
+                    _count(scope, 413)
                     return
                 break
 
@@ -73,7 +87,13 @@ class RequestContextMiddleware:
                     raise BodyTooLarge(f"request body exceeds {limit} bytes")
             return message
 
+        failed = False
         try:
             await self.app(scope, limited_receive, send_with_id)
+        except Exception:
+            failed = True  # the outermost error middleware answers 500
+            raise
         finally:
             log_access(scope["method"], scope["path"], status, request_id, started_ns)
+            if responded or failed:
+                _count(scope, status)
