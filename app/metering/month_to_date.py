@@ -6,6 +6,10 @@ task sums the ledger's billable rows of the current UTC month (the billing perio
 ``refresh_s`` seconds and sets ``tollgate_billable_month_to_date{model, unit}``. Every
 process and replica reads the same rows: dashboards take the max across them, not the sum.
 A failed read keeps the last values (the refreshed-at gauge shows how old they are).
+
+A refresh does not re-read the whole month: rows older than ``SETTLED`` are final (a usage
+row is committed within the meter's commit timeout of its ``created_at``, seconds), so their
+totals are kept and each refresh reads only the rows since then.
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.metering.repository import billable_totals
+from app.metering.repository import ModelTotals, billable_totals
 from app.money.periods import Period
 from app.observability.metrics import Metrics
 from app.orm.base import utcnow
@@ -25,6 +29,15 @@ from app.orm.base import utcnow
 log = logging.getLogger("tollgate.metering")
 
 UNITS = ("requests", "items", "compute_seconds")
+SETTLED = timedelta(minutes=10)
+
+
+def _add(into: dict[str, list[int]], totals: list[ModelTotals]) -> None:
+    for t in totals:
+        row = into.setdefault(t.model, [0, 0, 0])
+        row[0] += t.requests
+        row[1] += t.items
+        row[2] += t.compute_us
 
 
 class MonthToDateGauges:
@@ -38,6 +51,11 @@ class MonthToDateGauges:
         self._metrics = metrics
         self._refresh_s = refresh_s
         self._shown: set[str] = set()
+        # Totals of the month's rows created before _settled_until, per model.
+        self._period: Period | None = None
+        self._settled: dict[str, list[int]] = {}
+        self._settled_until: datetime | None = None
+        self._lock = asyncio.Lock()  # one refresh at a time: settled totals add up once
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -52,21 +70,33 @@ class MonthToDateGauges:
 
     async def refresh(self, now: datetime | None = None) -> None:
         """Set the gauges from the ledger: billable rows from the start of ``now``'s month."""
-        now = now or utcnow()
+        async with self._lock:
+            await self._refresh(now or utcnow())
+
+    async def _refresh(self, now: datetime) -> None:
+        period = Period.containing(now)
+        if period != self._period or self._settled_until is None:
+            self._period, self._settled, self._settled_until = period, {}, period.start
+        settled_until = max(self._settled_until, now - SETTLED)
         async with self._sessionmaker() as session:
-            totals = await billable_totals(session, Period.containing(now).start, now)
+            newly_settled = await billable_totals(session, self._settled_until, settled_until)
+            recent = await billable_totals(session, settled_until, now)
+        _add(self._settled, newly_settled)
+        self._settled_until = settled_until
+        totals = {model: list(row) for model, row in self._settled.items()}
+        _add(totals, recent)
+
         gauge = self._metrics.billable_month_to_date
-        models = {t.model for t in totals}
         # A new month starts at zero for every model seen before (in multiprocess mode a
         # removed label would linger in the shared files, so it is set to 0 instead).
-        for model in self._shown - models:
+        for model in self._shown - set(totals):
             for unit in UNITS:
                 gauge.labels(model, unit).set(0)
-        for t in totals:
-            gauge.labels(t.model, "requests").set(t.requests)
-            gauge.labels(t.model, "items").set(t.items)
-            gauge.labels(t.model, "compute_seconds").set(t.compute_us / 1e6)
-        self._shown |= models
+        for model, (requests, items, compute_us) in totals.items():
+            gauge.labels(model, "requests").set(requests)
+            gauge.labels(model, "items").set(items)
+            gauge.labels(model, "compute_seconds").set(compute_us / 1e6)
+        self._shown |= set(totals)
         self._metrics.billable_month_to_date_refreshed.set(now.timestamp())
 
     async def _run(self) -> None:
@@ -74,7 +104,5 @@ class MonthToDateGauges:
             try:
                 await self.refresh()
             except Exception as exc:
-                log.warning(
-                    "month-to-date usage refresh failed", extra={"error": type(exc).__name__}
-                )
+                log.warning("month-to-date usage refresh failed", extra={"error": repr(exc)})
             await asyncio.sleep(self._refresh_s)
