@@ -30,10 +30,11 @@ from compose_spec.compose_spec import PyOptions
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from app.config import REPO_ROOT, Settings
+from app.config import Settings
 from app.observability.gpu import GpuCollector
 from tests.conftest import bearer, make_key
 from tests.observability.test_gpu_metrics import SimulatedNvml
+from tests.paths import REPO_ROOT
 
 DEPLOY = REPO_ROOT / "deploy"
 K8S = DEPLOY / "k8s"
