@@ -215,6 +215,20 @@ def test_dockerfile_has_a_cuda_stage_installing_the_same_wheel() -> None:
         assert (REPO_ROOT / source).exists(), f"Dockerfile copies missing {source}"
 
 
+def test_the_image_runs_the_built_wheel_not_the_source_tree() -> None:
+    """The build stage makes the wheel; the CPU and CUDA stages install only that wheel, no
+    source is copied in (stages found by name: `cuda` sits between `build` and `runtime`)."""
+    stages = _stages()
+    assert re.search(r"pip wheel .*--wheel-dir /dist", stages["build"][1])
+    for name in ("cuda", "runtime"):
+        body = stages[name][1]
+        copies = re.findall(r"^COPY (.+)$", body, re.M)
+        assert copies and all(c.startswith("--from=build ") for c in copies), (name, copies)
+        assert re.search(r"pip install .*tollgate-\*\.whl", body), name
+        assert " -e " not in body, name
+        assert "tollgate migrate" in body, name
+
+
 def _dockerfile_uid() -> int:
     uids = {int(u) for u in re.findall(r"--uid (\d+)", (REPO_ROOT / "Dockerfile").read_text())}
     assert len(uids) == 1, uids
