@@ -40,7 +40,7 @@ from app.metering.month_to_date import MonthToDateGauges
 from app.metering.writer import MeterWriter
 from app.observability.endpoints import router as ops_router
 from app.observability.logging import configure_logging
-from app.observability.metrics import Metrics
+from app.observability.metrics import Metrics, ResponseCounter
 from app.observability.middleware import RequestContextMiddleware
 from app.plans.endpoints import router as plans_router
 
@@ -92,11 +92,13 @@ class Tollgate(FastAPI):
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    responses = ResponseCounter()  # the request middleware's; the lifespan attaches metrics
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
         metrics = Metrics()
+        responses.metrics = metrics
         engine = build_engine(settings.database_url)
         sessionmaker = build_sessionmaker(engine)
         registry = ModelRegistry(
@@ -164,6 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await last_used.stop()
             await spend.stop()
             await month_to_date.stop()
+            responses.metrics = None
             await limiter.close()
             await registry.close()
             await engine.dispose()
@@ -175,11 +178,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Metered inference: PyTorch models behind API keys, with a usage ledger.",
         lifespan=lifespan,
     )
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, responses=responses
+    )
     if settings.hot_path:
         app.hot_routes = HotRoutes(predict, v2.infer, v2.infer_version)
         app.hot_app = RequestContextMiddleware(
-            HotRoutes.app, max_body_bytes=settings.max_body_bytes
+            HotRoutes.app, max_body_bytes=settings.max_body_bytes, responses=responses
         )
     install_error_handlers(app)
     app.include_router(inference_router)

@@ -80,6 +80,19 @@ class WorkerProcessCollector(Collector):
         return list(merged.values())
 
 
+class ResponseCounter:
+    """Counts every response for the request middleware, which is built with the app, before
+    the lifespan creates the app's :class:`Metrics`: the lifespan attaches them (and detaches
+    them at shutdown); until then nothing is counted."""
+
+    def __init__(self) -> None:
+        self.metrics: Metrics | None = None
+
+    def count(self, status: int) -> None:
+        if self.metrics is not None:
+            self.metrics.count_response(status)
+
+
 def exposition_registry(metrics: Metrics) -> CollectorRegistry:
     """The registry to expose: this process's, or with several workers, every worker's
     samples merged from the multiprocess directory (plus the GPU gauges, read live, and

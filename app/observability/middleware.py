@@ -14,15 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.errors import PayloadTooLarge, error_response
 from app.observability.ids import new_request_id
 from app.observability.logging import log_access
-from app.observability.metrics import Metrics
-
-
-def _count(scope: Scope, status: int) -> None:
-    # The app's metrics exist once its lifespan has started (app.state.metrics).
-    state = getattr(scope.get("app"), "state", None)
-    metrics: Metrics | None = getattr(state, "metrics", None)
-    if metrics is not None:
-        metrics.count_response(status)
+from app.observability.metrics import ResponseCounter
 
 
 class BodyTooLarge(PayloadTooLarge):
@@ -30,9 +22,12 @@ class BodyTooLarge(PayloadTooLarge):
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, responses: ResponseCounter | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.responses = responses or ResponseCounter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,7 +67,7 @@ class RequestContextMiddleware:
                     )
                     await response(scope, receive, send_with_id)
                     log_access(scope["method"], scope["path"], 413, request_id, started_ns)
-                    _count(scope, 413)
+                    self.responses.count(413)
                     return
                 break
 
@@ -96,4 +91,4 @@ class RequestContextMiddleware:
         finally:
             log_access(scope["method"], scope["path"], status, request_id, started_ns)
             if responded or failed:
-                _count(scope, status)
+                self.responses.count(status)

@@ -15,8 +15,11 @@ import httpx
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, generate_latest
 
+from app.config import Settings
+from app.db.engine import build_engine, build_sessionmaker
+from app.metering.month_to_date import MonthToDateGauges
 from app.money.periods import Period
-from app.observability.metrics import WorkerProcessCollector
+from app.observability.metrics import Metrics, WorkerProcessCollector
 from app.orm.base import utcnow
 from tests.conftest import bearer, make_key
 
@@ -84,37 +87,51 @@ def test_worker_process_metrics_cover_every_live_worker(tmp_path: Path) -> None:
 
 
 async def test_month_to_date_billable_usage_is_read_from_the_ledger(
-    app: FastAPI, client: httpx.AsyncClient
+    app: FastAPI, client: httpx.AsyncClient, settings: Settings
 ) -> None:
-    gauges = app.state.month_to_date
-    await gauges.refresh()
-    before = (await client.get("/metrics")).text
-    key = await make_key(app, "month-to-date")
-    for payload in ({"inputs": [0.0] * 10}, {"inputs": [[0.0] * 10] * 3}, {"inputs": [1]}):
-        await client.post("/v1/models/linreg/predict", json=payload, headers=bearer(key))
-    mid = (await client.get("/metrics")).text
-    series = 'tollgate_billable_month_to_date{model="linreg",unit="%s"}'
-    # Set from the ledger, not by the request path: unchanged until the next refresh.
-    assert _value(mid, series % "requests") == _value(before, series % "requests")
-    await gauges.refresh()
-    after = (await client.get("/metrics")).text
-    # Two billable requests (1 + 3 items); the 422 is in the ledger but not billable.
-    assert _value(after, series % "requests") - _value(before, series % "requests") == 2
-    assert _value(after, series % "items") - _value(before, series % "items") == 4
-    assert _value(after, series % "compute_seconds") > _value(before, series % "compute_seconds")
-    stamp = _value(after, "tollgate_billable_month_to_date_refreshed_timestamp_seconds")
-    assert abs(stamp - utcnow().timestamp()) < 3600
-    # Later refreshes keep settled rows' totals and read only the recent rows: the same
-    # rows are never counted twice, nor lost, as they pass from recent to settled.
-    now = utcnow()
-    if Period.containing(now + timedelta(minutes=21)) == Period.containing(now):
-        for later in (timedelta(minutes=20), timedelta(minutes=21), timedelta(minutes=21)):
-            await gauges.refresh(now + later)
-            again = (await client.get("/metrics")).text
-            for unit in ("requests", "items", "compute_seconds"):
-                assert _value(again, series % unit) == _value(after, series % unit), later
-    # A new month starts from zero.
-    await gauges.refresh(Period.containing(utcnow()).end + timedelta(seconds=1))
-    next_month = (await client.get("/metrics")).text
-    for unit in ("requests", "items", "compute_seconds"):
-        assert _value(next_month, series % unit) == 0
+    engine = build_engine(settings.database_url)
+    metrics = Metrics()
+    gauges = MonthToDateGauges(build_sessionmaker(engine), metrics)
+
+    def exposition() -> str:
+        return generate_latest(metrics.registry).decode()
+
+    try:
+        await gauges.refresh()
+        before = exposition()
+        key = await make_key(app, "month-to-date")
+        for payload in ({"inputs": [0.0] * 10}, {"inputs": [[0.0] * 10] * 3}, {"inputs": [1]}):
+            await client.post("/v1/models/linreg/predict", json=payload, headers=bearer(key))
+        series = 'tollgate_billable_month_to_date{model="linreg",unit="%s"}'
+        # Set from the ledger, not by the request path: unchanged until the next refresh.
+        assert _value(exposition(), series % "requests") == _value(before, series % "requests")
+        await gauges.refresh()
+        after = exposition()
+        # Two billable requests (1 + 3 items); the 422 is in the ledger but not billable.
+        assert _value(after, series % "requests") - _value(before, series % "requests") == 2
+        assert _value(after, series % "items") - _value(before, series % "items") == 4
+        compute = series % "compute_seconds"
+        assert _value(after, compute) > _value(before, compute)
+        stamp = _value(after, "tollgate_billable_month_to_date_refreshed_timestamp_seconds")
+        assert abs(stamp - utcnow().timestamp()) < 3600
+        # Later refreshes keep settled rows' totals and read only the recent rows: the same
+        # rows are never counted twice, nor lost, as they pass from recent to settled.
+        now = utcnow()
+        if Period.containing(now + timedelta(minutes=21)) == Period.containing(now):
+            for later in (timedelta(minutes=20), timedelta(minutes=21), timedelta(minutes=21)):
+                await gauges.refresh(now + later)
+                again = exposition()
+                for unit in ("requests", "items", "compute_seconds"):
+                    assert _value(again, series % unit) == _value(after, series % unit), later
+        # A new month starts from zero.
+        await gauges.refresh(Period.containing(utcnow()).end + timedelta(seconds=1))
+        for unit in ("requests", "items", "compute_seconds"):
+            assert _value(exposition(), series % unit) == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_the_app_exports_the_month_to_date_gauges(client: httpx.AsyncClient) -> None:
+    exposition = (await client.get("/metrics")).text
+    assert "# TYPE tollgate_billable_month_to_date gauge" in exposition
+    assert "# TYPE tollgate_billable_month_to_date_refreshed_timestamp_seconds gauge" in exposition
