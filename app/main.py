@@ -36,10 +36,11 @@ from app.limits.ratelimit import (
     RedisRateLimiter,
 )
 from app.metering.endpoints import router as usage_router
+from app.metering.month_to_date import MonthToDateGauges
 from app.metering.writer import MeterWriter
 from app.observability.endpoints import router as ops_router
 from app.observability.logging import configure_logging
-from app.observability.metrics import Metrics
+from app.observability.metrics import Metrics, ResponseCounter
 from app.observability.middleware import RequestContextMiddleware
 from app.plans.endpoints import router as plans_router
 
@@ -91,11 +92,13 @@ class Tollgate(FastAPI):
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    responses = ResponseCounter()  # the request middleware's; the lifespan attaches metrics
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
         metrics = Metrics()
+        responses.metrics = metrics
         engine = build_engine(settings.database_url)
         sessionmaker = build_sessionmaker(engine)
         registry = ModelRegistry(
@@ -140,6 +143,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         spend.start()
         app.state.limiter = limiter
         app.state.spend = spend
+        month_to_date = MonthToDateGauges(sessionmaker, metrics, settings.month_to_date_refresh_s)
+        month_to_date.start()
+        app.state.month_to_date = month_to_date
         app.state.inference = InferenceService(registry, meter, metrics, limiter, spend)
         app.state.stripe = (
             StripeGateway(
@@ -159,6 +165,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await meter.stop()  # drain: every queued usage row is committed before exit
             await last_used.stop()
             await spend.stop()
+            await month_to_date.stop()
+            responses.metrics = None
             await limiter.close()
             await registry.close()
             await engine.dispose()
@@ -170,11 +178,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Metered inference: PyTorch models behind API keys, with a usage ledger.",
         lifespan=lifespan,
     )
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, responses=responses
+    )
     if settings.hot_path:
         app.hot_routes = HotRoutes(predict, v2.infer, v2.infer_version)
         app.hot_app = RequestContextMiddleware(
-            HotRoutes.app, max_body_bytes=settings.max_body_bytes
+            HotRoutes.app, max_body_bytes=settings.max_body_bytes, responses=responses
         )
     install_error_handlers(app)
     app.include_router(inference_router)
