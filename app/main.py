@@ -25,6 +25,7 @@ from app.inference.admin import router as models_admin_router
 from app.inference.endpoints import predict
 from app.inference.endpoints import router as inference_router
 from app.inference.hot import HotRoutes
+from app.inference.predictor import LoadedModules
 from app.inference.registry import ModelRegistry
 from app.inference.service import InferenceService
 from app.keys.endpoints import router as keys_router
@@ -89,7 +90,13 @@ class Tollgate(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    modules: LoadedModules | None = None,
+) -> FastAPI:
+    """The app. ``modules`` shares built models with other apps given the same instance (by
+    default each app builds its own at start-up)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -109,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             batch_queue_size=settings.batch_queue_size,
             overrides=settings.model_overrides,
             cpu_graph=settings.cpu_graph,
+            modules=modules,
         )
         registry.load_all()
         registry.start()
