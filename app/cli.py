@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, TypeVar
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import record as audit
+from app.clock import SystemClock
 from app.config import REPO_ROOT, get_settings
 from app.db.engine import build_engine, build_sessionmaker
 from app.keys.schemas import CreatedKey, Scope
@@ -103,7 +104,9 @@ def keys_create(
     """Create an API key. The secret is printed once, alone on the last line."""
     settings = get_settings()
     expires_at = (
-        datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days is not None else None
+        SystemClock().now() + timedelta(days=expires_in_days)
+        if expires_in_days is not None
+        else None
     )
 
     async def work(session: AsyncSession) -> CreatedKey:
@@ -144,7 +147,7 @@ def keys_revoke(
     """Revoke a key by its public prefix. Takes effect within the key cache TTL (1 s)."""
 
     async def work(session: AsyncSession) -> bool:
-        revoked = await revoke_key(session, prefix)
+        revoked = await revoke_key(session, prefix, now=SystemClock().now())
         if revoked:
             await audit(session, "cli", "key.revoke", "api_key", prefix)
         return revoked
@@ -255,7 +258,12 @@ def keys_rotate(
 
     async def work(session: AsyncSession) -> tuple[str, str]:
         old, new, secret = await admin.rotate(
-            session, "cli", settings.secret_key, key_id, timedelta(seconds=grace_seconds)
+            session,
+            "cli",
+            settings.secret_key,
+            key_id,
+            timedelta(seconds=grace_seconds),
+            now=SystemClock().now(),
         )
         return f"rotated key {old.id} -> {new.id} ({new.prefix}...), old stops at " + (
             old.revoked_at.isoformat() if old.revoked_at else "?"
@@ -335,7 +343,10 @@ def billing_close(period: Annotated[str, typer.Argument(help="YYYY-MM (UTC month
 
     async def work(session: AsyncSession) -> CloseResult:
         result = await close_period(
-            session, Period.parse(period), grace=timedelta(hours=settings.billing_grace_hours)
+            session,
+            Period.parse(period),
+            grace=timedelta(hours=settings.billing_grace_hours),
+            now=SystemClock().now(),
         )
         await audit(session, "cli", "period.close", "period", period, after=result.__dict__)
         return result

@@ -16,6 +16,7 @@ from app.auth.last_used import LastUsedTracker
 from app.billing.endpoints import router as finance_router
 from app.billing.stripe_gateway import StripeGateway
 from app.billing.webhooks import router as webhooks_router
+from app.clock import Clock, SystemClock
 from app.config import Settings, get_settings
 from app.customers.endpoints import router as customers_router
 from app.db.engine import build_engine, build_sessionmaker
@@ -93,11 +94,14 @@ class Tollgate(FastAPI):
 def create_app(
     settings: Settings | None = None,
     *,
+    clock: Clock | None = None,
     modules: LoadedModules | None = None,
 ) -> FastAPI:
-    """The app. ``modules`` shares built models with other apps given the same instance (by
-    default each app builds its own at start-up)."""
+    """The app. ``clock`` is where every "now" comes from (the system clock by default);
+    ``modules`` shares built models with other apps given the same instance (by default each
+    app builds its own at start-up)."""
     settings = settings or get_settings()
+    app_clock = clock or SystemClock()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -131,24 +135,25 @@ def create_app(
         )
         meter.start()
         app.state.settings = settings
+        app.state.clock = app_clock
         app.state.metrics = metrics
         app.state.engine = engine
         app.state.sessionmaker = sessionmaker
         app.state.registry = registry
         app.state.meter = meter
-        last_used = LastUsedTracker(engine, settings.last_used_flush_s)
+        last_used = LastUsedTracker(engine, settings.last_used_flush_s, app_clock)
         last_used.start()
         app.state.last_used = last_used
         app.state.authenticator = Authenticator(
-            settings.secret_key, sessionmaker, settings.key_cache_ttl_s, last_used
+            settings.secret_key, sessionmaker, settings.key_cache_ttl_s, last_used, app_clock
         )
         limiter = build_limiter(settings, metrics)
         await limiter.warm()
-        spend = SpendTracker(sessionmaker, settings.spend_reconcile_s)
+        spend = SpendTracker(sessionmaker, settings.spend_reconcile_s, app_clock)
         spend.start()
         app.state.limiter = limiter
         app.state.spend = spend
-        app.state.inference = InferenceService(registry, meter, metrics, limiter, spend)
+        app.state.inference = InferenceService(registry, meter, metrics, limiter, spend, app_clock)
         app.state.stripe = (
             StripeGateway(
                 settings.stripe_api_key,

@@ -3,7 +3,7 @@
 
 The database is created once per session under a random name and dropped at the end; every
 table the app maps is emptied after each test that used it. Each test gets a fresh app (its
-own caches, limiters and metrics), but the models are built once per session
+own caches, limiters, metrics and ``ManualClock``), but the models are built once per session
 (``LoadedModules``): building them is most of an app's start-up.
 """
 
@@ -21,6 +21,7 @@ from alembic.config import Config
 from fastapi import FastAPI
 from sqlalchemy import Connection, Engine, create_engine, select, text
 
+from app.clock import ManualClock
 from app.config import REPO_ROOT, Settings
 from app.inference.predictor import LoadedModules
 from app.keys.schemas import CreatedKey, Scope
@@ -131,8 +132,16 @@ def loaded_modules() -> LoadedModules:
 
 
 @pytest.fixture
-async def app(settings: Settings, loaded_modules: LoadedModules) -> AsyncIterator[FastAPI]:
-    application = create_app(settings, modules=loaded_modules)
+def clock() -> ManualClock:
+    """The app's clock: real time until a test moves it forward."""
+    return ManualClock()
+
+
+@pytest.fixture
+async def app(
+    settings: Settings, clock: ManualClock, loaded_modules: LoadedModules
+) -> AsyncIterator[FastAPI]:
+    application = create_app(settings, clock=clock, modules=loaded_modules)
     async with application.router.lifespan_context(application):
         yield application
 

@@ -29,7 +29,6 @@ from app.billing.errors import (
 from app.billing.rating import RatedInvoice, rate_customer
 from app.money.periods import Period
 from app.orm import Customer, Invoice, InvoiceLine
-from app.orm.base import utcnow
 
 log = logging.getLogger("tollgate.billing")
 
@@ -58,9 +57,8 @@ async def next_invoice_number(session: AsyncSession, year: int) -> str:
 
 
 async def close_period(
-    session: AsyncSession, period: Period, *, grace: timedelta, now: datetime | None = None
+    session: AsyncSession, period: Period, *, grace: timedelta, now: datetime
 ) -> CloseResult:
-    now = now or utcnow()
     if now < period.end + grace:
         raise PeriodNotClosable(
             f"{period} can be closed from {(period.end + grace).isoformat()} "

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -29,7 +30,6 @@ from app.billing.stripe_gateway import (
 from app.errors import BadRequest
 from app.money.periods import Period
 from app.orm import Customer, Invoice, InvoiceLine, StripeEvent
-from app.orm.base import utcnow
 
 log = logging.getLogger("tollgate.billing.sync")
 
@@ -134,7 +134,7 @@ def _text(value: Any, shape: re.Pattern[str], problem: str) -> str:
     return value
 
 
-async def apply_webhook(session: AsyncSession, event: dict[str, Any]) -> str:
+async def apply_webhook(session: AsyncSession, event: dict[str, Any], *, now: datetime) -> str:
     """Apply a verified event once. Returns ``applied``, ``ignored`` or ``duplicate``.
 
     Raises :class:`MalformedEvent` when the fields Tollgate reads or stores do not have
@@ -165,7 +165,7 @@ async def apply_webhook(session: AsyncSession, event: dict[str, Any]) -> str:
         new_status = _EVENT_STATUS[event_type]
         if new_status is not None and invoice.status != new_status:
             invoice.status = new_status
-            invoice.status_changed_at = utcnow()
+            invoice.status_changed_at = now
         invoice.stripe_status = stripe_status
         outcome = "applied"
     session.add(StripeEvent(id=event_id, type=event_type, payload=event, outcome=outcome))

@@ -14,7 +14,6 @@ from app.errors import AppError, NotFound
 from app.keys import repository
 from app.keys.service import issue_key_record
 from app.orm import ApiKey, Customer
-from app.orm.base import utcnow
 
 FIELDS = (
     "customer_id",
@@ -84,9 +83,8 @@ async def list_keys(session: AsyncSession, customer_id: int | None = None) -> li
     return list(await session.scalars(stmt))
 
 
-async def revoke(session: AsyncSession, actor: Actor, key_id: int) -> ApiKey:
+async def revoke(session: AsyncSession, actor: Actor, key_id: int, *, now: datetime) -> ApiKey:
     key = await get_key(session, key_id)
-    now = utcnow()
     if key.revoked_at is not None and key.revoked_at <= now:
         return key  # already revoked: nothing to change or record
     before = snapshot(key, *FIELDS)
@@ -99,12 +97,17 @@ async def revoke(session: AsyncSession, actor: Actor, key_id: int) -> ApiKey:
 
 
 async def rotate(
-    session: AsyncSession, actor: Actor, secret_key: str, key_id: int, grace: timedelta
+    session: AsyncSession,
+    actor: Actor,
+    secret_key: str,
+    key_id: int,
+    grace: timedelta,
+    *,
+    now: datetime,
 ) -> tuple[ApiKey, ApiKey, str]:
     """A new secret with the same customer, scopes, models, limits and expiry. The old key
     keeps working until now + grace, then stops (its ``revoked_at`` is set to that time)."""
     old = await get_key(session, key_id)
-    now = utcnow()
     if old.revoked_at is not None and old.revoked_at <= now:
         raise KeyConflict("a revoked key cannot be rotated")
     if old.replaced_by is not None:

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, Field
 
 from app.auth.deps import Admin
+from app.clock import ClockDep
 from app.db.session import SessionDep
 from app.errors import error_schema
 from app.keys import admin
@@ -122,14 +123,19 @@ async def get_key(_: Admin, session: SessionDep, key_id: DbId) -> KeyOut:
 
 
 @router.post("/{key_id}/revoke", responses=_ONE)
-async def revoke_key(actor: Admin, session: SessionDep, key_id: DbId) -> KeyOut:
+async def revoke_key(actor: Admin, session: SessionDep, clock: ClockDep, key_id: DbId) -> KeyOut:
     """Stops working everywhere within the key cache TTL (1 s)."""
-    return _out(await admin.revoke(session, actor, key_id))
+    return _out(await admin.revoke(session, actor, key_id, now=clock.now()))
 
 
 @router.post("/{key_id}/rotate", responses={**_ONE, 409: error_schema("Revoked or rotated")})
 async def rotate_key(
-    actor: Admin, request: Request, session: SessionDep, key_id: DbId, body: Rotate
+    actor: Admin,
+    request: Request,
+    session: SessionDep,
+    clock: ClockDep,
+    key_id: DbId,
+    body: Rotate,
 ) -> Rotated:
     old, new, secret = await admin.rotate(
         session,
@@ -137,5 +143,6 @@ async def rotate_key(
         request.app.state.settings.secret_key,
         key_id,
         timedelta(seconds=body.grace_seconds),
+        now=clock.now(),
     )
     return Rotated(old=_out(old), new=_created(new, secret))

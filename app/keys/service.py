@@ -12,7 +12,6 @@ from app.customers.repository import get_or_create_customer
 from app.keys import repository
 from app.keys.schemas import CreatedKey, Scope
 from app.orm import ApiKey
-from app.orm.base import utcnow
 
 
 async def issue_key_record(
@@ -80,5 +79,5 @@ async def create_key(
     )
 
 
-async def revoke_key(session: AsyncSession, prefix: str) -> bool:
-    return await repository.revoke_by_prefix(session, prefix, utcnow()) > 0
+async def revoke_key(session: AsyncSession, prefix: str, *, now: datetime) -> bool:
+    return await repository.revoke_by_prefix(session, prefix, now) > 0

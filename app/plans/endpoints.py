@@ -6,6 +6,7 @@ from fastapi import APIRouter, status
 
 from app.audit.service import record, snapshot
 from app.auth.deps import Admin
+from app.clock import ClockDep
 from app.db.session import SessionDep
 from app.errors import error_schema
 from app.orm import Plan, PlanVersion
@@ -110,8 +111,8 @@ async def update_plan(
     status_code=status.HTTP_204_NO_CONTENT,
     responses={**_ERRORS, 404: error_schema("No such plan"), 409: error_schema("Plan in use")},
 )
-async def delete_plan(actor: Admin, session: SessionDep, plan_id: DbId) -> None:
-    await service.delete_plan(session, plan_id)
+async def delete_plan(actor: Admin, session: SessionDep, clock: ClockDep, plan_id: DbId) -> None:
+    await service.delete_plan(session, plan_id, now=clock.now())
     await record(session, actor, "plan.archive", "plan", plan_id)
 
 
@@ -124,10 +125,12 @@ async def delete_plan(actor: Admin, session: SessionDep, plan_id: DbId) -> None:
     },
 )
 async def assign_plan(
-    actor: Admin, session: SessionDep, customer_id: DbId, body: PlanAssign
+    actor: Admin, session: SessionDep, clock: ClockDep, customer_id: DbId, body: PlanAssign
 ) -> CustomerPlanOut:
     """Move a customer to a plan version from the next period (default) or immediately."""
-    assignment, plan, version = await service.assign_plan(session, customer_id, body)
+    assignment, plan, version = await service.assign_plan(
+        session, customer_id, body, now=clock.now()
+    )
     await record(
         session,
         actor,
