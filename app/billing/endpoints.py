@@ -34,7 +34,7 @@ from app.billing.schemas import (
 from app.billing.stripe_gateway import StripeGateway
 from app.billing.sync import reconcile, sync_invoices
 from app.billing.webhooks import StripeNotConfigured
-from app.clock import ClockDep
+from app.clock.deps import ClockDep
 from app.db.session import SessionDep
 from app.db.sums import joined, split_sum
 from app.errors import error_schema

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from app.billing.errors import MalformedEvent
 from app.billing.stripe_gateway import StripeGateway, WebhookInvalid
 from app.billing.sync import apply_webhook
-from app.clock import ClockDep
+from app.clock.deps import ClockDep
 from app.db.session import SessionDep
 from app.errors import BadRequest, ServiceUnavailable, error_schema
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, Field
 
 from app.auth.deps import Admin
-from app.clock import ClockDep
+from app.clock.deps import ClockDep
 from app.db.session import SessionDep
 from app.errors import error_schema
 from app.keys import admin

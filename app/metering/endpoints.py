@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.auth.deps import Authenticated
-from app.clock import ClockDep
+from app.clock.deps import ClockDep
 from app.db.session import SessionDep
 from app.errors import Unprocessable, error_schema
 from app.metering.repository import usage_buckets

@@ -6,7 +6,7 @@ from fastapi import APIRouter, status
 
 from app.audit.service import record, snapshot
 from app.auth.deps import Admin
-from app.clock import ClockDep
+from app.clock.deps import ClockDep
 from app.db.session import SessionDep
 from app.errors import error_schema
 from app.orm import Plan, PlanVersion

@@ -2,16 +2,15 @@
 grace, the key cache, billing periods and grace, usage timestamps) comes from a ``Clock``.
 
 The lifespan holds one (the system clock unless ``create_app`` is given another) and hands it
-to the services that need it; endpoints take it as ``ClockDep``. Tests pass a ``ManualClock``
-and move it forward instead of sleeping.
+to the services that need it; endpoints take it as ``ClockDep`` (``app/clock/deps.py``, kept
+apart so that the CLI does not import FastAPI). Tests pass a ``ManualClock`` and move it
+forward instead of sleeping.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Protocol
-
-from fastapi import Depends, Request
+from typing import Protocol
 
 
 class Clock(Protocol):
@@ -51,11 +50,3 @@ class ManualClock:
         if when.tzinfo is None:
             raise ValueError("the clock reads aware UTC datetimes; got a naive one")
         self._offset = when - datetime.now(UTC)
-
-
-def get_clock(request: Request) -> Clock:
-    clock: Clock = request.app.state.clock
-    return clock
-
-
-ClockDep = Annotated[Clock, Depends(get_clock)]
