@@ -273,7 +273,8 @@ async def test_database_connections_killed_mid_load(
             conn.execute(
                 text(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE application_name = 'tollgate' AND pid <> pg_backend_pid()"
+                    "WHERE application_name = 'tollgate' AND datname = current_database() "
+                    "AND pid <> pg_backend_pid()"
                 )
             )
 
@@ -306,7 +307,8 @@ async def test_a_killed_idle_ledger_connection_costs_no_request(
         killed = conn.execute(
             text(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name = 'tollgate' AND pid <> pg_backend_pid()"
+                "WHERE application_name = 'tollgate' AND datname = current_database() "
+                "AND pid <> pg_backend_pid()"
             )
         ).scalar()
     assert killed >= 1
