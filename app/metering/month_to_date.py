@@ -21,10 +21,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.clock import Clock, SystemClock
 from app.metering.repository import ModelTotals, billable_totals
 from app.money.periods import Period
 from app.observability.metrics import Metrics
-from app.orm.base import utcnow
 
 log = logging.getLogger("tollgate.metering")
 
@@ -46,8 +46,10 @@ class MonthToDateGauges:
         sessionmaker: async_sessionmaker[AsyncSession],
         metrics: Metrics,
         refresh_s: float = 60.0,
+        clock: Clock | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
+        self._clock = clock or SystemClock()
         self._metrics = metrics
         self._refresh_s = refresh_s
         self._shown: set[str] = set()
@@ -71,7 +73,7 @@ class MonthToDateGauges:
     async def refresh(self, now: datetime | None = None) -> None:
         """Set the gauges from the ledger: billable rows from the start of ``now``'s month."""
         async with self._lock:
-            await self._refresh(now or utcnow())
+            await self._refresh(now or self._clock.now())
 
     async def _refresh(self, now: datetime) -> None:
         period = Period.containing(now)
