@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 
 import torch
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.audit.endpoints import router as audit_router
 from app.auth.authenticator import Authenticator
@@ -24,7 +23,7 @@ from app.inference import v2
 from app.inference.admin import router as models_admin_router
 from app.inference.endpoints import predict
 from app.inference.endpoints import router as inference_router
-from app.inference.hot import HotRoutes
+from app.inference.hot import install_hot_routes
 from app.inference.registry import ModelRegistry
 from app.inference.service import InferenceService
 from app.keys.endpoints import router as keys_router
@@ -67,26 +66,6 @@ def build_limiter(settings: Settings, metrics: Metrics) -> RateLimiter:
         MemoryRateLimiter(),
         on_change=on_change,
     )
-
-
-class Tollgate(FastAPI):
-    """The app: FastAPI, with the inference routes matched first (app/inference/hot.py)."""
-
-    hot_routes: HotRoutes | None = None
-    hot_app: ASGIApp | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        hot = self.hot_routes
-        if (
-            hot is not None
-            and self.hot_app is not None
-            and scope["type"] == "http"
-            and hot.match(scope)
-        ):
-            scope["app"] = self
-            await self.hot_app(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -164,18 +143,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await engine.dispose()
             log.info("tollgate stopped")
 
-    app = Tollgate(
+    app = FastAPI(
         title="Tollgate",
         version="0.1.0",
         summary="Metered inference: PyTorch models behind API keys, with a usage ledger.",
         lifespan=lifespan,
     )
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
-    if settings.hot_path:
-        app.hot_routes = HotRoutes(predict, v2.infer, v2.infer_version)
-        app.hot_app = RequestContextMiddleware(
-            HotRoutes.app, max_body_bytes=settings.max_body_bytes
-        )
     install_error_handlers(app)
     app.include_router(inference_router)
     app.include_router(v2.router)
@@ -188,6 +162,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(finance_router)
     app.include_router(webhooks_router)
     app.include_router(ops_router)
+    if settings.hot_path:
+        install_hot_routes(app, predict, v2.infer, v2.infer_version)
     return app
 
 
