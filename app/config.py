@@ -5,10 +5,11 @@ from __future__ import annotations
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.requests import HTTPConnection
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEV_SECRET = "dev-insecure-secret-change-me"  # noqa: S105 - refused outside development
@@ -115,3 +116,16 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+class SettingsResources(Protocol):
+    """The running app's settings (``app.resources.State`` provides them)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+
+def request_settings(request: HTTPConnection) -> Settings:
+    """The settings the running app was built with (not necessarily ``get_settings()``)."""
+    resources: SettingsResources = request.app.resources
+    return resources.settings

@@ -19,7 +19,7 @@ from app.config import Settings, get_settings
 from app.customers.endpoints import router as customers_router
 from app.db.engine import build_engine, build_sessionmaker
 from app.errors import install_error_handlers
-from app.inference import v2
+from app.inference import v2_endpoints as v2
 from app.inference.admin import router as models_admin_router
 from app.inference.endpoints import predict
 from app.inference.endpoints import router as inference_router
@@ -41,6 +41,7 @@ from app.observability.logging import configure_logging
 from app.observability.metrics import Metrics
 from app.observability.middleware import RequestContextMiddleware
 from app.plans.endpoints import router as plans_router
+from app.resources import State, Tollgate
 
 log = logging.getLogger("tollgate")
 
@@ -68,11 +69,11 @@ def build_limiter(settings: Settings, metrics: Metrics) -> RateLimiter:
     )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> Tollgate:
     settings = settings or get_settings()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Tollgate) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
         metrics = Metrics()
         engine = build_engine(settings.database_url)
@@ -101,27 +102,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             lanes=settings.meter_lanes,
         )
         meter.start()
-        app.state.settings = settings
-        app.state.metrics = metrics
-        app.state.engine = engine
-        app.state.sessionmaker = sessionmaker
-        app.state.registry = registry
-        app.state.meter = meter
         last_used = LastUsedTracker(engine, settings.last_used_flush_s)
         last_used.start()
-        app.state.last_used = last_used
-        app.state.authenticator = Authenticator(
-            settings.secret_key, sessionmaker, settings.key_cache_ttl_s, last_used
-        )
         limiter = build_limiter(settings, metrics)
         await limiter.warm()
         spend = SpendTracker(sessionmaker, settings.spend_reconcile_s)
         spend.start()
-        app.state.limiter = limiter
-        app.state.spend = spend
-        app.state.inference = InferenceService(registry, meter, metrics, limiter, spend)
-        app.state.stripe = (
-            StripeGateway(
+        app.resources = State(
+            settings=settings,
+            metrics=metrics,
+            engine=engine,
+            sessionmaker=sessionmaker,
+            registry=registry,
+            meter=meter,
+            last_used=last_used,
+            authenticator=Authenticator(
+                settings.secret_key, sessionmaker, settings.key_cache_ttl_s, last_used
+            ),
+            limiter=limiter,
+            spend=spend,
+            inference=InferenceService(registry, meter, metrics, limiter, spend),
+            stripe=StripeGateway(
                 settings.stripe_api_key,
                 webhook_secret=settings.stripe_webhook_secret,
                 api_base=settings.stripe_api_base,
@@ -129,7 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 retry_initial_delay_s=settings.stripe_retry_delay_s,
             )
             if settings.stripe_api_key
-            else None
+            else None,
         )
         log.info("tollgate started", extra={"models": registry.loaded, "env": settings.env})
         try:
@@ -141,9 +142,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await limiter.close()
             await registry.close()
             await engine.dispose()
+            app.resources = None
             log.info("tollgate stopped")
 
-    app = FastAPI(
+    app = Tollgate(
         title="Tollgate",
         version="0.1.0",
         summary="Metered inference: PyTorch models behind API keys, with a usage ledger.",

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, Field
 
 from app.auth.deps import Admin
+from app.config import request_settings
 from app.db.session import SessionDep
 from app.errors import error_schema
 from app.keys import admin
@@ -97,7 +98,7 @@ async def create_key(
     key, secret = await admin.issue_key(
         session,
         actor,
-        request.app.state.settings.secret_key,
+        request_settings(request).secret_key,
         customer_id=body.customer_id,
         scopes=[s.value for s in body.scopes],
         name=body.name,
@@ -134,7 +135,7 @@ async def rotate_key(
     old, new, secret = await admin.rotate(
         session,
         actor,
-        request.app.state.settings.secret_key,
+        request_settings(request).secret_key,
         key_id,
         timedelta(seconds=body.grace_seconds),
     )

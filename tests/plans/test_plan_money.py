@@ -23,6 +23,7 @@ from app.keys.schemas import CreatedKey, Scope
 from app.main import create_app
 from app.orm import CustomerPlan, Invoice, InvoiceLine, PlanVersion
 from app.orm.base import ExactNumeric
+from app.resources import resources
 from tests.conftest import bearer, make_key, make_settings, run_migrations
 
 PER_UNIT = {"unit": "request", "pricing": "per_unit", "unit_price": "1"}
@@ -247,7 +248,7 @@ async def test_concurrent_assignments_leave_one_row_per_start(
             )
         )
     assert [r.status_code for r in responses] == [200] * 10, [r.text for r in responses]
-    async with app.state.sessionmaker() as session:
+    async with resources(app).sessionmaker() as session:
         rows = (
             await session.execute(
                 select(CustomerPlan.effective_from, func.count())
