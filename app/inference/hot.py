@@ -17,6 +17,9 @@ reject (a validation error, a wrong method) is left to the normal route scan, wh
 it the usual way. The endpoint runs under ``wrap_app_handling_exceptions``, exactly as
 Starlette runs a routed endpoint.
 
+The hot routes are tried before the scan, so none may be shadowed by a route declared
+before it (none is: their paths are specific; the parity test would show a difference).
+
 ``TOLLGATE_HOT_PATH=false`` leaves this out; a parity test runs the same requests both ways.
 """
 

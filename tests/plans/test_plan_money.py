@@ -178,7 +178,7 @@ async def test_money_at_the_edges_round_trips_exactly(any_db: FastAPI) -> None:
         "amount": Decimal("99999999999999999999.9999999999"),
     }
     now = datetime(2026, 9, 1, tzinfo=UTC)
-    async with any_db.state.sessionmaker() as session, session.begin():
+    async with resources(any_db).sessionmaker() as session, session.begin():
         version_id = await session.scalar(select(PlanVersion.id))
         assert version_id is not None
         invoice = Invoice(
@@ -205,7 +205,7 @@ async def test_money_at_the_edges_round_trips_exactly(any_db: FastAPI) -> None:
                 **line_values,
             )
         )
-    async with any_db.state.sessionmaker() as session:
+    async with resources(any_db).sessionmaker() as session:
         line = await session.scalar(select(InvoiceLine))
         version = await session.scalar(select(PlanVersion))
     assert line is not None and version is not None
@@ -287,7 +287,7 @@ async def test_revenue_and_margin_reports_sum_past_int64_exactly(any_db: FastAPI
     amounts = [2**63 - 1, 2**63 - 2, 2**62 + 12_345, -(2**63) + 7]
     now = datetime(2026, 9, 1, tzinfo=UTC)
     customers = [await make_key(any_db, f"c{i}") for i in range(len(amounts))]
-    async with any_db.state.sessionmaker() as session, session.begin():
+    async with resources(any_db).sessionmaker() as session, session.begin():
         version_id = await session.scalar(select(PlanVersion.id))
         for customer, amount in zip(customers, amounts, strict=True):
             invoice = Invoice(
