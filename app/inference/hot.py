@@ -11,7 +11,8 @@ after ``create_app``, applies to the hot routes as to any other.
 
 Nothing here is a second router: the routes are the declared ``APIRoute`` objects, matched
 with their own ``route.matches(scope)`` (path, path converters, methods), and their declared
-path and query parameters are validated with FastAPI's own ``request_params_to_args``, so
+path and query parameters are validated by their declared fields (what FastAPI's
+``request_params_to_args`` does, for plain scalars), so
 constraints such as ``max_length`` come from the route declaration. A request they would
 reject (a validation error, a wrong method) is left to the normal route scan, which answers
 it the usual way. The endpoint runs under ``wrap_app_handling_exceptions``, exactly as
@@ -25,20 +26,47 @@ before it (none is: their paths are specific; the parity test would show a diffe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, params
+from fastapi._compat import ModelField, field_annotation_is_sequence
 from fastapi.dependencies.models import Dependant
-from fastapi.dependencies.utils import request_params_to_args
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
+from pydantic import BaseModel, Json
 from starlette._exception_handler import wrap_app_handling_exceptions
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+@dataclass(frozen=True, slots=True)
+class _Param:
+    """A declared path or query parameter, read and validated as FastAPI would."""
+
+    name: str
+    alias: str
+    field: ModelField
+    loc: tuple[str, str]
+
+
+def _param(field: ModelField, where: str) -> _Param:
+    info = field.field_info
+    annotation = info.annotation
+    if (
+        field_annotation_is_sequence(annotation)
+        or (isinstance(annotation, type) and issubclass(annotation, BaseModel))
+        or info.validation_alias is not None
+        or (info.metadata and any(type(m) is Json for m in info.metadata))
+    ):
+        raise TypeError(f"{where}: a hot route's parameters are plain scalars")
+    if not isinstance(info, params.Param):
+        raise TypeError(f"{where}: {field.name} is not a path or query parameter")
+    return _Param(field.name, field.alias, field, (info.in_.value, field.alias))
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +79,8 @@ class HotRoute:
     dependant: Dependant
     endpoint: Callable[..., Any]
     request_param: str
+    path_params: tuple[_Param, ...]
+    query_params: tuple[_Param, ...]
 
 
 def _hot_route(context: RouteContext) -> HotRoute:
@@ -78,7 +108,31 @@ def _hot_route(context: RouteContext) -> HotRoute:
         dependant=d,
         endpoint=route.endpoint,
         request_param=d.request_param_name,
+        path_params=tuple(_param(f, route.path) for f in d.path_params),
+        query_params=tuple(_param(f, route.path) for f in d.query_params),
     )
+
+
+_NO_QUERY = QueryParams()
+
+
+def _read(params: tuple[_Param, ...], source: Mapping[str, Any], into: dict[str, Any]) -> bool:
+    """Validate ``params`` from ``source`` into ``into``; False at the first error."""
+    for p in params:
+        value = source.get(p.alias)
+        if value is None:
+            info = p.field.field_info
+            if info.is_required():
+                return False
+            value = deepcopy(p.field.default)
+            if not info.validate_default:
+                into[p.name] = value
+                continue
+        value, errors = p.field.validate(value, into, loc=p.loc)
+        if errors:
+            return False
+        into[p.name] = value
+    return True
 
 
 class HotRoutes:
@@ -110,17 +164,17 @@ class HotRoutes:
     def _arguments(
         hot: HotRoute, scope: Scope, path_params: dict[str, Any]
     ) -> dict[str, Any] | None:
-        """The endpoint's arguments, validated as declared; None if FastAPI would refuse."""
-        dependant = hot.dependant
-        values, errors = request_params_to_args(dependant.path_params, path_params)
-        if errors:
+        """The endpoint's arguments, validated as declared; None if FastAPI would refuse.
+
+        What ``request_params_to_args`` does for plain scalar parameters (checked at
+        install), without its per-request look at each annotation (~40 µs here)."""
+        values: dict[str, Any] = {}
+        if not _read(hot.path_params, path_params, values):
             return None
-        if dependant.query_params:
-            query = QueryParams(scope["query_string"])
-            more, errors = request_params_to_args(dependant.query_params, query)
-            if errors:
+        if hot.query_params:
+            query = QueryParams(scope["query_string"]) if scope["query_string"] else _NO_QUERY
+            if not _read(hot.query_params, query, values):
                 return None
-            values.update(more)
         return values
 
     @staticmethod

@@ -68,6 +68,7 @@ CASES: list[tuple[str, str, str, bytes, dict[str, str], bool, bool]] = [
     ("v1 name too long", "POST", "/v1/models/" + "m" * 129 + "/predict", orjson.dumps({"inputs": ROW}), {}, True, False),
     ("v1 version too long", "POST", "/v1/models/linreg/predict?version=" + "9" * 33, orjson.dumps({"inputs": ROW}), {}, True, False),
     ("v1 other query", "POST", "/v1/models/linreg/predict?x=1", orjson.dumps({"inputs": ROW}), {}, True, True),
+    ("v1 empty version", "POST", "/v1/models/linreg/predict?version=", orjson.dumps({"inputs": ROW}), {}, True, True),
     ("v1 repeated query", "POST", "/v1/models/linreg/predict?version=9&version=1", orjson.dumps({"inputs": ROW}), {}, True, True),
     ("v1 GET", "GET", "/v1/models/linreg/predict", b"", {}, True, False),
     ("v1 too large", "POST", "/v1/models/linreg/predict", b"[" + b"1," * 3_000_000 + b"1]", {}, True, False),
