@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -69,7 +70,9 @@ def build_limiter(settings: Settings, metrics: Metrics) -> RateLimiter:
     )
 
 
-def create_app(settings: Settings | None = None) -> Tollgate:
+def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> Tollgate:
+    """The app. ``freeze_gc`` (the server process, not tests that build many apps): once
+    started, move every object so far into the collector's permanent generation."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -132,6 +135,12 @@ def create_app(settings: Settings | None = None) -> Tollgate:
             if settings.stripe_api_key
             else None,
         )
+        if freeze_gc:
+            # Torch, the models and the routes are ~390k objects: a full collection scanned
+            # them all (~160 ms on the bench VM, the p99 tail under load). Frozen, they are
+            # never scanned again; what requests allocate is collected as usual.
+            gc.collect()
+            gc.freeze()
         log.info("tollgate started", extra={"models": registry.loaded, "env": settings.env})
         try:
             yield
@@ -177,4 +186,4 @@ def app_factory() -> FastAPI:
     """Entry point for ``uvicorn --factory app.main:app_factory``."""
     settings = get_settings()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    return create_app(settings, freeze_gc=True)

@@ -52,6 +52,10 @@ class _Param:
     alias: str
     field: ModelField
     loc: tuple[str, str]
+    required: bool
+    default: Any
+    copy_default: bool  # a mutable default is copied per request, as FastAPI does
+    validate_default: bool
 
 
 def _param(field: ModelField, where: str) -> _Param:
@@ -66,7 +70,17 @@ def _param(field: ModelField, where: str) -> _Param:
         raise TypeError(f"{where}: a hot route's parameters are plain scalars")
     if not isinstance(info, params.Param):
         raise TypeError(f"{where}: {field.name} is not a path or query parameter")
-    return _Param(field.name, field.alias, field, (info.in_.value, field.alias))
+    default = field.default
+    return _Param(
+        field.name,
+        field.alias,
+        field,
+        (info.in_.value, field.alias),
+        required=info.is_required(),
+        default=default,
+        copy_default=not isinstance(default, str | int | float | bool | type(None)),
+        validate_default=bool(info.validate_default),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,11 +135,10 @@ def _read(params: tuple[_Param, ...], source: Mapping[str, Any], into: dict[str,
     for p in params:
         value = source.get(p.alias)
         if value is None:
-            info = p.field.field_info
-            if info.is_required():
+            if p.required:
                 return False
-            value = deepcopy(p.field.default)
-            if not info.validate_default:
+            value = deepcopy(p.default) if p.copy_default else p.default
+            if not p.validate_default:
                 into[p.name] = value
                 continue
         value, errors = p.field.validate(value, into, loc=p.loc)
