@@ -6,10 +6,11 @@ from decimal import Decimal
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.requests import HTTPConnection
 
 DEV_SECRET = "dev-insecure-secret-change-me"  # noqa: S105 - refused outside development
 # How a float32 model runs on the CPU (app/inference/graph.py).
@@ -127,3 +128,16 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+class SettingsResources(Protocol):
+    """The running app's settings (``app.resources.State`` provides them)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+
+def request_settings(request: HTTPConnection) -> Settings:
+    """The settings the running app was built with (not necessarily ``get_settings()``)."""
+    resources: SettingsResources = request.app.resources
+    return resources.settings

@@ -28,6 +28,7 @@ from app.keys.schemas import CreatedKey, Scope
 from app.keys.service import create_key
 from app.main import create_app
 from app.orm import Base, UsageEvent
+from app.resources import resources
 
 PG_HOST = os.environ.get("TOLLGATE_TEST_PG", "postgres@127.0.0.1:5432")
 TEST_SECRET = "test-secret-key-0123456789abcdef"
@@ -147,10 +148,10 @@ async def make_key(
     expires_at: datetime | None = None,
     allowed_models: list[str] | None = None,
 ) -> CreatedKey:
-    async with app.state.sessionmaker() as session, session.begin():
+    async with resources(app).sessionmaker() as session, session.begin():
         return await create_key(
             session,
-            app.state.settings.secret_key,
+            resources(app).settings.secret_key,
             customer_name=customer,
             scopes=scopes,
             expires_at=expires_at,
@@ -164,7 +165,7 @@ def bearer(key: CreatedKey | str) -> dict[str, str]:
 
 
 async def ledger(app: FastAPI) -> list[UsageEvent]:
-    async with app.state.sessionmaker() as session:
+    async with resources(app).sessionmaker() as session:
         return list((await session.scalars(select(UsageEvent).order_by(UsageEvent.id))).all())
 
 

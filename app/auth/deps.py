@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from app.auth.authenticator import Authenticator, require
 from app.auth.errors import MissingApiKey
@@ -19,6 +20,19 @@ _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: 
 BEARER_SECURITY: dict[str, Any] = {"security": [{"HTTPBearer": []}]}
 
 
+class AuthResources(Protocol):
+    """What authentication reads from the running app (``app.resources.State`` provides it)."""
+
+    @property
+    def authenticator(self) -> Authenticator: ...
+
+
+def authenticator(request: HTTPConnection) -> Authenticator:
+    """The running app's authenticator."""
+    resources: AuthResources = request.app.resources
+    return resources.authenticator
+
+
 async def authenticate_request(request: Request) -> Principal:
     """Resolve the request's bearer key. Same result as the ``Authenticated`` dependency,
     callable directly from a hot path."""
@@ -27,8 +41,7 @@ async def authenticate_request(request: Request) -> Principal:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise MissingApiKey("missing API key: send 'Authorization: Bearer <key>'")
-    authenticator: Authenticator = request.app.state.authenticator
-    principal = await authenticator.authenticate(token)
+    principal = await authenticator(request).authenticate(token)
     request.state.principal = principal
     return principal
 

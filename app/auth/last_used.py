@@ -7,8 +7,6 @@ keeps the times for the next round (the newest time per key wins).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import datetime
 
@@ -17,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.clock import Clock, SystemClock
 from app.orm import ApiKey
+from app.tasks import BackgroundLoop
 
 log = logging.getLogger("tollgate.keys")
 
@@ -29,26 +28,17 @@ class LastUsedTracker:
         self._clock = clock or SystemClock()
         self._interval = interval_s
         self._seen: dict[int, datetime] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop("last-used-flusher", self.flush, interval_s=interval_s)
 
     def touch(self, key_id: int) -> None:
         self._seen[key_id] = self._clock.now()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="last-used-flusher")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
         await self.flush()
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            await self.flush()
 
     async def flush(self) -> int:
         if not self._seen:

@@ -6,15 +6,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import Field
-from sqlalchemy import select
 from starlette.responses import Response
 
 from app.auth.deps import Finance
 from app.billing import service
+from app.billing.deps import stripe_gateway
 from app.billing.export import lines_csv
 from app.billing.margin import CostRates, break_even_months, margin_rows
 from app.billing.pdf import invoice_pdf as render_pdf
 from app.billing.rating import RatedInvoice
+from app.billing.repository import invoice_customer, revenue
 from app.billing.schemas import (
     BreakEven,
     CloseOut,
@@ -27,19 +28,18 @@ from app.billing.schemas import (
     ReconcileLine,
     ReconcileReport,
     RevenueReport,
-    RevenueRow,
     SyncOut,
 )
 from app.billing.stripe_gateway import StripeGateway
 from app.billing.sync import reconcile, sync_invoices
 from app.billing.webhooks import StripeNotConfigured
 from app.clock.deps import ClockDep
-from app.db.session import SessionDep
-from app.db.sums import joined, split_sum
+from app.config import request_settings
+from app.db.session import SessionDep, database
 from app.errors import error_schema
 from app.money.periods import Period
 from app.money.pricing import minor_exponent, to_minor
-from app.orm import Customer, Invoice, InvoiceLine, Plan, PlanVersion
+from app.orm import Invoice, InvoiceLine
 from app.validation import DbId
 
 router = APIRouter(prefix="/finance", tags=["finance"])
@@ -52,7 +52,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: error_schema("The key lacks the finance scope"),
 }
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: error_schema("No such invoice")}
-_BILLABLE_STATUSES = ("finalized", "paid")
 
 
 def _collection(invoice: Invoice, stripe_enabled: bool) -> str:
@@ -121,7 +120,7 @@ async def close_period(
     """Write and finalize one invoice per customer for the month. Closing again is a no-op
     for the customers already invoiced. A customer whose plan cannot be priced exactly is
     listed in `not_ratable` and not invoiced; the others are."""
-    grace = timedelta(hours=request.app.state.settings.billing_grace_hours)
+    grace = timedelta(hours=request_settings(request).billing_grace_hours)
     result = await service.close_period(
         session, actor, Period.parse(period), grace=grace, now=clock.now()
     )
@@ -192,8 +191,7 @@ async def invoice_csv(_: Finance, session: SessionDep, invoice_id: DbId) -> Resp
 )
 async def invoice_pdf(_: Finance, session: SessionDep, invoice_id: DbId) -> Response:
     invoice, lines = await service.get_invoice(session, invoice_id)
-    customer = await session.get(Customer, invoice.customer_id)
-    assert customer is not None
+    customer = await invoice_customer(session, invoice)
     return Response(
         render_pdf(invoice, lines, customer),
         media_type="application/pdf",
@@ -209,7 +207,7 @@ async def get_invoice(
     _: Finance, request: Request, session: SessionDep, invoice_id: DbId
 ) -> InvoiceOut:
     invoice, lines = await service.get_invoice(session, invoice_id)
-    return _out(invoice, lines, request.app.state.stripe is not None)
+    return _out(invoice, lines, stripe_gateway(request) is not None)
 
 
 @router.get(
@@ -231,42 +229,7 @@ async def revenue_report(
     _: Finance, session: SessionDep, period: Annotated[str, Query(pattern=r"^\d{4}-\d{2}$")]
 ) -> RevenueReport:
     """Invoiced revenue (finalized and paid invoices) for a period, by plan, customer, model."""
-    p = Period.parse(period)
-    base = (
-        select(*split_sum(InvoiceLine.amount_minor), Invoice.currency)
-        .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
-        .where(Invoice.period == str(p), Invoice.status.in_(_BILLABLE_STATUSES))
-    )
-
-    async def grouped(*keys: Any) -> list[RevenueRow]:
-        stmt = base.add_columns(*keys).group_by(Invoice.currency, *keys).order_by(*keys)
-        if any(k.table is PlanVersion.__table__ or k.table is Plan.__table__ for k in keys):
-            stmt = stmt.join(PlanVersion, PlanVersion.id == InvoiceLine.plan_version_id).join(
-                Plan, Plan.id == PlanVersion.plan_id
-            )
-        if any(k.table is Customer.__table__ for k in keys):
-            stmt = stmt.join(Customer, Customer.id == Invoice.customer_id)
-        rows = (await session.execute(stmt)).all()
-        return [
-            RevenueRow(
-                key=" v".join(str(x) for x in row[3:]) if row[3] is not None else "(base fee)",
-                currency=row[2],
-                amount_minor=joined(row[0], row[1]),
-            )
-            for row in rows
-        ]
-
-    total_rows = (await session.execute(base.group_by(Invoice.currency))).all()
-    return RevenueReport(
-        period=str(p),
-        by_plan=await grouped(Plan.name, PlanVersion.version),
-        by_customer=await grouped(Customer.name),
-        by_model=await grouped(InvoiceLine.model),
-        total=[
-            RevenueRow(key="total", currency=c, amount_minor=joined(hi, lo))
-            for hi, lo, c in total_rows
-        ],
-    )
+    return await revenue(session, Period.parse(period))
 
 
 @router.get("/reports/margin", responses={**_ERRORS, 422: error_schema("Bad parameters")})
@@ -280,7 +243,7 @@ async def margin_report(
 ) -> MarginReport:
     """Revenue against compute and fixed costs, by model and plan, with a break-even view:
     months = (C + M) / (R - O), none when R <= O."""
-    settings = request.app.state.settings
+    settings = request_settings(request)
     rates = CostRates(
         settings.cost_currency,
         settings.cost_gpu_hour,
@@ -337,7 +300,7 @@ async def margin_report(
 
 
 def _gateway(request: Request) -> StripeGateway:
-    gateway: StripeGateway | None = request.app.state.stripe
+    gateway = stripe_gateway(request)
     if gateway is None:
         raise StripeNotConfigured(
             "TOLLGATE_STRIPE_API_KEY is not set: invoices stay local and are not collected"
@@ -353,7 +316,7 @@ async def sync_to_stripe(
 ) -> SyncOut:
     """Push finalized invoices not yet in Stripe. Safe to repeat after any failure."""
     result = await sync_invoices(
-        request.app.state.sessionmaker,
+        database(request).sessionmaker,
         _gateway(request),
         actor,
         Period.parse(period) if period else None,

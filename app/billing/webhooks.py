@@ -7,10 +7,12 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 
+from app.billing.deps import stripe_gateway
 from app.billing.errors import MalformedEvent
 from app.billing.stripe_gateway import StripeGateway, WebhookInvalid
 from app.billing.sync import apply_webhook
 from app.clock.deps import ClockDep
+from app.config import request_settings
 from app.db.session import SessionDep
 from app.errors import BadRequest, ServiceUnavailable, error_schema
 
@@ -43,8 +45,8 @@ async def stripe_webhook(request: Request, session: SessionDep, clock: ClockDep)
     """Stripe events: signature verified (300 s tolerance), deduplicated by event id.
     ``invoice.paid``, ``invoice.payment_failed``, ``invoice.voided`` and
     ``invoice.marked_uncollectible`` update the local invoice; other types are ignored."""
-    gateway: StripeGateway | None = request.app.state.stripe
-    if gateway is None or not request.app.state.settings.stripe_webhook_secret:
+    gateway = stripe_gateway(request)
+    if gateway is None or not request_settings(request).stripe_webhook_secret:
         raise StripeNotConfigured("Stripe webhooks are not configured on this server")
     payload = await request.body()
     # Parsed before the signature is checked only to know whether the SDK may choke on it;

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
@@ -61,3 +62,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 def build_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+async def ping(engine: AsyncEngine, timeout_s: float = 2.0) -> None:
+    """Raise unless the database answers ``SELECT 1`` within ``timeout_s`` (readiness)."""
+    async with asyncio.timeout(timeout_s):
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))

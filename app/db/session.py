@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.requests import HTTPConnection
 
 from app.errors import ServiceUnavailable
 
@@ -24,8 +25,24 @@ def violates_unique(exc: IntegrityError, table: str, column: str) -> bool:
     return f"uq_{table}_{column}" in message or f"{table}.{column}" in message
 
 
+class Database(Protocol):
+    """The database resources of the running app (``app.resources.State`` provides them)."""
+
+    @property
+    def engine(self) -> AsyncEngine: ...
+
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]: ...
+
+
+def database(request: HTTPConnection) -> Database:
+    """The running app's engine and sessionmaker."""
+    resources: Database = request.app.resources
+    return resources
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    maker = request.app.state.sessionmaker
+    maker = database(request).sessionmaker
     async with maker() as session:
         try:
             yield session

@@ -11,8 +11,8 @@ from app.auth.deps import Admin
 from app.db.session import SessionDep
 from app.errors import error_schema
 from app.inference import management
+from app.inference.deps import registry as _registry
 from app.inference.endpoints import _info
-from app.inference.registry import ModelRegistry
 from app.inference.schemas import ModelInfo, ModelList
 from app.validation import MAX_VERSION, Text
 
@@ -27,11 +27,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 class DefaultVersion(BaseModel):
     version: Text = Field(min_length=1, max_length=MAX_VERSION)
-
-
-def _registry(request: Request) -> ModelRegistry:
-    registry: ModelRegistry = request.app.state.registry
-    return registry
 
 
 @router.get("", responses=_ERRORS)

@@ -21,6 +21,7 @@ import numpy as np
 from app.errors import ServiceUnavailable
 from app.inference.predictor import Array, Prediction, Predictor
 from app.observability.metrics import Metrics
+from app.tasks import BackgroundLoop
 
 
 class ModelOverloaded(ServiceUnavailable):
@@ -51,7 +52,7 @@ class Batcher:
         self._max_delay_s = max_delay_s
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
         self._carry: _Job | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop(f"batcher-{predictor.manifest.name}", self._run_next_batch)
         self._in_flight = 0  # submitted and not yet answered
         self._stopped = False
         self._idle = asyncio.Event()
@@ -61,17 +62,11 @@ class Batcher:
         self._queue_time = metrics.queue_seconds.labels(name, version)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(
-            self._run(), name=f"batcher-{self._predictor.manifest.name}"
-        )
+        self._loop.start()
 
     async def stop(self) -> None:
         self._stopped = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
         leftovers = [self._carry] if self._carry else []
         while not self._queue.empty():
             leftovers.append(self._queue.get_nowait())
@@ -139,25 +134,24 @@ class Batcher:
             items += len(job.batch)
         return jobs
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            jobs = await self._next_batch()
-            started = time.perf_counter()
+    async def _run_next_batch(self) -> None:
+        """The loop's step: one forward pass for whatever is queued."""
+        jobs = await self._next_batch()
+        started = time.perf_counter()
+        for job in jobs:
+            self._queue_time.observe(started - job.queued_at)
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._execute, [job.batch for job in jobs]
+            )
+        except Exception as exc:
             for job in jobs:
-                self._queue_time.observe(started - job.queued_at)
-            try:
-                results = await loop.run_in_executor(
-                    self._executor, self._execute, [job.batch for job in jobs]
-                )
-            except Exception as exc:
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-                continue
-            for job, result in zip(jobs, results, strict=True):
-                if not job.future.done():  # the caller may have gone away
-                    job.future.set_result(result)
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        for job, result in zip(jobs, results, strict=True):
+            if not job.future.done():  # the caller may have gone away
+                job.future.set_result(result)
 
     def _execute(self, batches: list[Array]) -> list[Prediction]:
         """Worker thread: one forward for all requests, then each request's slice."""

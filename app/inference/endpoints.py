@@ -4,14 +4,14 @@ from functools import partial
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from app.auth.deps import BEARER_SECURITY, Authenticated, authenticate_request
 from app.errors import error_schema, read_body
+from app.inference.deps import Registry, inference_service
 from app.inference.registry import ModelRegistry, ServedModel
 from app.inference.schemas import ModelInfo, ModelList, PredictRequest, PredictResponse
-from app.inference.service import InferenceService
 from app.validation import MAX_MODEL_NAME, MAX_VERSION
 
 router = APIRouter(prefix="/v1", tags=["inference"])
@@ -23,20 +23,6 @@ _AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: error_schema("Missing, invalid, expired or revoked API key"),
     403: error_schema("The key lacks the scope, or the customer is suspended"),
 }
-
-
-async def _registry(request: Request) -> ModelRegistry:
-    registry: ModelRegistry = request.app.state.registry
-    return registry
-
-
-async def _service(request: Request) -> InferenceService:
-    service: InferenceService = request.app.state.inference
-    return service
-
-
-Registry = Annotated[ModelRegistry, Depends(_registry)]
-Service = Annotated[InferenceService, Depends(_service)]
 
 
 class JSONBytes(Response):
@@ -129,8 +115,7 @@ async def predict(
     # The hot path: auth and the service are taken directly rather than through
     # dependencies, which cost a measurable share of a small model's request (docs/benchmarks).
     principal = await authenticate_request(request)
-    service: InferenceService = request.app.state.inference
-    body, headers = await service.predict(
+    body, headers = await inference_service(request).predict(
         principal,
         request_id=request.state.request_id,
         started_ns=request.state.started_ns,

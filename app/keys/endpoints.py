@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from app.auth.deps import Admin
 from app.clock.deps import ClockDep
+from app.config import request_settings
 from app.db.session import SessionDep
 from app.errors import error_schema
 from app.keys import admin
@@ -80,7 +81,7 @@ def _created(key: ApiKey, secret: str) -> KeyCreated:
 async def create_key(
     actor: Admin, request: Request, session: SessionDep, body: KeyCreate
 ) -> KeyCreated:
-    key, secret = await admin.issue_key(session, actor, request.app.state.settings.secret_key, body)
+    key, secret = await admin.issue_key(session, actor, request_settings(request).secret_key, body)
     return _created(key, secret)
 
 
@@ -126,7 +127,7 @@ async def rotate_key(
     old, new, secret = await admin.rotate(
         session,
         actor,
-        request.app.state.settings.secret_key,
+        request_settings(request).secret_key,
         id_or_prefix,
         timedelta(seconds=body.grace_seconds),
         now=clock.now(),

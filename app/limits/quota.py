@@ -12,8 +12,6 @@ A cap of 0 with included quantities is an included-quota-only plan.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +25,7 @@ from app.clock import Clock, SystemClock
 from app.errors import AppError
 from app.money.periods import Period
 from app.money.pricing import EXACT, PriceComponent, PricingError, Unit, rate
+from app.tasks import BackgroundLoop
 
 log = logging.getLogger("tollgate.limits")
 _MICRO = Decimal(1_000_000)
@@ -88,17 +87,13 @@ class SpendTracker:
         self._clock = clock or SystemClock()
         self._reconcile_s = reconcile_s
         self._usage: dict[int, _Usage] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop("spend-reconciler", self.reconcile, interval_s=reconcile_s)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="spend-reconciler")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
     def _since(self, plan: PlanSnapshot) -> datetime:
         return max(Period.containing(self._clock.now()).start, plan.effective_from)
@@ -178,14 +173,6 @@ class SpendTracker:
             for r in rows:
                 fresh.totals[(r.model, r.variant)] = [r.requests, r.items, r.compute_us]
             self._usage[customer_id] = fresh
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._reconcile_s)
-            try:
-                await self.reconcile()
-            except Exception as exc:
-                log.warning("spend reconcile failed", extra={"error": type(exc).__name__})
 
 
 def spend_headers(spent: Decimal, plan: PlanSnapshot) -> dict[str, str]:

@@ -24,6 +24,7 @@ import logging
 import time
 from dataclasses import dataclass, fields
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -35,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.errors import ServiceUnavailable
 from app.observability.metrics import Metrics
 from app.orm import UsageEvent
+from app.tasks import BackgroundLoop
 
 log = logging.getLogger("tollgate.meter")
 
@@ -94,7 +96,7 @@ class MeterWriter:
         self._max_batch = max_batch
         self._commit_timeout = commit_timeout_s
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_size)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._loops: list[BackgroundLoop] = []
         self._accepting = False
         lanes = 1 if engine.dialect.name == "sqlite" else lanes
         self._lanes = [_Lane() for _ in range(lanes)]
@@ -105,10 +107,12 @@ class MeterWriter:
 
     def start(self) -> None:
         self._accepting = True
-        self._tasks = [
-            asyncio.create_task(self._run(lane), name=f"meter-lane-{i}")
+        self._loops = [
+            BackgroundLoop(f"meter-lane-{i}", partial(self._commit_next, lane))
             for i, lane in enumerate(self._lanes)
         ]
+        for loop in self._loops:
+            loop.start()
 
     async def record(self, row: UsageRow) -> None:
         """Queue a row and wait until it is committed. Raises LedgerUnavailable otherwise."""
@@ -124,38 +128,34 @@ class MeterWriter:
     async def stop(self) -> None:
         """Stop intake, commit everything already queued, then end the loop."""
         self._accepting = False
-        if not self._tasks:
+        if not self._loops:
             return
         await self._queue.join()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        for loop in self._loops:
+            await loop.stop()
+        self._loops = []
         for lane in self._lanes:
             if lane.conn is not None:
                 await lane.conn.close()
                 lane.conn = lane.driver = None
 
-    async def _run(self, lane: _Lane) -> None:
-        """One task per lane: take everything queued, commit it, repeat. Only idle lanes
-        wait on the queue, so whatever arrives while every lane is busy joins the next
-        batch."""
+    async def _commit_next(self, lane: _Lane) -> None:
+        """One loop per lane, this its step: take everything queued, commit it. Only idle
+        lanes wait on the queue, so whatever arrives while every lane is busy joins the
+        next batch."""
         queue, max_batch = self._queue, self._max_batch
-        while True:
-            batch = [await queue.get()]
-            while len(batch) < max_batch:
-                try:
-                    batch.append(queue.get_nowait())
-                except asyncio.QueueEmpty:
-                    break
-            self._metrics.meter_queue_depth.set(queue.qsize())
+        batch = [await queue.get()]
+        while len(batch) < max_batch:
             try:
-                await self._commit(lane, batch)
-            finally:
-                for _ in batch:
-                    queue.task_done()
+                batch.append(queue.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        self._metrics.meter_queue_depth.set(queue.qsize())
+        try:
+            await self._commit(lane, batch)
+        finally:
+            for _ in batch:
+                queue.task_done()
 
     async def _commit(self, lane: _Lane, batch: list[_Pending]) -> None:
         rows = [row for row, _ in batch]

@@ -1,15 +1,37 @@
 from __future__ import annotations
 
-import asyncio
+from typing import Protocol
 
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
+from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 
-from app.observability.metrics import exposition_registry
+from app.db.engine import ping
+from app.db.session import database
+from app.observability.metrics import Metrics, exposition_registry
 
 router = APIRouter(tags=["operations"])
+
+
+class LoadedModels(Protocol):
+    @property
+    def loaded(self) -> int: ...
+
+
+class OpsResources(Protocol):
+    """What the operations endpoints read from the running app (``app.resources.State``)."""
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def registry(self) -> LoadedModels: ...
+
+
+def ops_resources(request: HTTPConnection) -> OpsResources:
+    resources: OpsResources = request.app.resources
+    return resources
 
 
 @router.get("/healthz")
@@ -23,13 +45,11 @@ async def readyz(request: Request) -> JSONResponse:
     """Readiness: the ledger database answers and models are loaded."""
     checks: dict[str, str] = {}
     try:
-        async with asyncio.timeout(2):
-            async with request.app.state.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+        await ping(database(request).engine)
         checks["ledger"] = "ok"
     except Exception as exc:
         checks["ledger"] = f"unreachable: {type(exc).__name__}"
-    loaded = request.app.state.registry.loaded
+    loaded = ops_resources(request).registry.loaded
     checks["models"] = f"{loaded} loaded" if loaded else "none loaded"
     ready = checks["ledger"] == "ok" and loaded > 0
     return JSONResponse(
@@ -45,5 +65,5 @@ router.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=Fals
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    registry = exposition_registry(request.app.state.metrics)
+    registry = exposition_registry(ops_resources(request).metrics)
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

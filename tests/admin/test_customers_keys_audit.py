@@ -14,6 +14,7 @@ from sqlalchemy import text
 from app.clock import ManualClock
 from app.keys.schemas import CreatedKey, Scope
 from app.limits.policy import MAX_PER_MINUTE
+from app.resources import resources
 from tests.conftest import bearer, make_key
 
 ROW = {"inputs": [0.1] * 10}
@@ -64,7 +65,7 @@ async def test_customer_lifecycle_and_suspension(
         f"/admin/customers/{customer['id']}/suspend", headers=bearer(admin)
     )
     assert suspended.json()["status"] == "suspended"
-    clock.advance(seconds=app.state.settings.key_cache_ttl_s)
+    clock.advance(seconds=resources(app).settings.key_cache_ttl_s)
     denied = await _predict(client, key["secret"])
     assert denied.status_code == 403
     assert denied.json()["error"]["type"] == "customer_suspended"
@@ -74,7 +75,7 @@ async def test_customer_lifecycle_and_suspension(
     assert [c["name"] for c in listing] == ["Acme"]
 
     await client.post(f"/admin/customers/{customer['id']}/reactivate", headers=bearer(admin))
-    clock.advance(seconds=app.state.settings.key_cache_ttl_s)
+    clock.advance(seconds=resources(app).settings.key_cache_ttl_s)
     assert (await _predict(client, key["secret"])).status_code == 200
     assert (await client.get("/admin/customers/999999", headers=bearer(admin))).status_code == 404
 
@@ -162,7 +163,7 @@ async def test_rotation_keeps_the_old_secret_until_the_grace_ends(
     assert body["old"]["replaced_by"] == body["new"]["id"]
     assert (await _predict(client, new_secret)).status_code == 200
     assert (await _predict(client, key.secret)).status_code == 200  # still in grace
-    clock.advance(seconds=2.0 + app.state.settings.key_cache_ttl_s)
+    clock.advance(seconds=2.0 + resources(app).settings.key_cache_ttl_s)
     assert (await _predict(client, key.secret)).status_code == 401
     assert (await _predict(client, new_secret)).status_code == 200
     again = await client.post(f"/admin/keys/{key.key_id}/rotate", json={}, headers=bearer(admin))
@@ -175,7 +176,7 @@ async def test_rotation_keeps_the_old_secret_until_the_grace_ends(
 
 
 async def test_a_key_is_named_by_id_or_prefix_and_can_be_expired(
-    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey, clock: ManualClock
 ) -> None:
     key = await make_key(app, "epsilon")
     by_id = await client.get(f"/admin/keys/{key.key_id}", headers=bearer(admin))
@@ -193,7 +194,7 @@ async def test_a_key_is_named_by_id_or_prefix_and_can_be_expired(
     expired = await client.post(f"/admin/keys/{key.prefix}/expire", json={}, headers=bearer(admin))
     assert expired.status_code == 200, expired.text
     assert expired.json()["expires_at"] is not None and expired.json()["revoked_at"] is None
-    await asyncio.sleep(app.state.settings.key_cache_ttl_s + 0.1)
+    clock.advance(seconds=resources(app).settings.key_cache_ttl_s)
     response = await _predict(client, key.secret)
     assert response.status_code == 401
     assert response.json()["error"]["type"] == "key_expired"
@@ -405,9 +406,9 @@ async def test_a_write_that_fails_to_commit_is_not_acknowledged(
     """The commit happens before the response: a commit-time failure is a 503, never a 201
     for a row that does not exist. (A deferred trigger makes this database refuse at
     commit.)"""
-    if app.state.engine.dialect.name != "postgresql":
+    if resources(app).engine.dialect.name != "postgresql":
         pytest.skip("needs a deferred constraint trigger (Postgres)")
-    async with app.state.engine.begin() as conn:
+    async with resources(app).engine.begin() as conn:
         await conn.execute(
             text(
                 "CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$ "
@@ -437,6 +438,6 @@ async def test_a_write_that_fails_to_commit_is_not_acknowledged(
         )
         assert accepted.status_code == 201, accepted.text
     finally:
-        async with app.state.engine.begin() as conn:
+        async with resources(app).engine.begin() as conn:
             await conn.execute(text("DROP TRIGGER refuse_at_commit ON customers"))
             await conn.execute(text("DROP FUNCTION refuse_at_commit()"))

@@ -13,6 +13,7 @@ from app.keys.schemas import CreatedKey
 from app.orm import UsageEvent
 from app.plans import service as plans
 from app.plans.schemas import Effective, PlanAssign
+from app.resources import resources
 
 _seq = iter(range(10**9))
 
@@ -49,7 +50,7 @@ async def add_usage(
         }
         for _ in range(count)
     ]
-    async with app.state.engine.begin() as conn:
+    async with resources(app).engine.begin() as conn:
         await conn.execute(insert(UsageEvent), rows)
 
 
@@ -72,7 +73,7 @@ async def assign(
     immediately: bool = False,
 ) -> None:
     effective = Effective.immediately if immediately else Effective.next_period
-    async with app.state.sessionmaker() as session, session.begin():
+    async with resources(app).sessionmaker() as session, session.begin():
         await plans.assign_plan(
             session,
             "test",

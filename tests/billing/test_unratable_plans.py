@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from app.keys.schemas import CreatedKey, Scope
 from app.orm import Invoice, PlanVersion
+from app.resources import resources
 from tests.billing.helpers import add_usage, assign, create_plan
 from tests.conftest import bearer, make_key
 
@@ -40,7 +41,7 @@ _STORED |= {"model": None, "variant": None}
 
 async def _legacy_components(app: FastAPI, plan_id: int, components: list[dict[str, Any]]) -> None:
     """Store components as the API did before it bounded them (every key, decimal strings)."""
-    async with app.state.sessionmaker() as session, session.begin():
+    async with resources(app).sessionmaker() as session, session.begin():
         version = await session.scalar(select(PlanVersion).where(PlanVersion.plan_id == plan_id))
         assert version is not None
         version.components = [{**_STORED, **c} for c in components]
@@ -107,7 +108,7 @@ async def test_old_unbounded_versions_are_409_at_preview_and_skipped_at_close(
     assert skipped["customer_id"] == alice.customer_id
     assert skipped["plan_version_id"] == 1
     assert close.json()["created"] == []
-    async with app.state.sessionmaker() as session:
+    async with resources(app).sessionmaker() as session:
         assert (await session.scalars(select(Invoice))).all() == []  # nothing half-written
 
 

@@ -8,6 +8,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.keys.schemas import Scope
+from app.resources import resources
 from tests.conftest import bearer, ledger, make_key
 
 ROW = [0.1] * 10
@@ -109,7 +110,7 @@ async def test_wrong_image_shape_says_what_was_expected(
 
 async def test_batch_over_the_limit_is_413(app: FastAPI, client: httpx.AsyncClient) -> None:
     key = await make_key(app)
-    limit = app.state.settings.max_batch_items
+    limit = resources(app).settings.max_batch_items
     response = await client.post(
         "/v1/models/linreg/predict", json={"inputs": [ROW] * (limit + 1)}, headers=bearer(key)
     )
@@ -123,7 +124,7 @@ async def test_batch_over_the_limit_is_413(app: FastAPI, client: httpx.AsyncClie
 
 async def test_body_over_the_limit_is_413(app: FastAPI, client: httpx.AsyncClient) -> None:
     key = await make_key(app)
-    limit = app.state.settings.max_body_bytes
+    limit = resources(app).settings.max_body_bytes
     huge = b'{"inputs": [' + b"0.5," * (limit // 4) + b"0.5]}"
     response = await client.post(
         "/v1/models/cnn/predict",
@@ -137,7 +138,7 @@ async def test_body_over_the_limit_is_413(app: FastAPI, client: httpx.AsyncClien
 async def test_chunked_body_over_the_limit_is_413(app: FastAPI, client: httpx.AsyncClient) -> None:
     """No Content-Length: the limit is enforced while the body streams in."""
     key = await make_key(app)
-    limit = app.state.settings.max_body_bytes
+    limit = resources(app).settings.max_body_bytes
 
     async def chunks():  # type: ignore[no-untyped-def]
         yield b'{"inputs": ['
@@ -161,7 +162,7 @@ async def test_chunked_body_over_the_limit_is_413_on_admin_routes_too(
 ) -> None:
     """The framework parses admin bodies itself; the limit still answers 413, not its 400."""
     admin = await make_key(app, "ops", (Scope.admin,))
-    limit = app.state.settings.max_body_bytes
+    limit = resources(app).settings.max_body_bytes
 
     async def chunks():  # type: ignore[no-untyped-def]
         yield b'{"name": "'

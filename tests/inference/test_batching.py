@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from app.config import Settings
 from app.inference.predictor import LoadedModules
 from app.main import create_app
+from app.resources import resources
 from models.data import digits_split
 from models.manifest import discover, load_weights
 from tests.conftest import bearer, ledger, make_key
@@ -117,9 +118,9 @@ async def test_per_model_overrides_from_the_environment(
     )
     app = create_app(make_settings(pg_url))
     async with app.router.lifespan_context(app):
-        registry = app.state.registry
+        registry = resources(app).registry
         cnn, int8 = registry.find("cnn").batcher, registry.find("cnn:int8").batcher
         linreg = registry.find("linreg").batcher
         assert (cnn.max_items, cnn.max_delay_s) == (8, 0.003)
         assert (int8.max_items, int8.max_delay_s) == (2, 0.0)  # its own entry wins
-        assert linreg.max_items == app.state.settings.batch_max_items
+        assert linreg.max_items == resources(app).settings.batch_max_items

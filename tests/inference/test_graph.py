@@ -13,6 +13,7 @@ from torch import nn
 from app.inference import graph
 from app.inference.graph import optimize_for_cpu
 from app.main import create_app
+from app.resources import resources
 from models.data import digits_split
 from models.manifest import discover, load_weights
 from tests.conftest import bearer, make_key, make_settings
@@ -95,7 +96,7 @@ async def test_cpu_graph_is_configurable_per_model(
     monkeypatch.setenv("TOLLGATE_MODEL_OVERRIDES", '{"cnn:pruned": {"cpu_graph": "eager"}}')
     app = create_app(make_settings(pg_url))
     async with app.router.lifespan_context(app):
-        registry = app.state.registry
+        registry = resources(app).registry
         assert registry.find("cnn").graph == "channels_last"
         assert registry.find("cnn:distilled").graph == "channels_last"
         assert registry.find("cnn:pruned").graph == "eager"

@@ -2,8 +2,9 @@
 """The hot path (app/inference/hot.py) answers exactly like the framework routes.
 
 The same requests go to one app with the hot path and one without; status, body (less the
-request id), headers and the ledger row must match. A spy confirms which requests the hot
-path served and which it left to the framework.
+request id), headers and the ledger row must match. A spy confirms which requests the
+shortcut served and which it left to the route scan. Middleware and exception handlers added
+after ``create_app`` apply to the hot routes too (the shortcut sits at the router).
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
+from fastapi import FastAPI, Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
+from app.inference.errors import ModelNotFound
+from app.inference.hot import HotRoute, hot_routes
 from app.inference.predictor import LoadedModules
-from app.main import Tollgate, create_app
+from app.main import create_app
 from tests.conftest import bearer, ledger, make_key, make_settings
 
 ROW = [0.1] * 10
@@ -48,7 +52,9 @@ def _binary_v2(values: list[float]) -> tuple[bytes, dict[str, str]]:
 
 _BINARY, _BINARY_HEADERS = _binary_v2(ROW)
 
-# (name, method, path, body, extra headers, authenticated, served by the hot path)
+# (name, method, path, body, extra headers, authenticated, served by the shortcut)
+# Not served by it: what the declared route's parameters refuse (too long), another method,
+# and what the middleware answers before any route (a Content-Length over the limit).
 CASES: list[tuple[str, str, str, bytes, dict[str, str], bool, bool]] = [
     ("v1 linreg", "POST", "/v1/models/linreg/predict", orjson.dumps({"inputs": ROW}), {}, True, True),
     ("v1 cnn batch", "POST", "/v1/models/cnn/predict", orjson.dumps({"inputs": [IMAGE, IMAGE]}), {}, True, True),
@@ -62,9 +68,11 @@ CASES: list[tuple[str, str, str, bytes, dict[str, str], bool, bool]] = [
     ("v1 bad key", "POST", "/v1/models/linreg/predict", orjson.dumps({"inputs": ROW}), {"Authorization": "Bearer tg_wrong"}, False, True),
     ("v1 name too long", "POST", "/v1/models/" + "m" * 129 + "/predict", orjson.dumps({"inputs": ROW}), {}, True, False),
     ("v1 version too long", "POST", "/v1/models/linreg/predict?version=" + "9" * 33, orjson.dumps({"inputs": ROW}), {}, True, False),
-    ("v1 other query", "POST", "/v1/models/linreg/predict?x=1", orjson.dumps({"inputs": ROW}), {}, True, False),
+    ("v1 other query", "POST", "/v1/models/linreg/predict?x=1", orjson.dumps({"inputs": ROW}), {}, True, True),
+    ("v1 empty version", "POST", "/v1/models/linreg/predict?version=", orjson.dumps({"inputs": ROW}), {}, True, True),
+    ("v1 repeated query", "POST", "/v1/models/linreg/predict?version=9&version=1", orjson.dumps({"inputs": ROW}), {}, True, True),
     ("v1 GET", "GET", "/v1/models/linreg/predict", b"", {}, True, False),
-    ("v1 too large", "POST", "/v1/models/linreg/predict", b"[" + b"1," * 3_000_000 + b"1]", {}, True, True),
+    ("v1 too large", "POST", "/v1/models/linreg/predict", b"[" + b"1," * 3_000_000 + b"1]", {}, True, False),
     ("v2 json", "POST", "/v2/models/linreg/infer", orjson.dumps({"id": "a", "inputs": [{"name": "features", "shape": [1, 10], "datatype": "FP32", "data": ROW}]}), {}, True, True),
     ("v2 version", "POST", "/v2/models/linreg/versions/1/infer", orjson.dumps({"inputs": [{"name": "features", "shape": [1, 10], "datatype": "FP32", "data": ROW}]}), {}, True, True),
     ("v2 binary", "POST", "/v2/models/linreg/infer", _BINARY, _BINARY_HEADERS, True, True),
@@ -78,24 +86,30 @@ _VARIABLE_HEADERS = {"x-request-id", "date", "content-length"}
 
 
 class Spy:
-    def __init__(self, app: Tollgate) -> None:
-        assert app.hot_app is not None
-        self.inner = app.hot_app
-        self.paths: list[str] = []
+    """Notes each request the shortcut serves itself."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __init__(self, app: FastAPI) -> None:
+        hot = hot_routes(app)
+        assert hot is not None
+        self.inner = hot.serve
+        self.paths: list[str] = []
+        hot.serve = self  # type: ignore[method-assign]
+
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, route: HotRoute, kwargs: dict[str, Any]
+    ) -> None:
         self.paths.append(scope["path"])
-        await self.inner(scope, receive, send)
+        await self.inner(scope, receive, send, route, kwargs)
 
 
 @pytest.fixture
 async def both(
     settings: Settings, loaded_modules: LoadedModules
-) -> AsyncIterator[tuple[Tollgate, FastAPI]]:
+) -> AsyncIterator[tuple[FastAPI, FastAPI]]:
     hot = create_app(settings, modules=loaded_modules)
     plain = create_app(make_settings(settings.database_url, hot_path=False), modules=loaded_modules)
-    assert isinstance(hot, Tollgate) and hot.hot_app is not None
-    assert isinstance(plain, Tollgate) and plain.hot_app is None
+    assert hot_routes(hot) is not None
+    assert hot_routes(plain) is None
     async with (
         hot.router.lifespan_context(hot),
         plain.router.lifespan_context(plain),
@@ -121,13 +135,12 @@ def _normal(response: httpx.Response) -> tuple[int, Any, dict[str, str]]:
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 async def test_hot_path_answers_like_the_framework(
-    both: tuple[Tollgate, FastAPI],
+    both: tuple[FastAPI, FastAPI],
     case: tuple[str, str, str, bytes, dict[str, str], bool, bool],
 ) -> None:
     name, method, path, body, extra, authenticated, served_hot = case
     hot, plain = both
     spy = Spy(hot)
-    hot.hot_app = spy
     key = await make_key(hot)
     headers = {"Content-Type": "application/json", **(bearer(key) if authenticated else {})}
     headers.update(extra)
@@ -158,7 +171,7 @@ async def test_hot_path_answers_like_the_framework(
 
 
 async def test_access_log_line_per_hot_request(
-    both: tuple[Tollgate, FastAPI], caplog: pytest.LogCaptureFixture
+    both: tuple[FastAPI, FastAPI], caplog: pytest.LogCaptureFixture
 ) -> None:
     hot, _ = both
     key = await make_key(hot)
@@ -174,3 +187,55 @@ async def test_access_log_line_per_hot_request(
     assert record.__dict__["status"] == 200
     assert record.__dict__["path"] == "/v1/models/linreg/predict"
     assert key.secret not in str(record.__dict__)
+
+
+class Stamp:
+    """A middleware added after create_app: stamps every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def stamped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-stamp", b"late")]
+            await send(message)
+
+        await self.app(scope, receive, stamped)
+
+
+async def test_late_middleware_and_handler_apply_to_hot_routes(settings: Settings) -> None:
+    app = create_app(settings)
+    app.add_middleware(Stamp)
+
+    async def on_model_not_found(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"late_handler": str(exc)}, status_code=410)
+
+    app.add_exception_handler(ModelNotFound, on_model_not_found)
+    spy = Spy(app)
+    async with app.router.lifespan_context(app):
+        key = await make_key(app)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            ok = await client.post(
+                "/v1/models/linreg/predict", json={"inputs": ROW}, headers=bearer(key)
+            )
+            v1 = await client.post(
+                "/v1/models/nope/predict", json={"inputs": ROW}, headers=bearer(key)
+            )
+            v2 = await client.post(
+                "/v2/models/nope/infer", json={"inputs": []}, headers=bearer(key)
+            )
+    assert spy.paths == [
+        "/v1/models/linreg/predict",
+        "/v1/models/nope/predict",
+        "/v2/models/nope/infer",
+    ]
+    assert ok.status_code == 200 and ok.headers["x-stamp"] == "late"
+    assert ok.headers["x-request-id"]  # and the app's own middleware still runs
+    assert v1.status_code == 410, v1.text
+    assert "late_handler" in v1.json()
+    assert v1.headers["x-stamp"] == "late"
+    # V2 renders the app's errors in its own protocol form inside the endpoint.
+    assert v2.status_code == 404 and "error" in v2.json()
+    assert v2.headers["x-stamp"] == "late"

@@ -13,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.keys.schemas import Scope
+from app.resources import resources
 from models.data import digits_split
 from tests.conftest import bearer, make_key
 
@@ -32,7 +33,7 @@ async def test_unload_lets_queued_requests_finish_then_load_again(
         asyncio.create_task(client.post("/v1/models/cnn/predict", json=body, headers=bearer(dev)))
         for _ in range(8)
     ]
-    batcher = app.state.registry.find("cnn").batcher
+    batcher = resources(app).registry.find("cnn").batcher
     for _ in range(500):  # wait until they are queued or running in the batcher
         if batcher.in_flight == len(in_flight):
             break
@@ -78,7 +79,7 @@ async def test_loading_a_model_does_not_stop_the_others(
     here), linreg keeps answering."""
     admin = await make_key(app, "ops", (Scope.admin,))
     dev = await make_key(app)
-    registry = app.state.registry
+    registry = resources(app).registry
     assert (
         await client.post("/admin/models/cnn/versions/1/unload", headers=bearer(admin))
     ).status_code == 200

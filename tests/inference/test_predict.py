@@ -8,6 +8,7 @@ import pytest
 import torch
 from fastapi import FastAPI
 
+from app.resources import resources
 from models.data import diabetes_split, digits_split
 from models.manifest import discover, load_weights
 from tests.conftest import bearer, ledger, make_key
@@ -47,7 +48,7 @@ async def test_cnn_outputs_equal_offline_and_accuracy_matches_manifest(
 
     logits: list[list[float]] = []
     labels: list[str] = []
-    step = app.state.settings.max_batch_items
+    step = resources(app).settings.max_batch_items
     for start in range(0, len(test.x), step):
         batch = test.x[start : start + step].tolist()
         response = await client.post(

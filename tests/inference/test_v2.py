@@ -22,6 +22,7 @@ from tritonclient.utils import InferenceServerException
 
 from app.keys.schemas import Scope
 from app.main import create_app
+from app.resources import resources
 from models.data import digits_split
 from models.manifest import discover, load_weights
 from tests.conftest import bearer, ledger, make_key, make_settings
@@ -298,7 +299,7 @@ def _nan_body() -> tuple[bytes, dict[str, str]]:
 async def test_errors_are_v2_shaped_4xx(app: FastAPI, client: httpx.AsyncClient) -> None:
     h = bearer(await make_key(app))
     zeros = np.zeros((1, 3, 28, 28), dtype=np.float32)
-    too_many = np.zeros((app.state.settings.max_batch_items + 1, 3, 28, 28), dtype=np.float32)
+    too_many = np.zeros((resources(app).settings.max_batch_items + 1, 3, 28, 28), dtype=np.float32)
     binary_ok, binary_headers = _binary_body(zeros, "FP32")
     cases: list[tuple[str, str, Any, dict[str, str], int, str]] = [
         ("bool", "cnn", _json_body(datatype="BOOL", data=[True] * 2352), {}, 400, "BOOL"),

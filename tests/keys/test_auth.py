@@ -12,6 +12,7 @@ from sqlalchemy import text
 from app.auth.secrets import generate_key
 from app.clock import ManualClock
 from app.keys.schemas import Scope
+from app.resources import resources
 from tests.conftest import bearer, ledger, make_key
 
 ROW = [0.01 * i for i in range(10)]
@@ -54,11 +55,11 @@ async def test_valid_key_predicts(app: FastAPI, client: httpx.AsyncClient) -> No
 async def test_revoked_key_is_401(app: FastAPI, client: httpx.AsyncClient, pg_sync: object) -> None:
     key = await make_key(app)
     assert (await _predict(client, bearer(key))).status_code == 200
-    async with app.state.sessionmaker() as session, session.begin():
+    async with resources(app).sessionmaker() as session, session.begin():
         await session.execute(
             text("UPDATE api_keys SET revoked_at = now() WHERE prefix = :p"), {"p": key.prefix}
         )
-    app.state.authenticator.forget_all()
+    resources(app).authenticator.forget_all()
     response = await _predict(client, bearer(key))
     assert response.status_code == 401
     assert response.json()["error"]["type"] == "key_revoked"
@@ -90,7 +91,7 @@ async def test_key_without_predict_scope_is_403_and_metered_unbillable(
 
 async def test_suspended_customer_is_403(app: FastAPI, client: httpx.AsyncClient) -> None:
     key = await make_key(app, "lapsed")
-    async with app.state.sessionmaker() as session, session.begin():
+    async with resources(app).sessionmaker() as session, session.begin():
         await session.execute(text("UPDATE customers SET status = 'suspended'"))
     response = await _predict(client, bearer(key))
     assert response.status_code == 403
@@ -108,7 +109,7 @@ async def test_key_restricted_to_other_models_is_403(
 
 async def test_keys_are_stored_only_as_hmac(app: FastAPI, pg_sync: object) -> None:
     key = await make_key(app)
-    async with app.state.sessionmaker() as session:
+    async with resources(app).sessionmaker() as session:
         row = (await session.execute(text("SELECT * FROM api_keys"))).mappings().one()
     assert key.secret.startswith("tg_") and len(key.secret) >= 3 + 22  # >= 128 bits of base62
     assert key.secret not in {str(v) for v in row.values()}
@@ -121,9 +122,9 @@ async def test_revocation_is_seen_after_the_cache_ttl(
     """No manual cache flush: the 1 s TTL alone makes the revocation effective."""
     key = await make_key(app)
     assert (await _predict(client, bearer(key))).status_code == 200
-    async with app.state.sessionmaker() as session, session.begin():
+    async with resources(app).sessionmaker() as session, session.begin():
         await session.execute(text("UPDATE api_keys SET revoked_at = now()"))
-    clock.advance(seconds=app.state.settings.key_cache_ttl_s)
+    clock.advance(seconds=resources(app).settings.key_cache_ttl_s)
     assert (await _predict(client, bearer(key))).status_code == 401
 
 
@@ -133,7 +134,7 @@ async def test_last_used_at_is_kept_without_a_write_per_request(
     key = await make_key(app)
 
     async def last_used() -> object:
-        async with app.state.sessionmaker() as session:
+        async with resources(app).sessionmaker() as session:
             return (
                 await session.execute(
                     text("SELECT last_used_at FROM api_keys WHERE id = :id"), {"id": key.key_id}
@@ -143,10 +144,10 @@ async def test_last_used_at_is_kept_without_a_write_per_request(
     for _ in range(5):
         assert (await _predict(client, bearer(key))).status_code == 200
     assert await last_used() is None  # nothing written on the request path
-    assert await app.state.last_used.flush() == 1  # one key, one batched write
+    assert await resources(app).last_used.flush() == 1  # one key, one batched write
     first = await last_used()
     assert first is not None
-    assert await app.state.last_used.flush() == 0  # nothing new: no write
+    assert await resources(app).last_used.flush() == 0  # nothing new: no write
     await _predict(client, bearer(key))
-    await app.state.last_used.flush()
+    await resources(app).last_used.flush()
     assert await last_used() >= first  # type: ignore[operator]

@@ -13,13 +13,14 @@ from sqlalchemy import func, select
 from app.customers.repository import get_or_create_customer
 from app.db.engine import build_engine, build_sessionmaker
 from app.orm import ApiKey, Customer
+from app.resources import resources
 from tests.conftest import make_key, run_migrations
 
 
 async def test_concurrent_keys_for_one_new_customer_share_one_row(app: FastAPI) -> None:
     keys = await asyncio.gather(*(make_key(app, "newcomer") for _ in range(12)))
     assert len({k.customer_id for k in keys}) == 1
-    async with app.state.sessionmaker() as session:
+    async with resources(app).sessionmaker() as session:
         customers = await session.scalar(
             select(func.count()).select_from(Customer).where(Customer.name == "newcomer")
         )

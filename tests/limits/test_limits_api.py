@@ -23,6 +23,7 @@ from app.limits.quota import usage_spend
 from app.main import create_app
 from app.money.pricing import PriceComponent
 from app.orm import PlanVersion
+from app.resources import resources
 from tests.billing.helpers import add_usage, assign, create_plan
 from tests.conftest import bearer, ledger, make_key
 
@@ -31,14 +32,14 @@ REDIS = os.environ.get("TOLLGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 async def _set_key_limits(app: FastAPI, key: CreatedKey, rpm: int | None, ipm: int | None) -> None:
-    async with app.state.sessionmaker() as session, session.begin():
+    async with resources(app).sessionmaker() as session, session.begin():
         await session.execute(
             text(
                 "UPDATE api_keys SET requests_per_minute = :r, items_per_minute = :i WHERE id = :id"
             ),
             {"r": rpm, "i": ipm, "id": key.key_id},
         )
-    app.state.authenticator.forget_all()
+    resources(app).authenticator.forget_all()
 
 
 async def _predict(client: httpx.AsyncClient, key: CreatedKey, n: int = 1) -> httpx.Response:
@@ -94,7 +95,7 @@ async def test_plan_limits_apply_and_key_overrides_win(
     )
     on_plan = await make_key(app, "slowpoke")
     await assign(app, on_plan.customer_id, plan["id"], datetime.now(UTC), immediately=True)
-    app.state.authenticator.forget_all()
+    resources(app).authenticator.forget_all()
     statuses = [(await _predict(client, on_plan)).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
     override = await make_key(app, "slowpoke")
@@ -207,7 +208,7 @@ async def test_spend_cap_stops_billable_calls_with_402(
     await add_usage(
         app, key, month_start.replace(second=5), count=1, model="linreg"
     )  # $0.50 already spent this month
-    app.state.authenticator.forget_all()
+    resources(app).authenticator.forget_all()
     responses = [await _predict(client, key) for _ in range(4)]
     assert [r.status_code for r in responses] == [200, 200, 200, 402]
     assert [r.headers.get("x-usage-spend-period-to-date") for r in responses[:3]] == [
@@ -234,7 +235,7 @@ async def test_included_quota_only_plan(app: FastAPI, client: httpx.AsyncClient)
     )
     key = await make_key(app, "freeloader")
     await assign(app, key.customer_id, plan["id"], datetime.now(UTC), immediately=True)
-    app.state.authenticator.forget_all()
+    resources(app).authenticator.forget_all()
     assert (await _predict(client, key, 3)).status_code == 200
     assert (await _predict(client, key, 3)).status_code == 402  # 6 > 5 included
     assert (await _predict(client, key, 2)).status_code == 200  # exactly 5
@@ -268,7 +269,7 @@ async def test_spend_cap_with_the_finest_compute_price_stays_exact(
     )
     key = await make_key(app, "fine-grained")
     await assign(app, key.customer_id, plan["id"], datetime.now(UTC), immediately=True)
-    app.state.authenticator.forget_all()
+    resources(app).authenticator.forget_all()
     responses = []
     for _ in range(4):
         responses += [await _predict(client, key), await _infer_v2(client, key)]
@@ -323,13 +324,13 @@ async def test_a_plan_priced_too_finely_before_bounds_is_402_not_500(
         spend_cap="1000000",
         components=[{"unit": "compute_second", "pricing": "per_unit", "unit_price": "1"}],
     )
-    async with app.state.sessionmaker() as session, session.begin():
+    async with resources(app).sessionmaker() as session, session.begin():
         version = await session.scalar(select(PlanVersion))
         assert version is not None
         version.components = [{**version.components[0], "unit_price": "0." + "7" * 199}]
     key = await make_key(app, "legacy-customer")
     await assign(app, key.customer_id, plan["id"], datetime.now(UTC), immediately=True)
-    app.state.authenticator.forget_all()
+    resources(app).authenticator.forget_all()
     first = await _predict(client, key)
     assert first.status_code == 200, first.text  # no compute recorded yet
     v1, v2 = await _predict(client, key), await _infer_v2(client, key)

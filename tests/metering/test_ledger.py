@@ -15,6 +15,7 @@ from sqlalchemy import text
 from app.config import Settings
 from app.main import create_app
 from app.metering.writer import LedgerUnavailable, UsageRow
+from app.resources import resources
 from tests.conftest import bearer, ledger, make_key
 
 ROW = [0.05] * 10
@@ -81,7 +82,7 @@ async def test_unwritable_ledger_means_503_and_no_prediction(
     assert (
         await client.post("/v1/models/linreg/predict", json={"inputs": ROW}, headers=bearer(key))
     ).status_code == 200
-    async with app.state.engine.begin() as conn:
+    async with resources(app).engine.begin() as conn:
         await conn.execute(text("ALTER TABLE usage_events RENAME TO usage_events_gone"))
     try:
         response = await client.post(
@@ -93,7 +94,7 @@ async def test_unwritable_ledger_means_503_and_no_prediction(
         assert "outputs" not in body
         assert response.headers["retry-after"]
     finally:
-        async with app.state.engine.begin() as conn:
+        async with resources(app).engine.begin() as conn:
             await conn.execute(text("ALTER TABLE usage_events_gone RENAME TO usage_events"))
     # The service recovers by itself once the ledger is back.
     again = await client.post(
@@ -110,7 +111,7 @@ async def test_ledger_commit_timeout_is_503(settings: Settings, pg_sync: object)
         key = await make_key(app)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            async with app.state.engine.connect() as locker:
+            async with resources(app).engine.connect() as locker:
                 await locker.execute(text("LOCK TABLE usage_events IN ACCESS EXCLUSIVE MODE"))
                 response = await client.post(
                     "/v1/models/linreg/predict", json={"inputs": ROW}, headers=bearer(key)
@@ -149,7 +150,7 @@ async def test_shutdown_drains_queued_rows(settings: Settings, pg_sync: object) 
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         key = await make_key(app)
-        meter = app.state.meter
+        meter = resources(app).meter
         pending = [
             asyncio.create_task(meter.record(_row(key.key_id, key.customer_id, f"drain-{i}")))
             for i in range(50)
@@ -356,7 +357,7 @@ async def test_rows_are_stored_exactly_as_recorded(app: FastAPI) -> None:
             created_at=aware.replace(tzinfo=None),
         ),
     ]
-    await asyncio.gather(*(app.state.meter.record(row) for row in rows))
+    await asyncio.gather(*(resources(app).meter.record(row) for row in rows))
     stored = {r.request_id: r for r in await ledger(app)}
     for row in rows:
         got = stored[row.request_id]
@@ -392,7 +393,7 @@ async def test_commit_lanes_overlap_up_to_the_limit(
     monkeypatch.setattr(writer_module, "_insert_postgres", slow_insert)
     async with app.router.lifespan_context(app):
         key = await make_key(app)
-        meter = app.state.meter
+        meter = resources(app).meter
         pending = []
         for i in range(200):  # rows keep arriving while earlier commits are in flight
             row = _row(key.key_id, key.customer_id, f"lane-{i}")
@@ -436,10 +437,10 @@ async def test_a_row_the_database_refuses_fails_alone(app: FastAPI) -> None:
     rows[3] = dataclasses.replace(rows[3], request_id="bad-a", model="nul\x00name")
     rows[9] = dataclasses.replace(rows[9], request_id="bad-b", model="\x00")
     outcomes = await asyncio.gather(
-        *(app.state.meter.record(row) for row in rows), return_exceptions=True
+        *(resources(app).meter.record(row) for row in rows), return_exceptions=True
     )
     failed = {row.request_id for row, o in zip(rows, outcomes, strict=True) if o is not None}
-    if app.state.engine.dialect.name == "postgresql":
+    if resources(app).engine.dialect.name == "postgresql":
         assert failed == {"bad-a", "bad-b"}
         assert all(isinstance(o, LedgerUnavailable) for o in outcomes if o is not None)
     else:  # SQLite keeps NUL in text
@@ -478,7 +479,7 @@ async def test_usage_total_compute_is_exact_whatever_the_grouping(
         dataclasses.replace(base, compute_us=100, model="a"),
         dataclasses.replace(base, request_id="exact-b", compute_us=200, model="b"),
     ]
-    await asyncio.gather(*(app.state.meter.record(row) for row in rows))
+    await asyncio.gather(*(resources(app).meter.record(row) for row in rows))
     by_model = (
         await client.get("/v1/usage", params={"group_by": "model"}, headers=bearer(key))
     ).json()

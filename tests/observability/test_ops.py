@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from app.config import Settings
 from app.main import create_app
+from app.resources import resources
 from tests.conftest import bearer, make_key
 
 REQUIRED = [
@@ -85,5 +86,5 @@ async def test_openapi_lists_the_routes(client: httpx.AsyncClient) -> None:
 
 
 async def test_pg_session_timezone_is_utc(app: FastAPI) -> None:
-    async with app.state.engine.connect() as conn:
+    async with resources(app).engine.connect() as conn:
         assert (await conn.execute(text("SHOW timezone"))).scalar() == "UTC"

@@ -24,6 +24,7 @@ from app.keys.schemas import CreatedKey, Scope
 from app.main import create_app
 from app.orm import CustomerPlan, Invoice, InvoiceLine, PlanVersion
 from app.orm.base import ExactNumeric
+from app.resources import resources
 from tests.conftest import bearer, make_key, make_settings, run_migrations
 
 PER_UNIT = {"unit": "request", "pricing": "per_unit", "unit_price": "1"}
@@ -178,7 +179,7 @@ async def test_money_at_the_edges_round_trips_exactly(any_db: FastAPI) -> None:
         "amount": Decimal("99999999999999999999.9999999999"),
     }
     now = datetime(2026, 9, 1, tzinfo=UTC)
-    async with any_db.state.sessionmaker() as session, session.begin():
+    async with resources(any_db).sessionmaker() as session, session.begin():
         version_id = await session.scalar(select(PlanVersion.id))
         assert version_id is not None
         invoice = Invoice(
@@ -205,7 +206,7 @@ async def test_money_at_the_edges_round_trips_exactly(any_db: FastAPI) -> None:
                 **line_values,
             )
         )
-    async with any_db.state.sessionmaker() as session:
+    async with resources(any_db).sessionmaker() as session:
         line = await session.scalar(select(InvoiceLine))
         version = await session.scalar(select(PlanVersion))
     assert line is not None and version is not None
@@ -248,7 +249,7 @@ async def test_concurrent_assignments_leave_one_row_per_start(
             )
         )
     assert [r.status_code for r in responses] == [200] * 10, [r.text for r in responses]
-    async with app.state.sessionmaker() as session:
+    async with resources(app).sessionmaker() as session:
         rows = (
             await session.execute(
                 select(CustomerPlan.effective_from, func.count())
@@ -287,7 +288,7 @@ async def test_revenue_and_margin_reports_sum_past_int64_exactly(any_db: FastAPI
     amounts = [2**63 - 1, 2**63 - 2, 2**62 + 12_345, -(2**63) + 7]
     now = datetime(2026, 9, 1, tzinfo=UTC)
     customers = [await make_key(any_db, f"c{i}") for i in range(len(amounts))]
-    async with any_db.state.sessionmaker() as session, session.begin():
+    async with resources(any_db).sessionmaker() as session, session.begin():
         version_id = await session.scalar(select(PlanVersion.id))
         for customer, amount in zip(customers, amounts, strict=True):
             invoice = Invoice(
