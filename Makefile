@@ -24,8 +24,8 @@ run: install  ## migrate the embedded SQLite default, print a demo key, serve on
 	@$(BIN)/tollgate keys create --customer demo --name "make run demo key" 2>/dev/null
 	$(BIN)/tollgate serve --host $(HOST) --port $(PORT)
 
-test: install  ## the whole suite against Postgres on 127.0.0.1:5432 (and SQLite)
-	$(BIN)/python -m pytest
+test: install  ## the whole suite against Postgres on 127.0.0.1:5432 (and SQLite), one worker per core
+	$(BIN)/python -m pytest -n auto
 
 lint: install
 	$(BIN)/ruff check .
