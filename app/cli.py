@@ -73,6 +73,8 @@ def serve(
         workers=workers,
         access_log=False,
         log_config=None,
+        # Header limits and read timeouts (TOLLGATE_MAX_HEADER_*, *_TIMEOUT_S): app/server.py
+        http="app.server:GuardedHttpProtocol",
     )
 
 

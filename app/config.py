@@ -39,6 +39,14 @@ class Settings(BaseSettings):
     # Request limits.
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_batch_items: int = Field(default=64, gt=0)
+    # The HTTP server's own limits (app/server.py), checked before any route, key or body:
+    # one header line (name + value), the request line and headers together, their count
+    # (431 past any), and how long the headers and then the body may take to arrive (408).
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    max_headers_total_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_header_count: int = Field(default=100, ge=8)
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
 
     # Dynamic batching across requests, per model version: at most this many items per
     # forward pass; wait up to the delay for more (0: take only what is already queued).

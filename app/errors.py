@@ -71,8 +71,9 @@ class Unprocessable(AppError):
 
 
 class ClientClosedRequest(AppError):
-    """The client went away before its request body arrived (nginx's 499; nobody reads
-    the answer, but the ledger row says what happened)."""
+    """The client went away (or the server's body timeout closed it) before its request
+    body arrived: nginx's 499. Nobody reads the answer, and the request, never whole, is
+    not metered."""
 
     status_code = 499
     type = "client_closed_request"

@@ -19,7 +19,7 @@ from prometheus_client import Counter, Histogram
 from app.auth.authenticator import require
 from app.auth.errors import ModelNotAllowed
 from app.auth.principal import Principal, Scope
-from app.errors import AppError, InvalidJSON
+from app.errors import AppError, ClientClosedRequest, InvalidJSON
 from app.inference.errors import InvalidTensor
 from app.inference.predictor import Array, Prediction
 from app.inference.registry import ModelRegistry, ServedModel
@@ -128,6 +128,10 @@ class InferenceService:
         except Exception as exc:
             if reserved and served is not None:
                 self.spend.release(principal.customer_id, served.name, served.variant, reserved)
+            if isinstance(exc, ClientClosedRequest):
+                # The request never arrived whole (the client left, or its body timed out
+                # in the server, app/server.py): nothing was served, nothing is metered.
+                raise
             status = exc.status_code if isinstance(exc, AppError) else 500
             await self._record_failure(
                 principal, request_id, started_ns, model, served, status, endpoint
