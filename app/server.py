@@ -134,8 +134,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._refuse(
                 431,
                 "headers_too_large",
-                f"the request line and headers exceed {self._limits.max_headers_total_bytes}"
-                " bytes",
+                f"the request line and headers exceed {self._limits.max_headers_total_bytes} bytes",
             )
 
     # -- parser callbacks -----------------------------------------------------------------

@@ -14,8 +14,10 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 from sqlalchemy import text
+from sqlalchemy.engine import Engine
 
 from app.config import Settings
+from app.db.engine import build_engine, build_sessionmaker
 from app.keys.schemas import Scope
 from app.keys.service import create_key
 from app.main import create_app
@@ -183,13 +185,9 @@ def test_an_idle_connection_is_closed_by_the_header_timeout(
 async def test_a_body_that_never_arrives_is_408_and_not_metered(
     served: tuple[_Served, int], settings: Settings, pg_sync: object
 ) -> None:
-    app_holder, port = served
-    from sqlalchemy.engine import Engine
-
+    _, port = served
     assert isinstance(pg_sync, Engine)
     # A key in the served app's database (its sessionmaker lives on the server's loop).
-    from app.db.engine import build_engine, build_sessionmaker
-
     engine = build_engine(settings.database_url)
     async with build_sessionmaker(engine)() as session, session.begin():
         key = await create_key(
@@ -220,8 +218,7 @@ async def test_a_body_that_never_arrives_is_408_and_not_metered(
                 PREDICT
                 + b"Authorization: Bearer "
                 + key.secret.encode()
-                + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-                % len(payload)
+                + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(payload)
                 + payload
             )
             return _read_response(sock)[0]
