@@ -6,13 +6,14 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import record as audit
-from app.config import REPO_ROOT, get_settings
+from app.config import REPO_ROOT, ConfigurationError, describe, get_settings, load_settings
 from app.db.engine import build_engine, build_sessionmaker
 from app.keys.schemas import CreatedKey, Scope
 from app.keys.service import create_key, revoke_key
@@ -59,6 +60,7 @@ def serve(
 
     import uvicorn
 
+    load_settings()  # a configuration error stops here, before uvicorn starts
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tollgate-metrics-")
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -421,7 +423,22 @@ def billing_reconcile(period: Annotated[str, typer.Argument(help="YYYY-MM")]) ->
 
 
 def main() -> None:
-    cli()
+    """``tollgate``: a configuration error is one line per problem and exit status 2, not a
+    traceback."""
+    try:
+        cli()
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        _configuration_error(describe(exc))
+    except ConfigurationError as exc:
+        _configuration_error(exc.problems)
+
+
+def _configuration_error(problems: list[str]) -> NoReturn:
+    for problem in problems:
+        typer.echo(f"configuration error: {problem}", err=True)
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -103,16 +103,26 @@ class Settings(BaseSettings):
     stripe_retry_delay_s: float = Field(default=0.5, ge=0)
 
     log_level: str = "INFO"
+    # Production refuses the embedded SQLite database unless this says otherwise.
+    allow_sqlite: bool = False
 
     @model_validator(mode="after")
-    def _refuse_default_secret(self) -> Settings:
+    def _refuse_unsafe_outside_development(self) -> Settings:
+        problems: list[str] = []
         if self.env != "development" and (
             not self.secret_key or self.secret_key == DEV_SECRET or len(self.secret_key) < 16
         ):
-            raise ValueError(
+            problems.append(
                 "TOLLGATE_SECRET_KEY must be set to a non-default value of at least 16 "
                 f"characters when TOLLGATE_ENV={self.env}"
             )
+        if self.env == "production" and self.is_sqlite and not self.allow_sqlite:
+            problems.append(
+                "TOLLGATE_DATABASE_URL is SQLite, which production refuses (one process, one "
+                "file): use postgresql://..., or set TOLLGATE_ALLOW_SQLITE=true to accept it"
+            )
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     @property
@@ -123,3 +133,37 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+class ConfigurationError(Exception):
+    """The environment does not make valid settings; ``problems`` has one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def load_settings() -> Settings:
+    """``get_settings()``, with a :class:`ValidationError` turned into one readable line per
+    problem, each naming its environment variable (the entry points print them, exit 2)."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        raise ConfigurationError(describe(exc)) from None
+
+
+def describe(exc: ValidationError) -> list[str]:
+    problems: list[str] = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["loc"]:
+            var = "TOLLGATE_" + "_".join(str(p) for p in error["loc"]).upper()
+            value = error.get("input")
+            secret = any(s in var for s in ("SECRET", "KEY", "URL", "PASSWORD"))
+            shown = (
+                f" (got {value!r})" if isinstance(value, str | int | float) and not secret else ""
+            )
+            problems.append(f"{var}: {message}{shown}")
+        else:
+            problems.extend(message.splitlines())
+    return problems
