@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import record as audit
-from app.config import REPO_ROOT, ConfigurationError, describe, get_settings, load_settings
+from app.config import ConfigurationError, describe, get_settings, load_settings
 from app.db.engine import build_engine, build_sessionmaker
 from app.keys.schemas import CreatedKey, Scope
 from app.keys.service import create_key, revoke_key
@@ -83,10 +83,14 @@ def serve(
 @cli.command()
 def migrate(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply database migrations (``alembic upgrade``) to TOLLGATE_DATABASE_URL."""
-    from alembic import command
-    from alembic.config import Config
+    import logging
 
-    command.upgrade(Config(str(REPO_ROOT / "alembic.ini")), revision)
+    from app.db.migrate import upgrade
+
+    # Alembic names each revision it applies (INFO on the "alembic" logger), on stderr.
+    logging.basicConfig(format="%(levelname)-5.5s [%(name)s] %(message)s")
+    logging.getLogger("alembic").setLevel(logging.INFO)
+    upgrade(get_settings().database_url, revision)
     typer.echo(f"database migrated to {revision}")
 
 

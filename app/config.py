@@ -4,16 +4,25 @@ from __future__ import annotations
 
 from decimal import Decimal
 from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEV_SECRET = "dev-insecure-secret-change-me"  # noqa: S105 - refused outside development
 # How a float32 model runs on the CPU (app/inference/graph.py).
 CpuGraph = Literal["script", "channels_last", "eager"]
+
+
+def shipped_models_dir() -> Path:
+    """The weights and manifests shipped in the installed ``models`` package (the wheel
+    carries them as package data), wherever it is installed: never the working directory."""
+    location = files("models")
+    if not isinstance(location, Path):  # e.g. imported from a zip: nothing to load from
+        raise RuntimeError(f"the models package is not a folder on disk: {location}")
+    return location
 
 
 class ModelOverride(BaseModel):
@@ -31,9 +40,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TOLLGATE_", env_file=None, extra="ignore")
 
     env: Literal["development", "test", "production"] = "development"
-    database_url: str = f"sqlite+aiosqlite:///{REPO_ROOT / 'var' / 'tollgate.db'}"
+    # With nothing set: an embedded SQLite file under ./var of the working directory.
+    database_url: str = "sqlite+aiosqlite:///var/tollgate.db"
     secret_key: str = DEV_SECRET
-    models_dir: Path = REPO_ROOT / "models"
+    models_dir: Path = Field(default_factory=shipped_models_dir)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     # Request limits.

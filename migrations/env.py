@@ -1,4 +1,9 @@
-"""Alembic environment: runs migrations through the app's own async engine."""
+"""Alembic environment: runs migrations through the app's own async engine.
+
+Two ways in: ``app.db.migrate.alembic_config`` (``tollgate migrate``, the tests; no ini file,
+the URL in ``config.attributes["database_url"]``) and the developer's ``alembic`` command with
+the top-level ``alembic.ini`` (the URL from TOLLGATE_DATABASE_URL, logging from the ini).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from app.db.engine import build_engine, normalize_url
 from app.orm import Base
 
 config = context.config
-if config.config_file_name is not None and config.attributes.get("configure_logger", True):
+if config.config_file_name is not None:  # the alembic command with alembic.ini
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = Base.metadata

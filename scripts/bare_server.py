@@ -23,7 +23,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from app.config import REPO_ROOT
+from app.config import shipped_models_dir
 from app.inference.graph import CpuGraph, optimize_for_cpu
 from models.manifest import discover, load_weights
 
@@ -31,7 +31,7 @@ from models.manifest import discover, load_weights
 def build(graph: CpuGraph = "eager") -> FastAPI:
     torch.set_num_threads(1)
     modules: dict[str, tuple[torch.nn.Module, tuple[str, ...] | None]] = {}
-    for mdir, manifest in discover(REPO_ROOT / "models"):
+    for mdir, manifest in discover(shipped_models_dir()):
         if manifest.variant is not None:
             continue
         module = load_weights(mdir, manifest).eval()

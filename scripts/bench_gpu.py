@@ -30,11 +30,11 @@ from typing import Any
 
 import torch
 
-from app.config import REPO_ROOT, Settings
+from app.config import Settings, shipped_models_dir
 from app.inference.registry import ModelRegistry
 from app.observability.metrics import Metrics
 from models.data import digits_split
-from scripts.harness import Server, migrate_and_create_key
+from scripts.harness import ROOT, Server, migrate_and_create_key
 from scripts.loadgen import Load, http_request, run_load, v2_binary_body
 
 SECRET = "gpu-bench-secret-0123456789abcdef"  # noqa: S105 - a throwaway SQLite ledger
@@ -59,7 +59,7 @@ def ceiling(device: str, refs: list[str], seconds: float) -> dict[str, dict[int,
     thread count the server uses."""
     torch.set_num_threads(Settings().torch_threads)
     registry = ModelRegistry(
-        REPO_ROOT / "models", Metrics(), device=device, max_batch_items=64, threads=1
+        shipped_models_dir(), Metrics(), device=device, max_batch_items=64, threads=1
     )
     registry.load_all()
     _, test = digits_split()
@@ -84,7 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "var" / "bench" / "gpu")
+    parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "gpu")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("no CUDA device here; use --device cpu for a dry run")

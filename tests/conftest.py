@@ -14,12 +14,12 @@ from datetime import datetime
 
 import httpx
 import pytest
-from alembic import command
-from alembic.config import Config
 from fastapi import FastAPI
 from sqlalchemy import create_engine, select, text
 
-from app.config import REPO_ROOT, Settings
+from app.config import Settings
+from app.db.migrate import alembic_config as alembic_config
+from app.db.migrate import upgrade as run_migrations
 from app.keys.schemas import CreatedKey, Scope
 from app.keys.service import create_key
 from app.main import create_app
@@ -27,20 +27,6 @@ from app.orm import UsageEvent
 
 PG_HOST = os.environ.get("TOLLGATE_TEST_PG", "postgres@127.0.0.1:5432")
 TEST_SECRET = "test-secret-key-0123456789abcdef"
-
-
-def run_migrations(url: str, revision: str = "head") -> None:
-    cfg = Config(str(REPO_ROOT / "alembic.ini"))
-    cfg.attributes["database_url"] = url
-    cfg.attributes["configure_logger"] = False
-    command.upgrade(cfg, revision)
-
-
-def alembic_config(url: str) -> Config:
-    cfg = Config(str(REPO_ROOT / "alembic.ini"))
-    cfg.attributes["database_url"] = url
-    cfg.attributes["configure_logger"] = False
-    return cfg
 
 
 @pytest.fixture(scope="session")

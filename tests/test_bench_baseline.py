@@ -6,10 +6,10 @@ import httpx
 import pytest
 import torch
 
-from app.config import REPO_ROOT
 from models.data import digits_split
 from models.manifest import discover, load_weights
 from scripts.bare_server import build
+from tests.paths import REPO_ROOT
 
 
 @pytest.mark.parametrize("graph", ["eager", "script"])

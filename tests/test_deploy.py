@@ -15,10 +15,11 @@ import yaml
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from app.config import REPO_ROOT, Settings
+from app.config import Settings
 from app.observability.gpu import GpuCollector
 from tests.conftest import bearer, make_key
 from tests.observability.test_gpu_metrics import SimulatedNvml
+from tests.paths import REPO_ROOT
 
 DEPLOY = REPO_ROOT / "deploy"
 
@@ -46,9 +47,21 @@ def test_compose_services_files_ports_and_settings() -> None:
     assert "8000:8000" in services["app"]["ports"]
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     assert "EXPOSE 8000" in dockerfile
-    for source in re.findall(r"^COPY (\S+)", dockerfile, re.M):
+    for source in re.findall(r"^COPY (?!--from=)(\S+)", dockerfile, re.M):
         assert (REPO_ROOT / source).exists(), f"Dockerfile copies missing {source}"
     assert "tollgate migrate" in dockerfile  # migrations run on start
+
+
+def test_the_image_runs_the_built_wheel_not_the_source_tree() -> None:
+    """The last stage installs the wheel the build stage made; no source is copied in."""
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    build, runtime = re.split(r"^FROM ", dockerfile, flags=re.M)[-2:]
+    assert re.search(r"pip wheel .*--wheel-dir /dist", build)
+    copies = re.findall(r"^COPY (.+)$", runtime, re.M)
+    assert copies and all(c.startswith("--from=") for c in copies), copies
+    assert re.search(r"pip install .*tollgate-\*\.whl", runtime)
+    assert " -e " not in runtime
+    assert "tollgate migrate" in runtime
     scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     assert scrape["scrape_configs"][0]["static_configs"][0]["targets"] == ["app:8000"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from app.config import REPO_ROOT
 from app.main import create_app
+from tests.paths import REPO_ROOT
 
 
 def test_openapi_document_is_current() -> None:

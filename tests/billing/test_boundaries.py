@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from app.config import REPO_ROOT
+from tests.paths import REPO_ROOT
 
 
 def test_only_the_gateway_imports_stripe() -> None:

@@ -6,6 +6,9 @@
 2. Postgres cut mid-load (a TCP proxy in front of the real server drops every connection and
    refuses new ones, then comes back): calls fail with 503, never 500, no prediction is
    returned without its row, and the service recovers by itself once the database is back.
+3. Postgres stopped for real mid-load and started again: the same promises. The server
+   stopped is a private cluster the drill starts for itself (tests/drills/private_pg.py),
+   never the Postgres the suite was given.
 """
 
 from __future__ import annotations
@@ -18,14 +21,16 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, create_engine, text
 
 from app.config import Settings
 from app.main import create_app
-from tests.conftest import TEST_SECRET, bearer, make_key
+from tests.conftest import TEST_SECRET, bearer, make_key, run_migrations
+from tests.drills import private_pg
 from tests.scaleout.test_two_processes import _free_port, _make_key, _wait_ready
 
 ROW = {"inputs": [0.3] * 10}
@@ -48,8 +53,8 @@ def _start(pg_url: str, port: int) -> subprocess.Popen[bytes]:
     )
 
 
-@pytest.fixture
-def service(pg_url: str, pg_sync: object) -> Iterator[tuple[str, subprocess.Popen[bytes], int]]:
+@contextmanager
+def _serving(pg_url: str) -> Iterator[tuple[str, subprocess.Popen[bytes], int]]:
     port = _free_port()
     proc = _start(pg_url, port)
     url = f"http://127.0.0.1:{port}"
@@ -60,6 +65,12 @@ def service(pg_url: str, pg_sync: object) -> Iterator[tuple[str, subprocess.Pope
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=30)
+
+
+@pytest.fixture
+def service(pg_url: str, pg_sync: object) -> Iterator[tuple[str, subprocess.Popen[bytes], int]]:
+    with _serving(pg_url) as served:
+        yield served
 
 
 async def test_kill_9_under_load(
@@ -230,40 +241,39 @@ async def test_postgres_cut_mid_load_gives_503_and_recovers(
     assert set(ok_ids) <= have  # every prediction returned has its row
 
 
-def _pg_ctl(action: str) -> None:
-    version = sorted(os.listdir("/etc/postgresql"))[-1]
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+@pytest.fixture
+def private_db() -> Iterator[tuple[private_pg.PrivateCluster, str, Engine]]:
+    """A migrated database on a private cluster (the one the next drill stops), its URL and
+    a sync engine on it."""
+    with private_pg.private_cluster() as cluster:
+        admin = create_engine(cluster.admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("CREATE DATABASE tollgate_drill"))
+        admin.dispose()
+        url = cluster.url("tollgate_drill")
+        run_migrations(url)
+        engine = create_engine(
+            url.replace("postgresql://", "postgresql+psycopg://"), pool_pre_ping=True
+        )
+        try:
+            yield cluster, url, engine
+        finally:
+            engine.dispose()
 
 
-def _pg_up() -> bool:
-    return (
-        subprocess.run(
-            ["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-q"], check=False, timeout=10
-        ).returncode
-        == 0
-    )
-
-
-@pytest.mark.skipif(
-    not os.path.isdir("/etc/postgresql") or os.geteuid() != 0 or not _pg_up(),
-    reason="needs the local Postgres cluster, controllable with pg_ctlcluster (as root)",
-)
+@pytest.mark.skipif(private_pg.unavailable() is not None, reason=str(private_pg.unavailable()))
 async def test_postgres_stopped_mid_load_for_real(
-    service: tuple[str, subprocess.Popen[bytes], int], pg_sync: object
+    private_db: tuple[private_pg.PrivateCluster, str, Engine],
 ) -> None:
-    """The real server is stopped (pg_ctlcluster stop) under load and started again."""
-    url, _proc, _port = service
-    _, secret = _make_key(pg_sync, "stopdrill")
+    """The database server is stopped for real (``pg_ctl stop -m fast``: every connection
+    closed, new ones refused) under load and started again, on the drill's own cluster."""
+    cluster, db_url, engine = private_db
+    _, secret = _make_key(engine, "stopdrill")
     statuses: list[int] = []
     ok_ids: list[str] = []
     stop_at = start_at = 0.0
 
-    async def load(client: httpx.AsyncClient, seconds: float) -> None:
+    async def load(client: httpx.AsyncClient, url: str, seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             r = await client.post(
@@ -282,14 +292,15 @@ async def test_postgres_stopped_mid_load_for_real(
         nonlocal stop_at, start_at
         await asyncio.sleep(0.7)
         stop_at = time.monotonic()
-        await asyncio.to_thread(_pg_ctl, "stop")
+        await asyncio.to_thread(cluster.stop)
+        assert not cluster.is_up()
         await asyncio.sleep(1.0)
-        await asyncio.to_thread(_pg_ctl, "start")
+        await asyncio.to_thread(cluster.start)
         start_at = time.monotonic()
 
-    try:
+    with _serving(db_url) as (url, _proc, _port):
         async with httpx.AsyncClient(timeout=15) as client:
-            await asyncio.gather(stop_and_start(), *(load(client, 5.0) for _ in range(6)))
+            await asyncio.gather(stop_and_start(), *(load(client, url, 5.0) for _ in range(6)))
             recovered = None
             for _ in range(100):
                 r = await client.post(
@@ -302,17 +313,10 @@ async def test_postgres_stopped_mid_load_for_real(
                     ok_ids.append(r.json()["request_id"])
                     break
                 await asyncio.sleep(0.1)
-    finally:
-        if not _pg_up():
-            _pg_ctl("start")
-        for _ in range(50):
-            if _pg_up():
-                break
-            time.sleep(0.2)
     assert stop_at and start_at
     assert set(statuses) <= {200, 503}, set(statuses)
     assert 503 in statuses
     assert recovered is not None and recovered < 10, recovered
-    with pg_sync.connect() as conn:  # type: ignore[attr-defined]
+    with engine.connect() as conn:
         have = {r[0] for r in conn.execute(text("SELECT request_id FROM usage_events"))}
     assert set(ok_ids) <= have

@@ -12,11 +12,12 @@ import pytest
 import torch
 from fastapi import FastAPI
 
-from app.config import REPO_ROOT, Settings
+from app.config import Settings
 from app.main import create_app
 from models.data import digits_split
 from models.manifest import discover, load_weights
 from tests.conftest import bearer, ledger, make_key
+from tests.paths import REPO_ROOT
 
 
 def _sample(exposition: str, line_start: str) -> float:

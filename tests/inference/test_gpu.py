@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from app.config import REPO_ROOT
 from app.inference.registry import ModelRegistry, choose_device
 from app.observability.metrics import Metrics
 from models.data import digits_split
+from tests.paths import REPO_ROOT
 
 pytestmark = pytest.mark.gpu
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

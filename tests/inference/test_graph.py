@@ -10,13 +10,13 @@ import torch
 from fastapi import FastAPI
 from torch import nn
 
-from app.config import REPO_ROOT
 from app.inference import graph
 from app.inference.graph import optimize_for_cpu
 from app.main import create_app
 from models.data import digits_split
 from models.manifest import discover, load_weights
 from tests.conftest import bearer, make_key, make_settings
+from tests.paths import REPO_ROOT
 
 CNN_DIR, CNN_MANIFEST = next(
     (d, m) for d, m in discover(REPO_ROOT / "models") if m.name == "cnn" and m.variant is None

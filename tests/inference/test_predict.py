@@ -8,10 +8,10 @@ import pytest
 import torch
 from fastapi import FastAPI
 
-from app.config import REPO_ROOT
 from models.data import diabetes_split, digits_split
 from models.manifest import discover, load_weights
 from tests.conftest import bearer, ledger, make_key
+from tests.paths import REPO_ROOT
 
 
 def _offline(name: str) -> tuple[torch.nn.Module, dict[str, float]]:

@@ -20,12 +20,12 @@ import uvicorn
 from fastapi import FastAPI
 from tritonclient.utils import InferenceServerException
 
-from app.config import REPO_ROOT
 from app.keys.schemas import Scope
 from app.main import create_app
 from models.data import digits_split
 from models.manifest import discover, load_weights
 from tests.conftest import bearer, ledger, make_key, make_settings
+from tests.paths import REPO_ROOT
 
 HEADER = "Inference-Header-Content-Length"
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from fastapi import FastAPI
 
-from app.config import REPO_ROOT
 from app.keys.schemas import Scope
 from models.data import digits_split
 from models.manifest import discover
 from tests.conftest import bearer, ledger, make_key
+from tests.paths import REPO_ROOT
 
 MANIFESTS = {(m.variant or ""): m for _, m in discover(REPO_ROOT / "models") if m.name == "cnn"}
 

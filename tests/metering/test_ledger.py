@@ -273,7 +273,8 @@ async def test_database_connections_killed_mid_load(
             conn.execute(
                 text(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE application_name = 'tollgate' AND pid <> pg_backend_pid()"
+                    "WHERE application_name = 'tollgate' AND pid <> pg_backend_pid() "
+                    "AND datname = current_database()"  # this test's database only
                 )
             )
 
@@ -306,7 +307,8 @@ async def test_a_killed_idle_ledger_connection_costs_no_request(
         killed = conn.execute(
             text(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name = 'tollgate' AND pid <> pg_backend_pid()"
+                "WHERE application_name = 'tollgate' AND pid <> pg_backend_pid() "
+                "AND datname = current_database()"  # this test's database only
             )
         ).scalar()
     assert killed >= 1

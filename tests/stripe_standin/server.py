@@ -4,7 +4,8 @@ Stripe has no local server, so the tests run this one on 127.0.0.1 and point the
 ``stripe`` SDK at it (``StripeClient(base_addresses={"api": url})``). It speaks the same wire
 format as ``api.stripe.com``: form-encoded request bodies (``metadata[k]=v``, ``period[start]``,
 ``expand[0]``), JSON responses shaped from Stripe's own example objects
-(``../shared/stripe/fixtures3.json`` beside the repository, read at run time), Stripe-shaped
+(``fixtures/fixtures3.json`` beside this file: the subset of Stripe's official fixtures the
+stand-in uses, with Stripe's MIT license and the source commit), Stripe-shaped
 errors, ``Authorization: Bearer sk_test_...`` and ``Idempotency-Key`` semantics (the first
 successful response is replayed for a repeated key with the same parameters; the same key
 with other parameters is refused with 400 ``idempotency_error``).
@@ -36,8 +37,9 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-FIXTURES_PATH = REPO_ROOT.parent / "shared" / "stripe" / "fixtures3.json"
+# Stripe's example objects (stripe/openapi fixtures3.json, the resources used here only);
+# fixtures/README.md names the source commit.
+FIXTURES_PATH = Path(__file__).resolve().parent / "fixtures" / "fixtures3.json"
 
 # Embedded ``invoice.lines`` holds at most this many lines; the rest via /lines (as Stripe).
 EMBEDDED_LINES = 10
