@@ -1,4 +1,8 @@
-"""The ``tollgate`` command: serve, migrate, and manage keys."""
+"""The ``tollgate`` command: serve, migrate, and manage customers, keys, plans and billing.
+
+Every write calls the same service function as its API endpoint, which does the write and
+records its audit row (actor ``cli``) in one transaction; a command only parses its
+arguments (with the API's own request models), calls it and renders the result."""
 
 from __future__ import annotations
 
@@ -9,15 +13,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, NoReturn, TypeVar
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit.service import record as audit
 from app.config import ConfigurationError, describe, get_settings, load_settings
 from app.db.engine import build_engine, build_sessionmaker
-from app.keys.schemas import CreatedKey, Scope
-from app.keys.service import create_key, revoke_key
-from app.orm import Customer
+from app.keys.schemas import Scope
+from app.orm import ApiKey, Customer, Plan, PlanVersion
+from app.plans.schemas import Effective
 
 cli = typer.Typer(help="Tollgate: metered inference as a service.", no_args_is_help=True)
 keys_cli = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
@@ -30,6 +33,10 @@ cli.add_typer(plans_cli, name="plans")
 cli.add_typer(billing_cli, name="billing")
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+CLI = "cli"
+"""The audit log's actor for every write made from the command line."""
 
 
 def _in_transaction(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
@@ -94,73 +101,39 @@ def migrate(revision: Annotated[str, typer.Argument()] = "head") -> None:
     typer.echo(f"database migrated to {revision}")
 
 
-@keys_cli.command("create")
-def keys_create(
-    customer: Annotated[str, typer.Option(help="Customer name; created if missing.")],
-    scope: Annotated[list[Scope], typer.Option(help="Repeat for several scopes.")] = [  # noqa: B006
-        Scope.predict
-    ],
-    name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
-    expires_in_days: Annotated[
-        float | None, typer.Option(help="Expire after this many days.", min=0)
-    ] = None,
-    model: Annotated[
-        list[str] | None, typer.Option(help="Restrict the key to these models.")
-    ] = None,
-) -> None:
-    """Create an API key. The secret is printed once, alone on the last line."""
-    settings = get_settings()
-    expires_at = (
-        datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days is not None else None
-    )
+def _parse(model: type[M], **data: object) -> M:
+    """Options validated by the API's own request model: the same rules, the same limits.
+    Invalid: exit 2, as for any other bad command line."""
 
-    async def work(session: AsyncSession) -> CreatedKey:
-        created = await create_key(
-            session,
-            settings.secret_key,
-            customer_name=customer,
-            scopes=scope,
-            name=name,
-            expires_at=expires_at,
-            allowed_models=model,
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
         )
-        await audit(
-            session,
-            "cli",
-            "key.create",
-            "api_key",
-            created.key_id,
-            after={"prefix": created.prefix, "scopes": list(created.scopes)},
-        )
-        return created
-
-    created = _in_transaction(work)
-    typer.echo(
-        f"created key {created.prefix}... for customer '{customer}' (id {created.customer_id}), "
-        f"scopes {','.join(created.scopes)}"
-        + (f", expires {created.expires_at.isoformat()}" if created.expires_at else ""),
-        err=True,
-    )
-    typer.echo("store it now; it is not shown again:", err=True)
-    typer.echo(created.secret)
+        typer.echo(f"invalid {model.__name__}: {problems}", err=True)
+        raise typer.Exit(2) from None
 
 
-@keys_cli.command("revoke")
-def keys_revoke(
-    prefix: Annotated[str, typer.Argument(help="The key's prefix, e.g. tg_AbCd1234")],
-) -> None:
-    """Revoke a key by its public prefix. Takes effect within the key cache TTL (1 s)."""
+def _parse_json(model: type[M], file: typer.FileText) -> M:
 
-    async def work(session: AsyncSession) -> bool:
-        revoked = await revoke_key(session, prefix)
-        if revoked:
-            await audit(session, "cli", "key.revoke", "api_key", prefix)
-        return revoked
+    try:
+        return model.model_validate_json(file.read())
+    except ValidationError as exc:
+        typer.echo(f"invalid plan: {exc}", err=True)
+        raise typer.Exit(2) from None
 
-    if not _in_transaction(work):
-        typer.echo(f"no active key with prefix {prefix}", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"revoked {prefix}")
+
+def _run_or_exit(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run ``work`` in one transaction; an expected failure (no such key, a name taken, a
+    period not yet closable, ...) is its message on stderr and exit status 1."""
+    from app.errors import AppError
+
+    try:
+        return _in_transaction(work)
+    except AppError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _customer_json(customer: Customer) -> str:
@@ -170,19 +143,29 @@ def _customer_json(customer: Customer) -> str:
     return json.dumps(snapshot(customer, *fields))
 
 
+def _key_json(key: ApiKey) -> str:
+    from app.audit.service import snapshot
+    from app.keys.admin import FIELDS
+
+    return json.dumps({"id": key.id, **snapshot(key, *FIELDS, "last_used_at")})
+
+
+# -- customers ----------------------------------------------------------------------------
+
+
 @customers_cli.command("create")
 def customers_create(
     name: Annotated[str, typer.Argument()],
     email: Annotated[str | None, typer.Option()] = None,
 ) -> None:
-    """Create a customer; prints it as JSON."""
+    """Create a customer (as POST /admin/customers); prints it as JSON."""
     from app.customers import service
     from app.customers.schemas import CustomerCreate
 
+    data = _parse(CustomerCreate, name=name, email=email)
+
     async def work(session: AsyncSession) -> str:
-        return _customer_json(
-            await service.create_customer(session, "cli", CustomerCreate(name=name, email=email))
-        )
+        return _customer_json(await service.create_customer(session, CLI, data))
 
     typer.echo(_run_or_exit(work))
 
@@ -201,35 +184,136 @@ def customers_list(
         typer.echo(line)
 
 
+@customers_cli.command("update")
+def customers_update(
+    customer_id: Annotated[int, typer.Argument()],
+    name: Annotated[str | None, typer.Option(help="A new name")] = None,
+    email: Annotated[str | None, typer.Option(help="A new email address")] = None,
+    clear_email: Annotated[bool, typer.Option(help="Remove the email address")] = False,
+) -> None:
+    """Rename a customer or change its email (as PATCH /admin/customers/{id}); prints it."""
+    from app.customers import service
+    from app.customers.schemas import CustomerUpdate
+
+    if clear_email and email is not None:
+        typer.echo("give --email or --clear-email, not both", err=True)
+        raise typer.Exit(2)
+    fields: dict[str, object] = {} if name is None else {"name": name}
+    if email is not None or clear_email:
+        fields["email"] = email
+    data = _parse(CustomerUpdate, **fields)
+
+    async def work(session: AsyncSession) -> str:
+        return _customer_json(await service.update_customer(session, CLI, customer_id, data))
+
+    typer.echo(_run_or_exit(work))
+
+
 @customers_cli.command("suspend")
 def customers_suspend(customer_id: Annotated[int, typer.Argument()]) -> None:
     """Suspend a customer: its keys get 403 within 1 s."""
-    _set_customer_status(customer_id, "suspended")
+    from app.customers import service
+
+    async def work(session: AsyncSession) -> str:
+        return _customer_json(await service.suspend_customer(session, CLI, customer_id))
+
+    typer.echo(_run_or_exit(work))
 
 
 @customers_cli.command("reactivate")
 def customers_reactivate(customer_id: Annotated[int, typer.Argument()]) -> None:
     """Reactivate a suspended customer."""
-    _set_customer_status(customer_id, "active")
-
-
-def _set_customer_status(customer_id: int, status: str) -> None:
     from app.customers import service
 
     async def work(session: AsyncSession) -> str:
-        return _customer_json(await service.set_status(session, "cli", customer_id, status))
+        return _customer_json(await service.reactivate_customer(session, CLI, customer_id))
 
     typer.echo(_run_or_exit(work))
 
 
-def _run_or_exit(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    from app.errors import AppError
+# -- keys ---------------------------------------------------------------------------------
 
-    try:
-        return _in_transaction(work)
-    except AppError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(1) from None
+KEY_REF_HELP = "The key's id, or its public prefix (tg_ + 8 characters)"
+
+
+@keys_cli.command("create")
+def keys_create(
+    customer: Annotated[str | None, typer.Option(help="Customer name; created if missing.")] = None,
+    customer_id: Annotated[
+        int | None, typer.Option(help="An existing customer's id (as the API takes it).")
+    ] = None,
+    scope: Annotated[list[Scope], typer.Option(help="Repeat for several scopes.")] = [  # noqa: B006
+        Scope.predict
+    ],
+    name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
+    expires_in_days: Annotated[
+        float | None, typer.Option(help="Expire after this many days.", min=0)
+    ] = None,
+    expires_at: Annotated[
+        str | None, typer.Option(help="Expire at this ISO 8601 moment (UTC if no zone).")
+    ] = None,
+    model: Annotated[
+        list[str] | None, typer.Option(help="Restrict the key to these models.")
+    ] = None,
+    requests_per_minute: Annotated[
+        int | None, typer.Option(help="Rate limit override (requests per minute).")
+    ] = None,
+    items_per_minute: Annotated[
+        int | None, typer.Option(help="Rate limit override (items per minute).")
+    ] = None,
+) -> None:
+    """Create an API key (as POST /admin/keys). The secret is printed once, alone on the
+    last line."""
+    from app.keys import admin
+    from app.keys.schemas import KeyCreate, KeyOptions
+
+    if (customer is None) == (customer_id is None):
+        typer.echo("give either --customer NAME or --customer-id ID", err=True)
+        raise typer.Exit(2)
+    if expires_in_days is not None and expires_at is not None:
+        typer.echo("give --expires-in-days or --expires-at, not both", err=True)
+        raise typer.Exit(2)
+    options: dict[str, object] = {
+        "scopes": scope,
+        "name": name,
+        "expires_at": (
+            datetime.now(UTC) + timedelta(days=expires_in_days)
+            if expires_in_days is not None
+            else expires_at
+        ),
+        "allowed_models": model,
+        "requests_per_minute": requests_per_minute,
+        "items_per_minute": items_per_minute,
+    }
+    settings = get_settings()
+    if customer_id is not None:
+        by_id = _parse(KeyCreate, customer_id=customer_id, **options)
+
+        async def work(session: AsyncSession) -> tuple[ApiKey, str]:
+            return await admin.issue_key(session, CLI, settings.secret_key, by_id)
+
+    else:
+        from app.customers.schemas import CustomerCreate
+
+        assert customer is not None
+        _parse(CustomerCreate, name=customer)  # the rules of a customer created by the API
+        by_name = _parse(KeyOptions, **options)
+
+        async def work(session: AsyncSession) -> tuple[ApiKey, str]:
+            return await admin.issue_key_for_customer_name(
+                session, CLI, settings.secret_key, customer, by_name
+            )
+
+    key, secret = _run_or_exit(work)
+    typer.echo(
+        f"created key {key.prefix}... (id {key.id}) for customer "
+        + (f"'{customer}' " if customer is not None else "")
+        + f"(id {key.customer_id}), scopes {','.join(key.scopes)}"
+        + (f", expires {key.expires_at.isoformat()}" if key.expires_at else ""),
+        err=True,
+    )
+    typer.echo("store it now; it is not shown again:", err=True)
+    typer.echo(secret)
 
 
 @keys_cli.command("list")
@@ -237,33 +321,74 @@ def keys_list(
     customer_id: Annotated[int | None, typer.Option(help="Only this customer's keys")] = None,
 ) -> None:
     """List keys as JSON lines: prefix and last four only, never the secret."""
-    from app.audit.service import snapshot
     from app.keys import admin
 
     async def work(session: AsyncSession) -> list[str]:
-        return [
-            json.dumps({"id": k.id, **snapshot(k, *admin.FIELDS, "last_used_at")})
-            for k in await admin.list_keys(session, customer_id)
-        ]
+        return [_key_json(k) for k in await admin.list_keys(session, customer_id)]
 
     for line in _run_or_exit(work):
         typer.echo(line)
 
 
-@keys_cli.command("rotate")
-def keys_rotate(
-    key_id: Annotated[int, typer.Argument()],
-    grace_seconds: Annotated[int, typer.Option(min=0, help="Old secret valid this long")] = 0,
-) -> None:
-    """Issue a new secret for a key; the old one stops after the grace period. The new
-    secret is printed once, alone on the last line."""
+@keys_cli.command("revoke")
+def keys_revoke(key: Annotated[str, typer.Argument(help=KEY_REF_HELP)]) -> None:
+    """Revoke a key now, also one still in the grace period of a rotation (as POST
+    /admin/keys/{id_or_prefix}/revoke). Takes effect within the key cache TTL (1 s). Exits 1
+    if the key does not exist or was already revoked. Prints the key as JSON."""
     from app.keys import admin
 
+    async def work(session: AsyncSession) -> tuple[str, str, bool]:
+        revoked, changed = await admin.revoke(session, CLI, key)
+        return revoked.prefix, _key_json(revoked), changed
+
+    prefix, rendered, changed = _run_or_exit(work)
+    if not changed:
+        typer.echo(f"error: key {prefix} was already revoked", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {prefix}", err=True)
+    typer.echo(rendered)
+
+
+@keys_cli.command("expire")
+def keys_expire(
+    key: Annotated[str, typer.Argument(help=KEY_REF_HELP)],
+    at: Annotated[
+        str | None, typer.Option(help="ISO 8601 moment (UTC if no zone); default now")
+    ] = None,
+    in_days: Annotated[float | None, typer.Option(min=0, help="This many days from now")] = None,
+) -> None:
+    """Set when a key stops working (as POST /admin/keys/{id_or_prefix}/expire); prints it."""
+    from app.keys import admin
+    from app.keys.schemas import KeyExpire
+
+    if at is not None and in_days is not None:
+        typer.echo("give --at or --in-days, not both", err=True)
+        raise typer.Exit(2)
+    when = datetime.now(UTC) + timedelta(days=in_days) if in_days is not None else at
+    data = _parse(KeyExpire, expires_at=when)
+
+    async def work(session: AsyncSession) -> str:
+        return _key_json(await admin.expire(session, CLI, key, data.expires_at))
+
+    typer.echo(_run_or_exit(work))
+
+
+@keys_cli.command("rotate")
+def keys_rotate(
+    key: Annotated[str, typer.Argument(help=KEY_REF_HELP)],
+    grace_seconds: Annotated[int, typer.Option(help="Old secret valid this long")] = 0,
+) -> None:
+    """Issue a new secret for a key (as POST /admin/keys/{id_or_prefix}/rotate); the old one
+    stops after the grace period. The new secret is printed once, alone on the last line."""
+    from app.keys import admin
+    from app.keys.schemas import Rotate
+
+    data = _parse(Rotate, grace_seconds=grace_seconds)
     settings = get_settings()
 
     async def work(session: AsyncSession) -> tuple[str, str]:
         old, new, secret = await admin.rotate(
-            session, "cli", settings.secret_key, key_id, timedelta(seconds=grace_seconds)
+            session, CLI, settings.secret_key, key, timedelta(seconds=data.grace_seconds)
         )
         return f"rotated key {old.id} -> {new.id} ({new.prefix}...), old stops at " + (
             old.revoked_at.isoformat() if old.revoked_at else "?"
@@ -274,27 +399,30 @@ def keys_rotate(
     typer.echo(secret)
 
 
+# -- plans --------------------------------------------------------------------------------
+
+
+def _plan_row(plan: Plan, versions: list[PlanVersion]) -> dict[str, object]:
+    return {
+        "id": plan.id,
+        "name": plan.name,
+        "archived": plan.archived_at is not None,
+        "version": versions[-1].version,
+        "currency": versions[-1].currency,
+        "base_fee": str(versions[-1].base_fee),
+        "components": versions[-1].components,
+    }
+
+
 @plans_cli.command("list")
 def plans_list() -> None:
     """List plans with their latest version, as JSON lines."""
     from app.plans import service
 
     async def work(session: AsyncSession) -> list[dict[str, object]]:
-        return [
-            {
-                "id": plan.id,
-                "name": plan.name,
-                "archived": plan.archived_at is not None,
-                "version": versions[-1].version,
-                "currency": versions[-1].currency,
-                "base_fee": str(versions[-1].base_fee),
-                "components": versions[-1].components,
-            }
-            for plan, versions in await service.list_plans(session)
-            if versions
-        ]
+        return [_plan_row(p, v) for p, v in await service.list_plans(session) if v]
 
-    for row in _in_transaction(work):
+    for row in _run_or_exit(work):
         typer.echo(json.dumps(row))
 
 
@@ -302,30 +430,82 @@ def plans_list() -> None:
 def plans_create(
     file: Annotated[typer.FileText, typer.Argument(help="JSON plan definition ('-' for stdin)")],
 ) -> None:
-    """Create a plan from JSON: {"name", "currency", "base_fee", "components": [...]}."""
-    from pydantic import ValidationError
-
-    from app.errors import AppError
+    """Create a plan from JSON (as POST /admin/plans): {"name", "currency", "base_fee",
+    "components": [...]}."""
     from app.plans import service
     from app.plans.schemas import PlanCreate
 
-    try:
-        data = PlanCreate.model_validate_json(file.read())
-    except ValidationError as exc:
-        typer.echo(f"invalid plan: {exc}", err=True)
-        raise typer.Exit(2) from None
+    data = _parse_json(PlanCreate, file)
 
     async def work(session: AsyncSession) -> int:
-        plan, _ = await service.create_plan(session, data)
-        await audit(session, "cli", "plan.create", "plan", plan.id, after=data.model_dump())
+        plan, _ = await service.create_plan(session, CLI, data)
         return plan.id
 
-    try:
-        typer.echo(f"created plan {_in_transaction(work)}")
-    except AppError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(1) from None
+    typer.echo(f"created plan {_run_or_exit(work)}")
 
+
+@plans_cli.command("edit")
+def plans_edit(
+    plan_id: Annotated[int, typer.Argument()],
+    file: Annotated[typer.FileText, typer.Argument(help="JSON definition ('-' for stdin)")],
+) -> None:
+    """Write the plan's next version from JSON (as PUT /admin/plans/{id}): {"currency",
+    "base_fee", "components": [...], ...}; earlier versions, customers and invoices keep
+    theirs. Prints the plan with its new version as JSON."""
+    from app.plans import service
+    from app.plans.schemas import PlanDefinition
+
+    data = _parse_json(PlanDefinition, file)
+
+    async def work(session: AsyncSession) -> dict[str, object]:
+        return _plan_row(*await service.update_plan(session, CLI, plan_id, data))
+
+    typer.echo(json.dumps(_run_or_exit(work)))
+
+
+@plans_cli.command("archive")
+def plans_archive(plan_id: Annotated[int, typer.Argument()]) -> None:
+    """Archive a plan nobody uses (as DELETE /admin/plans/{id}); exits 1 if it is in use."""
+    from app.plans import service
+
+    async def work(session: AsyncSession) -> None:
+        await service.archive_plan(session, CLI, plan_id)
+
+    _run_or_exit(work)
+    typer.echo(f"archived plan {plan_id}", err=True)
+
+
+@plans_cli.command("assign")
+def plans_assign(
+    customer_id: Annotated[int, typer.Argument()],
+    plan_id: Annotated[int, typer.Argument()],
+    version: Annotated[int | None, typer.Option(help="Default: the plan's latest")] = None,
+    effective: Annotated[
+        Effective, typer.Option(help="From the next period (default) or now")
+    ] = Effective.next_period,
+) -> None:
+    """Put a customer on a plan version (as PUT /admin/customers/{id}/plan); prints the
+    assignment as JSON."""
+    from app.plans import service
+    from app.plans.schemas import PlanAssign
+
+    data = _parse(PlanAssign, plan_id=plan_id, version=version, effective=effective)
+
+    async def work(session: AsyncSession) -> dict[str, object]:
+        assignment, plan, chosen = await service.assign_plan(session, CLI, customer_id, data)
+        return {
+            "customer_id": customer_id,
+            "plan_id": plan.id,
+            "plan_name": plan.name,
+            "version": chosen.version,
+            "plan_version_id": chosen.id,
+            "effective_from": assignment.effective_from.isoformat(),
+        }
+
+    typer.echo(json.dumps(_run_or_exit(work)))
+
+
+# -- billing ------------------------------------------------------------------------------
 
 PARTIAL_CLOSE = 3  # exit status: some customers were invoiced, some could not be
 
@@ -336,23 +516,16 @@ def billing_close(period: Annotated[str, typer.Argument(help="YYYY-MM (UTC month
     if a customer's plan cannot be priced (the others are invoiced and committed; fix the
     plan and repeat), 1 if nothing was closed."""
     from app.billing.service import CloseResult, close_period
-    from app.errors import AppError
     from app.money.periods import Period
 
     settings = get_settings()
 
     async def work(session: AsyncSession) -> CloseResult:
-        result = await close_period(
-            session, Period.parse(period), grace=timedelta(hours=settings.billing_grace_hours)
+        return await close_period(
+            session, CLI, Period.parse(period), grace=timedelta(hours=settings.billing_grace_hours)
         )
-        await audit(session, "cli", "period.close", "period", period, after=result.__dict__)
-        return result
 
-    try:
-        result = _in_transaction(work)
-    except AppError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(1) from None
+    result = _run_or_exit(work)
     typer.echo(json.dumps(result.__dict__))
     if result.not_ratable:  # the others are invoiced and committed; show the gap to cron
         for entry in result.not_ratable:
@@ -383,17 +556,23 @@ def billing_sync(
     """Push finalized invoices to Stripe. Safe to re-run after any failure."""
     from app.billing.stripe_gateway import StripeGateway
     from app.billing.sync import SyncResult, sync_invoices
+    from app.errors import AppError
     from app.money.periods import Period
 
+    try:
+        only = Period.parse(period) if period else None
+    except AppError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
     gateway = _gateway()
     assert isinstance(gateway, StripeGateway)
 
     async def run() -> SyncResult:
+        # Not one transaction: each invoice is pushed and committed (with its audit row) on
+        # its own, so a failure leaves the others done.
         engine = build_engine(get_settings().database_url, pool_size=1)
         try:
-            return await sync_invoices(
-                build_sessionmaker(engine), gateway, Period.parse(period) if period else None
-            )
+            return await sync_invoices(build_sessionmaker(engine), gateway, CLI, only)
         finally:
             await engine.dispose()
 

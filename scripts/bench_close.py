@@ -88,12 +88,13 @@ async def setup(url: str, customers: int, rows: int) -> None:
     async with build_sessionmaker(engine)() as session, session.begin():
         ids = []
         for plan in PLANS:
-            created, _ = await plans.create_plan(session, plan)
+            created, _ = await plans.create_plan(session, "bench", plan)
             ids.append(created.id)
         before = PERIOD.start - timedelta(days=30)
         for customer in range(1, customers + 1):
             await plans.assign_plan(
                 session,
+                "bench",
                 customer,
                 PlanAssign(plan_id=ids[customer % len(ids)], effective=Effective.immediately),
                 now=before,
@@ -101,6 +102,7 @@ async def setup(url: str, customers: int, rows: int) -> None:
             if customer % 10 == 0:  # mid-period change, same currency
                 await plans.assign_plan(
                     session,
+                    "bench",
                     customer,
                     PlanAssign(
                         plan_id=ids[(customer + 1) % len(ids)], effective=Effective.immediately
@@ -114,7 +116,9 @@ async def timed_close(url: str) -> tuple[float, int]:
     engine = build_engine(url)
     started = time.perf_counter()
     async with build_sessionmaker(engine)() as session, session.begin():
-        result = await close_period(session, PERIOD, grace=timedelta(0), now=datetime.now(UTC))
+        result = await close_period(
+            session, "bench", PERIOD, grace=timedelta(0), now=datetime.now(UTC)
+        )
     elapsed = time.perf_counter() - started
     await engine.dispose()
     return elapsed, len(result.created)

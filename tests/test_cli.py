@@ -182,3 +182,39 @@ def test_customer_and_key_admin_commands(tmp_path: Path) -> None:
     new_secret = rotated.stdout.strip().splitlines()[-1]
     assert new_secret.startswith("tg_") and new_secret != secret
     assert _tollgate("keys", "rotate", str(keys[0]["id"]), env=env).returncode == 1
+
+
+def test_revoke_cuts_off_a_key_in_its_rotation_grace_window(tmp_path: Path) -> None:
+    """A leaked old key, still in the grace day of a rotation, is revoked at once by its
+    prefix (it used to answer "no active key" and exit 1)."""
+    import sqlite3
+    from datetime import UTC, datetime
+
+    db = tmp_path / "grace.db"
+    env = {
+        **os.environ,
+        "TOLLGATE_DATABASE_URL": f"sqlite:///{db}",
+        "TOLLGATE_ENV": "production",
+        "TOLLGATE_SECRET_KEY": TEST_SECRET,
+    }
+    assert _tollgate("migrate", env=env).returncode == 0
+    leaked = _tollgate("keys", "create", "--customer", "Hooli", env=env).stdout.split()[-1]
+    rotated = _tollgate("keys", "rotate", leaked[:11], "--grace-seconds", "86400", env=env)
+    assert rotated.returncode == 0, rotated.stderr
+    revoked = _tollgate("keys", "revoke", leaked[:11], env=env)
+    assert revoked.returncode == 0, revoked.stderr
+    with sqlite3.connect(db) as conn:
+        revoked_at = conn.execute(
+            "SELECT revoked_at FROM api_keys WHERE prefix = ?", (leaked[:11],)
+        ).fetchone()[0]
+        audit = conn.execute("SELECT actor, action FROM audit_log ORDER BY id").fetchall()
+    assert datetime.fromisoformat(revoked_at).replace(tzinfo=UTC) <= datetime.now(UTC)
+    assert audit == [
+        ("cli", "customer.create"),
+        ("cli", "key.create"),
+        ("cli", "key.rotate"),
+        ("cli", "key.revoke"),
+    ]
+    again = _tollgate("keys", "revoke", leaked[:11], env=env)
+    assert again.returncode == 1
+    assert "already revoked" in again.stderr

@@ -9,7 +9,6 @@ from pydantic import Field
 from sqlalchemy import select
 from starlette.responses import Response
 
-from app.audit.service import record
 from app.auth.deps import Finance
 from app.billing import service
 from app.billing.export import lines_csv
@@ -123,8 +122,7 @@ async def close_period(
     for the customers already invoiced. A customer whose plan cannot be priced exactly is
     listed in `not_ratable` and not invoiced; the others are."""
     grace = timedelta(hours=request.app.state.settings.billing_grace_hours)
-    result = await service.close_period(session, Period.parse(period), grace=grace)
-    await record(session, actor, "period.close", "period", period, after=result.__dict__)
+    result = await service.close_period(session, actor, Period.parse(period), grace=grace)
     return CloseOut(**result.__dict__)
 
 
@@ -348,18 +346,16 @@ def _gateway(request: Request) -> StripeGateway:
 async def sync_to_stripe(
     actor: Finance,
     request: Request,
-    session: SessionDep,
     period: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None,
 ) -> SyncOut:
     """Push finalized invoices not yet in Stripe. Safe to repeat after any failure."""
     result = await sync_invoices(
         request.app.state.sessionmaker,
         _gateway(request),
+        actor,
         Period.parse(period) if period else None,
     )
-    out = SyncOut(pushed=result.pushed, failed={str(k): v for k, v in result.failed.items()})
-    await record(session, actor, "stripe.sync", "period", period, after=out.model_dump())
-    return out
+    return SyncOut(pushed=result.pushed, failed={str(k): v for k, v in result.failed.items()})
 
 
 @router.get(

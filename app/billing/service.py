@@ -12,13 +12,14 @@ a skipped customer) leaves no hole.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.service import Actor, record
 from app.billing.errors import (
     CloseConflict,
     InvoiceNotFound,
@@ -58,8 +59,15 @@ async def next_invoice_number(session: AsyncSession, year: int) -> str:
 
 
 async def close_period(
-    session: AsyncSession, period: Period, *, grace: timedelta, now: datetime | None = None
+    session: AsyncSession,
+    actor: Actor,
+    period: Period,
+    *,
+    grace: timedelta,
+    now: datetime | None = None,
 ) -> CloseResult:
+    """Write and finalize the period's invoices and record the close in the audit log, in
+    the caller's transaction."""
     now = now or utcnow()
     if now < period.end + grace:
         raise PeriodNotClosable(
@@ -104,6 +112,7 @@ async def close_period(
         invoice.status_changed_at = now
         result.created.append(invoice.id)
     await session.flush()
+    await record(session, actor, "period.close", "period", str(period), after=asdict(result))
     return result
 
 

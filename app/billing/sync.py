@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.audit.service import Actor, record, snapshot
 from app.billing.errors import MalformedEvent
 from app.billing.stripe_gateway import (
     PushedInvoice,
@@ -47,9 +48,12 @@ class SyncResult:
 async def sync_invoices(
     sessionmaker: async_sessionmaker[AsyncSession],
     gateway: StripeGateway,
+    actor: Actor,
     period: Period | None = None,
 ) -> SyncResult:
-    """Push every finalized invoice not yet in Stripe (optionally of one period)."""
+    """Push every finalized invoice not yet in Stripe (optionally of one period). Each push
+    commits with its own audit row (``invoice.push``); the run as a whole is recorded last
+    (``stripe.sync``: what was pushed and what failed)."""
     result = SyncResult()
     async with sessionmaker() as session:
         stmt = select(Invoice.id).where(
@@ -60,17 +64,35 @@ async def sync_invoices(
         ids = list(await session.scalars(stmt.order_by(Invoice.id)))
     for invoice_id in ids:
         try:
-            await _push_one(sessionmaker, gateway, invoice_id)
+            await _push_one(sessionmaker, gateway, actor, invoice_id)
             result.pushed.append(invoice_id)
         except StripeError as exc:
             # Left for the next run: every call it made is idempotent.
             log.warning("stripe push failed", extra={"invoice_id": invoice_id, "error": str(exc)})
             result.failed[invoice_id] = str(exc)
+    async with sessionmaker() as session, session.begin():
+        await record(
+            session,
+            actor,
+            "stripe.sync",
+            "period",
+            None if period is None else str(period),
+            after={
+                "pushed": result.pushed,
+                "failed": {str(k): v for k, v in result.failed.items()},
+            },
+        )
     return result
 
 
+_PUSHED_FIELDS = ("number", "status", "stripe_invoice_id", "stripe_status")
+
+
 async def _push_one(
-    sessionmaker: async_sessionmaker[AsyncSession], gateway: StripeGateway, invoice_id: int
+    sessionmaker: async_sessionmaker[AsyncSession],
+    gateway: StripeGateway,
+    actor: Actor,
+    invoice_id: int,
 ) -> None:
     async with sessionmaker() as session, session.begin():
         invoice = await session.get(Invoice, invoice_id)
@@ -107,8 +129,22 @@ async def _push_one(
             ),
         )
         pushed: PushedInvoice = await asyncio.to_thread(gateway.push_invoice, push)
+        before = snapshot(invoice, *_PUSHED_FIELDS)
         invoice.stripe_invoice_id = pushed.stripe_invoice_id
         invoice.stripe_status = pushed.status
+        await session.flush()
+        await record(
+            session,
+            actor,
+            "invoice.push",
+            "invoice",
+            invoice.id,
+            before=before,
+            after={
+                **snapshot(invoice, *_PUSHED_FIELDS),
+                "stripe_customer_id": customer.stripe_customer_id,
+            },
+        )
 
 
 # Webhook event type -> local invoice status (None: record Stripe's status only).
@@ -134,8 +170,16 @@ def _text(value: Any, shape: re.Pattern[str], problem: str) -> str:
     return value
 
 
+_WEBHOOK_FIELDS = ("status", "stripe_status")
+WEBHOOK_ACTOR = "stripe"
+"""Who a webhook's change is recorded as: Stripe, verified by the event's signature."""
+
+
 async def apply_webhook(session: AsyncSession, event: dict[str, Any]) -> str:
     """Apply a verified event once. Returns ``applied``, ``ignored`` or ``duplicate``.
+
+    An applied event's change to the invoice is recorded in the audit log (actor
+    ``stripe``) in the same transaction as the change and the dedupe row.
 
     Raises :class:`MalformedEvent` when the fields Tollgate reads or stores do not have
     Stripe's shape (nothing is recorded then), :class:`UnknownInvoice` for an invoice event
@@ -145,6 +189,8 @@ async def apply_webhook(session: AsyncSession, event: dict[str, Any]) -> str:
     if await session.get(StripeEvent, event_id) is not None:
         return "duplicate"
     outcome = "ignored"
+    invoice: Invoice | None = None
+    before: dict[str, Any] = {}
     if event_type in _EVENT_STATUS:
         data = event.get("data")
         obj = data.get("object") if isinstance(data, dict) else None
@@ -162,6 +208,7 @@ async def apply_webhook(session: AsyncSession, event: dict[str, Any]) -> str:
         )
         if invoice is None:
             raise UnknownInvoice(f"no local invoice for Stripe invoice {stripe_id!r}")
+        before = snapshot(invoice, *_WEBHOOK_FIELDS)
         new_status = _EVENT_STATUS[event_type]
         if new_status is not None and invoice.status != new_status:
             invoice.status = new_status
@@ -174,6 +221,16 @@ async def apply_webhook(session: AsyncSession, event: dict[str, Any]) -> str:
     except IntegrityError:  # the same event delivered concurrently: the other one wins
         await session.rollback()
         return "duplicate"
+    if invoice is not None:
+        await record(
+            session,
+            WEBHOOK_ACTOR,
+            "invoice.webhook",
+            "invoice",
+            invoice.id,
+            before=before,
+            after={**snapshot(invoice, *_WEBHOOK_FIELDS), "event": event_id, "type": event_type},
+        )
     return outcome
 
 

@@ -58,9 +58,9 @@ async def update_customer(
 @router.post("/{customer_id}/suspend", responses=_ONE)
 async def suspend_customer(actor: Admin, session: SessionDep, customer_id: DbId) -> CustomerOut:
     """Every key of the customer gets 403 ``customer_suspended`` within 1 s."""
-    return _out(await service.set_status(session, actor, customer_id, "suspended"))
+    return _out(await service.suspend_customer(session, actor, customer_id))
 
 
 @router.post("/{customer_id}/reactivate", responses=_ONE)
 async def reactivate_customer(actor: Admin, session: SessionDep, customer_id: DbId) -> CustomerOut:
-    return _out(await service.set_status(session, actor, customer_id, "active"))
+    return _out(await service.reactivate_customer(session, actor, customer_id))

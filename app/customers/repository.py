@@ -10,20 +10,26 @@ from app.orm.base import utcnow
 
 
 async def get_or_create_customer(session: AsyncSession, name: str) -> Customer:
-    """The customer called ``name``, created if missing, in the caller's transaction. Two
-    sessions creating the same new name at once both get the one row: the insert does
-    nothing on a name conflict (on Postgres it waits for the other transaction first) and
-    the row is read back."""
+    """The customer called ``name``, created if missing, in the caller's transaction."""
+    customer, _ = await get_or_insert_customer(session, name)
+    return customer
+
+
+async def get_or_insert_customer(session: AsyncSession, name: str) -> tuple[Customer, bool]:
+    """The customer called ``name`` and whether this call inserted it. Two sessions creating
+    the same new name at once both get the one row: the insert does nothing on a name
+    conflict (on Postgres it waits for the other transaction first) and the row is read
+    back; only the session whose insert wrote the row is told it created it."""
     query = select(Customer).where(Customer.name == name)
     customer = await session.scalar(query)
     if customer is not None:
-        return customer
+        return customer, False
     insert = postgres_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    await session.execute(
+    result = await session.execute(
         insert(Customer)
         .values(name=name, status="active", created_at=utcnow())
         .on_conflict_do_nothing(index_elements=[Customer.name])
     )
     customer = await session.scalar(query)
     assert customer is not None  # inserted here, or committed by the session that won
-    return customer
+    return customer, int(result.rowcount) == 1  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import Actor, record, snapshot
+from app.customers import repository
 from app.customers.errors import CustomerNotFound
 from app.customers.schemas import CustomerCreate, CustomerUpdate
 from app.db.session import violates_unique
@@ -57,6 +58,22 @@ async def create_customer(session: AsyncSession, actor: Actor, data: CustomerCre
     return customer
 
 
+async def ensure_customer(session: AsyncSession, actor: Actor, name: str) -> Customer:
+    """The customer called ``name``; created (and the creation audited) if missing. For the
+    CLI's ``keys create --customer NAME``, which bootstraps an empty database."""
+    customer, created = await repository.get_or_insert_customer(session, name)
+    if created:
+        await record(
+            session,
+            actor,
+            "customer.create",
+            "customer",
+            customer.id,
+            after=snapshot(customer, *_FIELDS),
+        )
+    return customer
+
+
 async def get_customer(session: AsyncSession, customer_id: int) -> Customer:
     customer = await session.get(Customer, customer_id)
     if customer is None:
@@ -93,6 +110,15 @@ async def update_customer(
         after=snapshot(customer, *_FIELDS),
     )
     return customer
+
+
+async def suspend_customer(session: AsyncSession, actor: Actor, customer_id: int) -> Customer:
+    """Every key of the customer gets 403 ``customer_suspended`` within the key cache TTL."""
+    return await set_status(session, actor, customer_id, "suspended")
+
+
+async def reactivate_customer(session: AsyncSession, actor: Actor, customer_id: int) -> Customer:
+    return await set_status(session, actor, customer_id, "active")
 
 
 async def set_status(

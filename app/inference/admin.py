@@ -7,10 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from app.audit.service import record
 from app.auth.deps import Admin
 from app.db.session import SessionDep
 from app.errors import error_schema
+from app.inference import management
 from app.inference.endpoints import _info
 from app.inference.registry import ModelRegistry
 from app.inference.schemas import ModelInfo, ModelList
@@ -47,8 +47,7 @@ async def load_model(
 ) -> ModelList:
     """Load every variant of name/version from the models directory (sha256-checked)."""
     registry = _registry(request)
-    loaded = await registry.load(name, version)
-    await record(session, actor, "model.load", "model", f"{name}/{version}")
+    loaded = await management.load_model(session, actor, registry, name, version)
     return ModelList(data=[_info(s, registry) for s in loaded])
 
 
@@ -58,8 +57,7 @@ async def unload_model(
 ) -> ModelList:
     """New requests get 404 at once; requests already queued finish first."""
     registry = _registry(request)
-    removed = await registry.unload(name, version)
-    await record(session, actor, "model.unload", "model", f"{name}/{version}")
+    removed = await management.unload_model(session, actor, registry, name, version)
     return ModelList(data=[_info(s, registry) for s in removed])
 
 
@@ -68,6 +66,5 @@ async def set_default_version(
     actor: Admin, request: Request, session: SessionDep, name: str, body: DefaultVersion
 ) -> ModelInfo:
     registry = _registry(request)
-    registry.set_default(name, body.version)
-    await record(session, actor, "model.default", "model", name, after={"version": body.version})
-    return _info(registry.find(name), registry)
+    served = await management.set_default_version(session, actor, registry, name, body.version)
+    return _info(served, registry)

@@ -1,5 +1,6 @@
-"""Key lifecycle for admins: issue, list, revoke, rotate. Every write is audited; the secret
-exists only in the response that creates it."""
+"""Key lifecycle for admins: issue, list, revoke, rotate, expire. Each write is one function
+here that also records its audit row in the same transaction; the API and the CLI call the
+same ones. The secret exists only in the result of the call that creates it."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import Actor, record, snapshot
 from app.customers.errors import CustomerNotFound
+from app.customers.service import ensure_customer
 from app.errors import AppError, NotFound
 from app.keys import repository
+from app.keys.schemas import KeyCreate, KeyOptions, parse_key_ref
 from app.keys.service import issue_key_record
 from app.orm import ApiKey, Customer
 from app.orm.base import utcnow
@@ -40,40 +43,57 @@ class KeyConflict(AppError):
     type = "key_conflict"
 
 
-async def issue_key(
-    session: AsyncSession,
-    actor: Actor,
-    secret_key: str,
-    *,
-    customer_id: int,
-    scopes: list[str],
-    name: str | None = None,
-    expires_at: datetime | None = None,
-    allowed_models: list[str] | None = None,
-    requests_per_minute: int | None = None,
-    items_per_minute: int | None = None,
+async def _issue(
+    session: AsyncSession, actor: Actor, secret_key: str, customer_id: int, data: KeyOptions
 ) -> tuple[ApiKey, str]:
-    if await session.get(Customer, customer_id) is None:
-        raise CustomerNotFound(f"customer {customer_id} does not exist")
     key, secret = await issue_key_record(
         session,
         secret_key,
         customer_id=customer_id,
-        scopes=scopes,
-        name=name,
-        expires_at=expires_at,
-        allowed_models=allowed_models,
-        requests_per_minute=requests_per_minute,
-        items_per_minute=items_per_minute,
+        scopes=data.scopes,
+        name=data.name,
+        expires_at=data.expires_at,
+        allowed_models=data.allowed_models,
+        requests_per_minute=data.requests_per_minute,
+        items_per_minute=data.items_per_minute,
     )
     await record(session, actor, "key.create", "api_key", key.id, after=snapshot(key, *FIELDS))
     return key, secret
 
 
-async def get_key(session: AsyncSession, key_id: int) -> ApiKey:
-    key = await session.get(ApiKey, key_id)
+async def issue_key(
+    session: AsyncSession, actor: Actor, secret_key: str, data: KeyCreate
+) -> tuple[ApiKey, str]:
+    """A new key for an existing customer."""
+    if await session.get(Customer, data.customer_id) is None:
+        raise CustomerNotFound(f"customer {data.customer_id} does not exist")
+    return await _issue(session, actor, secret_key, data.customer_id, data)
+
+
+async def issue_key_for_customer_name(
+    session: AsyncSession, actor: Actor, secret_key: str, customer_name: str, data: KeyOptions
+) -> tuple[ApiKey, str]:
+    """A new key for the customer called ``customer_name``, created (and audited) if
+    missing: how the CLI bootstraps an empty database with its first admin key."""
+    customer = await ensure_customer(session, actor, customer_name)
+    return await _issue(session, actor, secret_key, customer.id, data)
+
+
+async def get_key(session: AsyncSession, ref: int | str) -> ApiKey:
+    """The key named by its id or its public prefix (``tg_`` + 8 characters), given as an
+    int, or as text the way a path or a command line gives it."""
+    if isinstance(ref, str):
+        try:
+            ref = parse_key_ref(ref)
+        except ValueError as exc:
+            raise KeyNotFound(f"no key {ref!r}: {exc}") from None
+    key = (
+        await session.get(ApiKey, ref)
+        if isinstance(ref, int)
+        else await repository.get_by_prefix(session, ref)
+    )
     if key is None:
-        raise KeyNotFound(f"key {key_id} does not exist")
+        raise KeyNotFound(f"key {ref} does not exist")
     return key
 
 
@@ -84,31 +104,52 @@ async def list_keys(session: AsyncSession, customer_id: int | None = None) -> li
     return list(await session.scalars(stmt))
 
 
-async def revoke(session: AsyncSession, actor: Actor, key_id: int) -> ApiKey:
-    key = await get_key(session, key_id)
+async def revoke(session: AsyncSession, actor: Actor, ref: int | str) -> tuple[ApiKey, bool]:
+    """Stop the key now. A key rotated with a grace period (``revoked_at`` still in the
+    future) stops now too: that is how a leaked old secret is cut off. Returns the key and
+    whether this call revoked it (False: it was already revoked; nothing is recorded)."""
+    key = await get_key(session, ref)
     now = utcnow()
     if key.revoked_at is not None and key.revoked_at <= now:
-        return key  # already revoked: nothing to change or record
+        return key, False
     before = snapshot(key, *FIELDS)
     key.revoked_at = now
     await session.flush()
     await record(
         session, actor, "key.revoke", "api_key", key.id, before=before, after=snapshot(key, *FIELDS)
     )
+    return key, True
+
+
+async def expire(
+    session: AsyncSession, actor: Actor, ref: int | str, at: datetime | None = None
+) -> ApiKey:
+    """Set when the key stops working (default: now). Unlike a revocation, the key then
+    answers ``key_expired``; a later call can move the moment again."""
+    key = await get_key(session, ref)
+    now = utcnow()
+    if key.revoked_at is not None and key.revoked_at <= now:
+        raise KeyConflict("a revoked key cannot be changed")
+    before = snapshot(key, *FIELDS)
+    key.expires_at = now if at is None else at
+    await session.flush()
+    await record(
+        session, actor, "key.expire", "api_key", key.id, before=before, after=snapshot(key, *FIELDS)
+    )
     return key
 
 
 async def rotate(
-    session: AsyncSession, actor: Actor, secret_key: str, key_id: int, grace: timedelta
+    session: AsyncSession, actor: Actor, secret_key: str, ref: int | str, grace: timedelta
 ) -> tuple[ApiKey, ApiKey, str]:
     """A new secret with the same customer, scopes, models, limits and expiry. The old key
     keeps working until now + grace, then stops (its ``revoked_at`` is set to that time)."""
-    old = await get_key(session, key_id)
+    old = await get_key(session, ref)
     now = utcnow()
     if old.revoked_at is not None and old.revoked_at <= now:
         raise KeyConflict("a revoked key cannot be rotated")
     if old.replaced_by is not None:
-        raise KeyConflict(f"key {key_id} was already rotated to key {old.replaced_by}")
+        raise KeyConflict(f"key {old.id} was already rotated to key {old.replaced_by}")
     new, secret = await issue_key_record(
         session,
         secret_key,
@@ -124,7 +165,7 @@ async def rotate(
     if not await repository.mark_rotated(session, old.id, new.id, now, now + grace):
         # Lost a race with a concurrent rotate or revoke; the transaction (and the key
         # just issued) is rolled back.
-        raise KeyConflict(f"key {key_id} was rotated or revoked by a concurrent request")
+        raise KeyConflict(f"key {old.id} was rotated or revoked by a concurrent request")
     await session.refresh(old)
     await record(
         session,

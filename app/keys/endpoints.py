@@ -3,16 +3,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Path, Query, Request, status
 from pydantic import BaseModel, Field
 
 from app.auth.deps import Admin
 from app.db.session import SessionDep
 from app.errors import error_schema
 from app.keys import admin
-from app.keys.schemas import Scope
+from app.keys.schemas import KeyCreate, KeyExpire, KeyRef, Rotate
 from app.orm import ApiKey
-from app.validation import MAX_MODEL_NAME, DbId, PerMinute, Text, Timestamp
+from app.validation import DbId
 
 router = APIRouter(prefix="/admin/keys", tags=["keys"])
 
@@ -22,19 +22,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 _ONE: dict[int | str, dict[str, Any]] = {**_ERRORS, 404: error_schema("No such key")}
 
-
-class KeyCreate(BaseModel):
-    customer_id: DbId
-    scopes: list[Scope] = Field(min_length=1)
-    name: Text | None = Field(default=None, max_length=200)
-    expires_at: Timestamp | None = Field(
-        default=None, description="ISO 8601; without a time zone, UTC"
-    )
-    allowed_models: list[Annotated[Text, Field(min_length=1, max_length=MAX_MODEL_NAME)]] | None = (
-        Field(default=None, max_length=100)
-    )
-    requests_per_minute: PerMinute | None = None
-    items_per_minute: PerMinute | None = None
+IdOrPrefix = Annotated[
+    KeyRef,
+    Path(
+        description="The key's id, or its public prefix (`tg_` + 8 characters)",
+        examples=["42", "tg_AbCd1234"],
+    ),
+]
 
 
 class KeyOut(BaseModel):
@@ -64,15 +58,6 @@ class KeyList(BaseModel):
     data: list[KeyOut]
 
 
-class Rotate(BaseModel):
-    grace_seconds: int = Field(
-        default=0,
-        ge=0,
-        le=30 * 86400,
-        description="How long the old secret keeps working (0: it stops now)",
-    )
-
-
 class Rotated(BaseModel):
     old: KeyOut
     new: KeyCreated
@@ -94,18 +79,7 @@ def _created(key: ApiKey, secret: str) -> KeyCreated:
 async def create_key(
     actor: Admin, request: Request, session: SessionDep, body: KeyCreate
 ) -> KeyCreated:
-    key, secret = await admin.issue_key(
-        session,
-        actor,
-        request.app.state.settings.secret_key,
-        customer_id=body.customer_id,
-        scopes=[s.value for s in body.scopes],
-        name=body.name,
-        expires_at=body.expires_at,
-        allowed_models=body.allowed_models,
-        requests_per_minute=body.requests_per_minute,
-        items_per_minute=body.items_per_minute,
-    )
+    key, secret = await admin.issue_key(session, actor, request.app.state.settings.secret_key, body)
     return _created(key, secret)
 
 
@@ -116,26 +90,36 @@ async def list_keys(
     return KeyList(data=[_out(k) for k in await admin.list_keys(session, customer_id)])
 
 
-@router.get("/{key_id}", responses=_ONE)
-async def get_key(_: Admin, session: SessionDep, key_id: DbId) -> KeyOut:
-    return _out(await admin.get_key(session, key_id))
+@router.get("/{id_or_prefix}", responses=_ONE)
+async def get_key(_: Admin, session: SessionDep, id_or_prefix: IdOrPrefix) -> KeyOut:
+    return _out(await admin.get_key(session, id_or_prefix))
 
 
-@router.post("/{key_id}/revoke", responses=_ONE)
-async def revoke_key(actor: Admin, session: SessionDep, key_id: DbId) -> KeyOut:
-    """Stops working everywhere within the key cache TTL (1 s)."""
-    return _out(await admin.revoke(session, actor, key_id))
+@router.post("/{id_or_prefix}/revoke", responses=_ONE)
+async def revoke_key(actor: Admin, session: SessionDep, id_or_prefix: IdOrPrefix) -> KeyOut:
+    """Stops working everywhere within the key cache TTL (1 s), also a key rotated with a
+    grace period that has not ended yet. Revoking a revoked key changes nothing."""
+    key, _ = await admin.revoke(session, actor, id_or_prefix)
+    return _out(key)
 
 
-@router.post("/{key_id}/rotate", responses={**_ONE, 409: error_schema("Revoked or rotated")})
+@router.post("/{id_or_prefix}/expire", responses={**_ONE, 409: error_schema("Revoked")})
+async def expire_key(
+    actor: Admin, session: SessionDep, id_or_prefix: IdOrPrefix, body: KeyExpire
+) -> KeyOut:
+    """Set when the key stops working (default now); it then answers `key_expired`."""
+    return _out(await admin.expire(session, actor, id_or_prefix, body.expires_at))
+
+
+@router.post("/{id_or_prefix}/rotate", responses={**_ONE, 409: error_schema("Revoked or rotated")})
 async def rotate_key(
-    actor: Admin, request: Request, session: SessionDep, key_id: DbId, body: Rotate
+    actor: Admin, request: Request, session: SessionDep, id_or_prefix: IdOrPrefix, body: Rotate
 ) -> Rotated:
     old, new, secret = await admin.rotate(
         session,
         actor,
         request.app.state.settings.secret_key,
-        key_id,
+        id_or_prefix,
         timedelta(seconds=body.grace_seconds),
     )
     return Rotated(old=_out(old), new=_created(new, secret))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import or_, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.orm import ApiKey
@@ -14,13 +14,8 @@ async def add_key(session: AsyncSession, key: ApiKey) -> ApiKey:
     return key
 
 
-async def revoke_by_prefix(session: AsyncSession, prefix: str, when: datetime) -> int:
-    result = await session.execute(
-        update(ApiKey)
-        .where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
-        .values(revoked_at=when)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+async def get_by_prefix(session: AsyncSession, prefix: str) -> ApiKey | None:
+    return await session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
 
 
 async def mark_rotated(

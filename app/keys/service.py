@@ -12,7 +12,6 @@ from app.customers.repository import get_or_create_customer
 from app.keys import repository
 from app.keys.schemas import CreatedKey, Scope
 from app.orm import ApiKey
-from app.orm.base import utcnow
 
 
 async def issue_key_record(
@@ -59,7 +58,9 @@ async def create_key(
     expires_at: datetime | None = None,
     allowed_models: list[str] | None = None,
 ) -> CreatedKey:
-    """Create a key for a customer (created if missing). The secret is returned only here."""
+    """Create a key for a customer (created if missing), without an audit row: a factory for
+    tests and benchmarks. Admin writes (API and CLI) go through ``app.keys.admin``, which
+    records each one. The secret is returned only here."""
     customer = await get_or_create_customer(session, customer_name)
     key, secret = await issue_key_record(
         session,
@@ -78,7 +79,3 @@ async def create_key(
         scopes=tuple(key.scopes),
         expires_at=expires_at,
     )
-
-
-async def revoke_key(session: AsyncSession, prefix: str) -> bool:
-    return await repository.revoke_by_prefix(session, prefix, utcnow()) > 0

@@ -4,7 +4,6 @@ from typing import Any
 
 from fastapi import APIRouter, status
 
-from app.audit.service import record, snapshot
 from app.auth.deps import Admin
 from app.db.session import SessionDep
 from app.errors import error_schema
@@ -61,9 +60,7 @@ def _plan_out(plan: Plan, versions: list[PlanVersion]) -> PlanOut:
     responses={**_ERRORS, 409: error_schema("Name taken"), 422: error_schema("Invalid plan")},
 )
 async def create_plan(actor: Admin, session: SessionDep, body: PlanCreate) -> PlanOut:
-    out = _plan_out(*await service.create_plan(session, body))
-    await record(session, actor, "plan.create", "plan", out.id, after=out.model_dump())
-    return out
+    return _plan_out(*await service.create_plan(session, actor, body))
 
 
 @router.get("/plans", responses=_ERRORS)
@@ -99,10 +96,10 @@ async def get_plan_version(
     },
 )
 async def update_plan(
-    _: Admin, session: SessionDep, plan_id: DbId, body: PlanDefinition
+    actor: Admin, session: SessionDep, plan_id: DbId, body: PlanDefinition
 ) -> PlanOut:
     """Write a new version of the plan; existing versions, customers and invoices keep theirs."""
-    return _plan_out(*await service.update_plan(session, plan_id, body))
+    return _plan_out(*await service.update_plan(session, actor, plan_id, body))
 
 
 @router.delete(
@@ -111,8 +108,8 @@ async def update_plan(
     responses={**_ERRORS, 404: error_schema("No such plan"), 409: error_schema("Plan in use")},
 )
 async def delete_plan(actor: Admin, session: SessionDep, plan_id: DbId) -> None:
-    await service.delete_plan(session, plan_id)
-    await record(session, actor, "plan.archive", "plan", plan_id)
+    """Archive a plan nobody uses (409 otherwise); its history stays readable."""
+    await service.archive_plan(session, actor, plan_id)
 
 
 @router.put(
@@ -127,15 +124,7 @@ async def assign_plan(
     actor: Admin, session: SessionDep, customer_id: DbId, body: PlanAssign
 ) -> CustomerPlanOut:
     """Move a customer to a plan version from the next period (default) or immediately."""
-    assignment, plan, version = await service.assign_plan(session, customer_id, body)
-    await record(
-        session,
-        actor,
-        "customer.plan",
-        "customer",
-        customer_id,
-        after=snapshot(assignment, "plan_version_id", "effective_from"),
-    )
+    assignment, plan, version = await service.assign_plan(session, actor, customer_id, body)
     return CustomerPlanOut(
         customer_id=customer_id,
         plan_id=plan.id,

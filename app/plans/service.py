@@ -3,17 +3,22 @@
 A plan is never edited in place: an update writes version n+1. Customers are assigned a
 specific version from a moment on (the next period's start by default, or now); invoices
 reference the versions they were rated with, so history never changes under them.
+
+Each write (create, new version, archive, assignment) records its audit row in its own
+transaction; the API and the CLI call the same functions.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.service import Actor, record, snapshot
 from app.customers.errors import CustomerNotFound
 from app.db.session import violates_unique
 from app.money.periods import Period
@@ -39,6 +44,33 @@ def _components(definition: PlanDefinition) -> list[dict[str, Any]]:
     return out
 
 
+_VERSION_FIELDS = (
+    "version",
+    "currency",
+    "base_fee",
+    "components",
+    "requests_per_minute",
+    "items_per_minute",
+    "spend_cap",
+)
+
+
+def _amount(value: Decimal | None) -> str | None:
+    # One spelling whether the version was just written ("3") or read back from its
+    # NUMERIC(24, 10) column ("3.0000000000"), so that before and after compare.
+    return None if value is None else format(value.normalize(), "f")
+
+
+def _audited(plan: Plan, version: PlanVersion) -> dict[str, Any]:
+    """A version as the audit log keeps it: what it charges, without ids or timestamps."""
+    return {
+        "name": plan.name,
+        **snapshot(version, *_VERSION_FIELDS),
+        "base_fee": _amount(version.base_fee),
+        "spend_cap": _amount(version.spend_cap),
+    }
+
+
 def _version(plan: Plan, number: int, definition: PlanDefinition) -> PlanVersion:
     return PlanVersion(
         plan_id=plan.id,
@@ -52,7 +84,9 @@ def _version(plan: Plan, number: int, definition: PlanDefinition) -> PlanVersion
     )
 
 
-async def create_plan(session: AsyncSession, data: PlanCreate) -> tuple[Plan, list[PlanVersion]]:
+async def create_plan(
+    session: AsyncSession, actor: Actor, data: PlanCreate
+) -> tuple[Plan, list[PlanVersion]]:
     if await session.scalar(select(exists().where(Plan.name == data.name))):
         raise PlanConflict(f"a plan named {data.name!r} already exists")
     plan = Plan(name=data.name)
@@ -67,6 +101,7 @@ async def create_plan(session: AsyncSession, data: PlanCreate) -> tuple[Plan, li
     version = _version(plan, 1, data)
     session.add(version)
     await session.flush()
+    await record(session, actor, "plan.create", "plan", plan.id, after=_audited(plan, version))
     return plan, [version]
 
 
@@ -92,7 +127,7 @@ async def list_plans(session: AsyncSession) -> list[tuple[Plan, list[PlanVersion
 
 
 async def update_plan(
-    session: AsyncSession, plan_id: int, definition: PlanDefinition
+    session: AsyncSession, actor: Actor, plan_id: int, definition: PlanDefinition
 ) -> tuple[Plan, list[PlanVersion]]:
     """Write the definition as the plan's next version; nothing existing changes."""
     plan, versions = await get_plan(session, plan_id)
@@ -101,10 +136,19 @@ async def update_plan(
     version = _version(plan, versions[-1].version + 1, definition)
     session.add(version)
     await session.flush()
+    await record(
+        session,
+        actor,
+        "plan.update",
+        "plan",
+        plan.id,
+        before=_audited(plan, versions[-1]),
+        after=_audited(plan, version),
+    )
     return plan, [*versions, version]
 
 
-async def delete_plan(session: AsyncSession, plan_id: int) -> None:
+async def archive_plan(session: AsyncSession, actor: Actor, plan_id: int) -> None:
     """Archive a plan nobody uses. In use: any customer assigned to any of its versions (now
     or from a future date), or any invoice line rated with one. History stays readable."""
     plan, versions = await get_plan(session, plan_id)
@@ -120,11 +164,19 @@ async def delete_plan(session: AsyncSession, plan_id: int) -> None:
             f"plan {plan.name!r} is in use",
             details={"customer_assignments": assigned, "invoice_lines": invoiced},
         )
+    if plan.archived_at is not None:
+        return  # archived already: nothing to change or record
     plan.archived_at = utcnow()
+    await session.flush()
+    await record(session, actor, "plan.archive", "plan", plan.id, after={"name": plan.name})
 
 
 async def assign_plan(
-    session: AsyncSession, customer_id: int, data: PlanAssign, now: datetime | None = None
+    session: AsyncSession,
+    actor: Actor,
+    customer_id: int,
+    data: PlanAssign,
+    now: datetime | None = None,
 ) -> tuple[CustomerPlan, Plan, PlanVersion]:
     """Put a customer on a plan version from the next period (default) or from now.
 
@@ -171,6 +223,18 @@ async def assign_plan(
     )
     session.add(assignment)
     await session.flush()
+    await record(
+        session,
+        actor,
+        "customer.plan",
+        "customer",
+        customer_id,
+        after={
+            "plan_id": plan.id,
+            "version": version.version,
+            **snapshot(assignment, "plan_version_id", "effective_from"),
+        },
+    )
     return assignment, plan, version
 
 

@@ -173,6 +173,40 @@ async def test_rotation_keeps_the_old_secret_until_the_grace_ends(
     assert new_secret not in str(entry)
 
 
+async def test_a_key_is_named_by_id_or_prefix_and_can_be_expired(
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey
+) -> None:
+    key = await make_key(app, "epsilon")
+    by_id = await client.get(f"/admin/keys/{key.key_id}", headers=bearer(admin))
+    by_prefix = await client.get(f"/admin/keys/{key.prefix}", headers=bearer(admin))
+    assert by_id.status_code == by_prefix.status_code == 200
+    assert by_id.json() == by_prefix.json()
+    for bad in ("tg_short", "tg_AbCd12345", "AbCd1234", "tg_AbCd-234"):
+        response = await client.get(f"/admin/keys/{bad}", headers=bearer(admin))
+        assert response.status_code == 422, (bad, response.text)
+    missing = await client.get("/admin/keys/tg_00000000", headers=bearer(admin))
+    assert missing.status_code == 404
+    assert missing.json()["error"]["type"] == "key_not_found"
+
+    assert (await _predict(client, key.secret)).status_code == 200
+    expired = await client.post(f"/admin/keys/{key.prefix}/expire", json={}, headers=bearer(admin))
+    assert expired.status_code == 200, expired.text
+    assert expired.json()["expires_at"] is not None and expired.json()["revoked_at"] is None
+    await asyncio.sleep(app.state.settings.key_cache_ttl_s + 0.1)
+    response = await _predict(client, key.secret)
+    assert response.status_code == 401
+    assert response.json()["error"]["type"] == "key_expired"
+    entry = (
+        await client.get("/admin/audit", params={"action": "key.expire"}, headers=bearer(admin))
+    ).json()["data"][0]
+    assert entry["target_id"] == str(key.key_id) and entry["before"]["expires_at"] is None
+
+    revoked = await client.post(f"/admin/keys/{key.key_id}/revoke", headers=bearer(admin))
+    assert revoked.status_code == 200
+    again = await client.post(f"/admin/keys/{key.key_id}/expire", json={}, headers=bearer(admin))
+    assert again.status_code == 409
+
+
 BEYOND_BIGINT = str(2**63)
 
 
@@ -188,6 +222,7 @@ async def test_ids_outside_bigint_are_422(
         ("GET", f"/admin/keys/{bad}", None, None),
         ("POST", f"/admin/keys/{bad}/revoke", None, None),
         ("POST", f"/admin/keys/{bad}/rotate", None, {}),
+        ("POST", f"/admin/keys/{bad}/expire", None, {}),
         ("GET", "/admin/keys", {"customer_id": bad}, None),
         ("GET", "/admin/audit", {"actor_key_id": bad}, None),
     ]

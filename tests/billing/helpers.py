@@ -75,6 +75,7 @@ async def assign(
     async with app.state.sessionmaker() as session, session.begin():
         await plans.assign_plan(
             session,
+            "test",
             customer_id,
             PlanAssign(plan_id=plan_id, version=version, effective=effective),
             now=now,
