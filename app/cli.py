@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.clock import SystemClock
 from app.config import ConfigurationError, describe, get_settings, load_settings
 from app.db.engine import build_engine, build_sessionmaker
 from app.keys.schemas import Scope
@@ -277,7 +278,7 @@ def keys_create(
         "scopes": scope,
         "name": name,
         "expires_at": (
-            datetime.now(UTC) + timedelta(days=expires_in_days)
+            SystemClock().now() + timedelta(days=expires_in_days)
             if expires_in_days is not None
             else expires_at
         ),
@@ -338,7 +339,7 @@ def keys_revoke(key: Annotated[str, typer.Argument(help=KEY_REF_HELP)]) -> None:
     from app.keys import admin
 
     async def work(session: AsyncSession) -> tuple[str, str, bool]:
-        revoked, changed = await admin.revoke(session, CLI, key)
+        revoked, changed = await admin.revoke(session, CLI, key, now=SystemClock().now())
         return revoked.prefix, _key_json(revoked), changed
 
     prefix, rendered, changed = _run_or_exit(work)
@@ -364,11 +365,13 @@ def keys_expire(
     if at is not None and in_days is not None:
         typer.echo("give --at or --in-days, not both", err=True)
         raise typer.Exit(2)
-    when = datetime.now(UTC) + timedelta(days=in_days) if in_days is not None else at
+    when = SystemClock().now() + timedelta(days=in_days) if in_days is not None else at
     data = _parse(KeyExpire, expires_at=when)
 
     async def work(session: AsyncSession) -> str:
-        return _key_json(await admin.expire(session, CLI, key, data.expires_at))
+        return _key_json(
+            await admin.expire(session, CLI, key, data.expires_at, now=SystemClock().now())
+        )
 
     typer.echo(_run_or_exit(work))
 
@@ -388,7 +391,12 @@ def keys_rotate(
 
     async def work(session: AsyncSession) -> tuple[str, str]:
         old, new, secret = await admin.rotate(
-            session, CLI, settings.secret_key, key, timedelta(seconds=data.grace_seconds)
+            session,
+            CLI,
+            settings.secret_key,
+            key,
+            timedelta(seconds=data.grace_seconds),
+            now=SystemClock().now(),
         )
         return f"rotated key {old.id} -> {new.id} ({new.prefix}...), old stops at " + (
             old.revoked_at.isoformat() if old.revoked_at else "?"
@@ -469,7 +477,7 @@ def plans_archive(plan_id: Annotated[int, typer.Argument()]) -> None:
     from app.plans import service
 
     async def work(session: AsyncSession) -> None:
-        await service.archive_plan(session, CLI, plan_id)
+        await service.archive_plan(session, CLI, plan_id, now=SystemClock().now())
 
     _run_or_exit(work)
     typer.echo(f"archived plan {plan_id}", err=True)
@@ -492,7 +500,9 @@ def plans_assign(
     data = _parse(PlanAssign, plan_id=plan_id, version=version, effective=effective)
 
     async def work(session: AsyncSession) -> dict[str, object]:
-        assignment, plan, chosen = await service.assign_plan(session, CLI, customer_id, data)
+        assignment, plan, chosen = await service.assign_plan(
+            session, CLI, customer_id, data, now=SystemClock().now()
+        )
         return {
             "customer_id": customer_id,
             "plan_id": plan.id,
@@ -522,7 +532,11 @@ def billing_close(period: Annotated[str, typer.Argument(help="YYYY-MM (UTC month
 
     async def work(session: AsyncSession) -> CloseResult:
         return await close_period(
-            session, CLI, Period.parse(period), grace=timedelta(hours=settings.billing_grace_hours)
+            session,
+            CLI,
+            Period.parse(period),
+            grace=timedelta(hours=settings.billing_grace_hours),
+            now=SystemClock().now(),
         )
 
     result = _run_or_exit(work)

@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     redis_timeout_ms: float = Field(default=250.0, gt=0)
     # Spend caps: period-to-date usage is reloaded from the ledger this often.
     spend_reconcile_s: float = Field(default=30.0, gt=0)
+    # tollgate_billable_month_to_date is re-read from the ledger this often.
+    month_to_date_refresh_s: float = Field(default=60.0, gt=0)
 
     # Billing: a month can be closed this long after it ends (late usage rows settle first).
     billing_grace_hours: float = Field(default=24.0, ge=0)

@@ -17,6 +17,7 @@ from app.auth.last_used import LastUsedTracker
 from app.billing.endpoints import router as finance_router
 from app.billing.stripe_gateway import StripeGateway
 from app.billing.webhooks import router as webhooks_router
+from app.clock import Clock, SystemClock
 from app.config import ConfigurationError, Settings, get_settings, load_settings
 from app.customers.endpoints import router as customers_router
 from app.db.engine import build_engine, build_sessionmaker
@@ -26,6 +27,7 @@ from app.inference.admin import router as models_admin_router
 from app.inference.endpoints import predict
 from app.inference.endpoints import router as inference_router
 from app.inference.hot import HotRoutes
+from app.inference.predictor import LoadedModules
 from app.inference.registry import ModelRegistry
 from app.inference.service import InferenceService
 from app.keys.endpoints import router as keys_router
@@ -37,10 +39,11 @@ from app.limits.ratelimit import (
     RedisRateLimiter,
 )
 from app.metering.endpoints import router as usage_router
+from app.metering.month_to_date import MonthToDateGauges
 from app.metering.writer import MeterWriter
 from app.observability.endpoints import router as ops_router
 from app.observability.logging import configure_logging
-from app.observability.metrics import Metrics
+from app.observability.metrics import Metrics, ResponseCounter
 from app.observability.middleware import RequestContextMiddleware
 from app.plans.endpoints import router as plans_router
 
@@ -90,13 +93,24 @@ class Tollgate(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    modules: LoadedModules | None = None,
+) -> FastAPI:
+    """The app. ``clock`` is where every "now" comes from (the system clock by default);
+    ``modules`` shares built models with other apps given the same instance (by default each
+    app builds its own at start-up)."""
     settings = settings or get_settings()
+    responses = ResponseCounter()  # the request middleware's; the lifespan attaches metrics
+    app_clock = clock or SystemClock()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
         metrics = Metrics()
+        responses.metrics = metrics
         engine = build_engine(settings.database_url)
         sessionmaker = build_sessionmaker(engine)
         registry = ModelRegistry(
@@ -110,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             batch_queue_size=settings.batch_queue_size,
             overrides=settings.model_overrides,
             cpu_graph=settings.cpu_graph,
+            modules=modules,
         )
         registry.load_all()
         registry.start()
@@ -124,24 +139,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         meter.start()
         app.state.settings = settings
+        app.state.clock = app_clock
         app.state.metrics = metrics
         app.state.engine = engine
         app.state.sessionmaker = sessionmaker
         app.state.registry = registry
         app.state.meter = meter
-        last_used = LastUsedTracker(engine, settings.last_used_flush_s)
+        last_used = LastUsedTracker(engine, settings.last_used_flush_s, app_clock)
         last_used.start()
         app.state.last_used = last_used
         app.state.authenticator = Authenticator(
-            settings.secret_key, sessionmaker, settings.key_cache_ttl_s, last_used
+            settings.secret_key, sessionmaker, settings.key_cache_ttl_s, last_used, app_clock
         )
         limiter = build_limiter(settings, metrics)
         await limiter.warm()
-        spend = SpendTracker(sessionmaker, settings.spend_reconcile_s)
+        spend = SpendTracker(sessionmaker, settings.spend_reconcile_s, app_clock)
         spend.start()
         app.state.limiter = limiter
         app.state.spend = spend
-        app.state.inference = InferenceService(registry, meter, metrics, limiter, spend)
+        month_to_date = MonthToDateGauges(
+            sessionmaker, metrics, settings.month_to_date_refresh_s, app_clock
+        )
+        month_to_date.start()
+        app.state.month_to_date = month_to_date
+        app.state.inference = InferenceService(registry, meter, metrics, limiter, spend, app_clock)
         app.state.stripe = (
             StripeGateway(
                 settings.stripe_api_key,
@@ -160,6 +181,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await meter.stop()  # drain: every queued usage row is committed before exit
             await last_used.stop()
             await spend.stop()
+            await month_to_date.stop()
+            responses.metrics = None
             await limiter.close()
             await registry.close()
             await engine.dispose()
@@ -171,11 +194,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Metered inference: PyTorch models behind API keys, with a usage ledger.",
         lifespan=lifespan,
     )
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, responses=responses
+    )
     if settings.hot_path:
         app.hot_routes = HotRoutes(predict, v2.infer, v2.infer_version)
         app.hot_app = RequestContextMiddleware(
-            HotRoutes.app, max_body_bytes=settings.max_body_bytes
+            HotRoutes.app, max_body_bytes=settings.max_body_bytes, responses=responses
         )
     install_error_handlers(app)
     app.include_router(inference_router)

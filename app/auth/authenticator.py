@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import time
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,8 +26,8 @@ from app.auth.last_used import LastUsedTracker
 from app.auth.principal import Principal, Scope
 from app.auth.repository import KeyRecord
 from app.auth.secrets import hash_key, looks_like_key
+from app.clock import Clock, SystemClock
 from app.db.session import DatabaseUnavailable
-from app.orm.base import utcnow
 
 _CACHE_MAX = 10_000
 
@@ -39,12 +39,14 @@ class Authenticator:
         sessionmaker: async_sessionmaker[AsyncSession],
         ttl: float,
         last_used: LastUsedTracker | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._secret = secret_key
+        self._clock = clock or SystemClock()
         self._last_used = last_used
         self._sessionmaker = sessionmaker
-        self._ttl = ttl
-        self._cache: dict[str, tuple[float, KeyRecord]] = {}
+        self._ttl = timedelta(seconds=ttl)
+        self._cache: dict[str, tuple[datetime, KeyRecord]] = {}
         self._inflight: dict[str, asyncio.Future[KeyRecord | None]] = {}
 
     async def authenticate(self, presented: str) -> Principal:
@@ -54,7 +56,7 @@ class Authenticator:
         record = await self._lookup(digest)
         if record is None or not hmac.compare_digest(record.hash, digest):
             raise InvalidApiKey("invalid API key")
-        now = utcnow()
+        now = self._clock.now()
         if record.revoked_at is not None and record.revoked_at <= now:
             raise KeyRevoked("this API key has been revoked")
         if record.expires_at is not None and record.expires_at <= now:
@@ -80,7 +82,9 @@ class Authenticator:
         )
 
     async def _lookup(self, digest: str) -> KeyRecord | None:
-        now = time.monotonic()
+        # The app's clock, not a monotonic one, so that a test can move past the TTL; a wall
+        # clock stepping back only keeps an entry for longer than the TTL until it catches up.
+        now = self._clock.now()
         hit = self._cache.get(digest)
         if hit is not None and now - hit[0] < self._ttl:
             return hit[1]
@@ -91,7 +95,7 @@ class Authenticator:
         future: asyncio.Future[KeyRecord | None] = asyncio.get_running_loop().create_future()
         self._inflight[digest] = future
         try:
-            record = await self._fetch(digest)
+            record = await self._fetch(digest, now)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: no "never retrieved" warning when nobody waits
@@ -108,10 +112,10 @@ class Authenticator:
         self._cache[digest] = (now, record)
         return record
 
-    async def _fetch(self, digest: str) -> KeyRecord | None:
+    async def _fetch(self, digest: str, now: datetime) -> KeyRecord | None:
         try:
             async with self._sessionmaker() as session:
-                return await repository.find_by_hash(session, digest)
+                return await repository.find_by_hash(session, digest, now)
         except (OperationalError, DBAPIError, OSError, TimeoutError) as exc:
             raise DatabaseUnavailable("the key store is unavailable; retry shortly") from exc
 

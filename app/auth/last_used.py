@@ -15,21 +15,24 @@ from datetime import datetime
 from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.clock import Clock, SystemClock
 from app.orm import ApiKey
-from app.orm.base import utcnow
 
 log = logging.getLogger("tollgate.keys")
 
 
 class LastUsedTracker:
-    def __init__(self, engine: AsyncEngine, interval_s: float = 30.0) -> None:
+    def __init__(
+        self, engine: AsyncEngine, interval_s: float = 30.0, clock: Clock | None = None
+    ) -> None:
         self._engine = engine
+        self._clock = clock or SystemClock()
         self._interval = interval_s
         self._seen: dict[int, datetime] = {}
         self._task: asyncio.Task[None] | None = None
 
     def touch(self, key_id: int) -> None:
-        self._seen[key_id] = utcnow()
+        self._seen[key_id] = self._clock.now()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="last-used-flusher")

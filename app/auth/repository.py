@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.principal import PlanSnapshot
 from app.money.pricing import PriceComponent
 from app.orm import ApiKey, Customer, CustomerPlan, PlanVersion
-from app.orm.base import utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +29,8 @@ class KeyRecord:
     plan: PlanSnapshot | None = None
 
 
-async def find_by_hash(session: AsyncSession, key_hash: str) -> KeyRecord | None:
+async def find_by_hash(session: AsyncSession, key_hash: str, now: datetime) -> KeyRecord | None:
+    """The key with this hash, its customer's status and the plan in force at ``now``."""
     row = (
         await session.execute(
             select(ApiKey, Customer.status)
@@ -53,7 +53,7 @@ async def find_by_hash(session: AsyncSession, key_hash: str) -> KeyRecord | None
         customer_status=status,
         requests_per_minute=key.requests_per_minute,
         items_per_minute=key.items_per_minute,
-        plan=await current_plan(session, key.customer_id, utcnow()),
+        plan=await current_plan(session, key.customer_id, now),
     )
 
 

@@ -33,13 +33,13 @@ from app.billing.schemas import (
 from app.billing.stripe_gateway import StripeGateway
 from app.billing.sync import reconcile, sync_invoices
 from app.billing.webhooks import StripeNotConfigured
+from app.clock.deps import ClockDep
 from app.db.session import SessionDep
 from app.db.sums import joined, split_sum
 from app.errors import error_schema
 from app.money.periods import Period
 from app.money.pricing import minor_exponent, to_minor
 from app.orm import Customer, Invoice, InvoiceLine, Plan, PlanVersion
-from app.orm.base import utcnow
 from app.validation import DbId
 
 router = APIRouter(prefix="/finance", tags=["finance"])
@@ -116,13 +116,15 @@ def _line_fields(line: Any) -> dict[str, Any]:
     },
 )
 async def close_period(
-    actor: Finance, request: Request, session: SessionDep, period: str
+    actor: Finance, request: Request, session: SessionDep, clock: ClockDep, period: str
 ) -> CloseOut:
     """Write and finalize one invoice per customer for the month. Closing again is a no-op
     for the customers already invoiced. A customer whose plan cannot be priced exactly is
     listed in `not_ratable` and not invoiced; the others are."""
     grace = timedelta(hours=request.app.state.settings.billing_grace_hours)
-    result = await service.close_period(session, actor, Period.parse(period), grace=grace)
+    result = await service.close_period(
+        session, actor, Period.parse(period), grace=grace, now=clock.now()
+    )
     return CloseOut(**result.__dict__)
 
 
@@ -158,11 +160,12 @@ async def list_invoices(
 async def preview_invoice(
     _: Finance,
     session: SessionDep,
+    clock: ClockDep,
     customer: DbId,
     period: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None,
 ) -> InvoiceOut:
     """The period's invoice to date (default: the open period), rated as closing would."""
-    p = Period.parse(period) if period else Period.containing(utcnow())
+    p = Period.parse(period) if period else Period.containing(clock.now())
     return _preview_out(await service.preview(session, customer, p))
 
 

@@ -30,7 +30,6 @@ from app.billing.errors import (
 from app.billing.rating import RatedInvoice, rate_customer
 from app.money.periods import Period
 from app.orm import Customer, Invoice, InvoiceLine
-from app.orm.base import utcnow
 
 log = logging.getLogger("tollgate.billing")
 
@@ -64,11 +63,10 @@ async def close_period(
     period: Period,
     *,
     grace: timedelta,
-    now: datetime | None = None,
+    now: datetime,
 ) -> CloseResult:
     """Write and finalize the period's invoices and record the close in the audit log, in
     the caller's transaction."""
-    now = now or utcnow()
     if now < period.end + grace:
         raise PeriodNotClosable(
             f"{period} can be closed from {(period.end + grace).isoformat()} "

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -30,7 +31,6 @@ from app.billing.stripe_gateway import (
 from app.errors import BadRequest
 from app.money.periods import Period
 from app.orm import Customer, Invoice, InvoiceLine, StripeEvent
-from app.orm.base import utcnow
 
 log = logging.getLogger("tollgate.billing.sync")
 
@@ -175,7 +175,7 @@ WEBHOOK_ACTOR = "stripe"
 """Who a webhook's change is recorded as: Stripe, verified by the event's signature."""
 
 
-async def apply_webhook(session: AsyncSession, event: dict[str, Any]) -> str:
+async def apply_webhook(session: AsyncSession, event: dict[str, Any], *, now: datetime) -> str:
     """Apply a verified event once. Returns ``applied``, ``ignored`` or ``duplicate``.
 
     An applied event's change to the invoice is recorded in the audit log (actor
@@ -212,7 +212,7 @@ async def apply_webhook(session: AsyncSession, event: dict[str, Any]) -> str:
         new_status = _EVENT_STATUS[event_type]
         if new_status is not None and invoice.status != new_status:
             invoice.status = new_status
-            invoice.status_changed_at = utcnow()
+            invoice.status_changed_at = now
         invoice.stripe_status = stripe_status
         outcome = "applied"
     session.add(StripeEvent(id=event_id, type=event_type, payload=event, outcome=outcome))

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from app.billing.errors import MalformedEvent
 from app.billing.stripe_gateway import StripeGateway, WebhookInvalid
 from app.billing.sync import apply_webhook
+from app.clock.deps import ClockDep
 from app.db.session import SessionDep
 from app.errors import BadRequest, ServiceUnavailable, error_schema
 
@@ -38,7 +39,7 @@ class StripeNotConfigured(ServiceUnavailable):
         503: error_schema("Stripe is not configured on this server"),
     },
 )
-async def stripe_webhook(request: Request, session: SessionDep) -> dict[str, Any]:
+async def stripe_webhook(request: Request, session: SessionDep, clock: ClockDep) -> dict[str, Any]:
     """Stripe events: signature verified (300 s tolerance), deduplicated by event id.
     ``invoice.paid``, ``invoice.payment_failed``, ``invoice.voided`` and
     ``invoice.marked_uncollectible`` update the local invoice; other types are ignored."""
@@ -54,7 +55,7 @@ async def stripe_webhook(request: Request, session: SessionDep) -> dict[str, Any
     )
     if event is None:
         raise MalformedEvent(f"webhook rejected: {problem}")
-    outcome = await apply_webhook(session, event)
+    outcome = await apply_webhook(session, event, now=clock.now())
     log.info("stripe event", extra={"event_id": event.get("id"), "outcome": outcome})
     return {"received": True, "outcome": outcome}
 
@@ -104,6 +105,7 @@ def _verify_signature(
         # null, deep nesting). The caller rejects that body; nothing is applied either way.
         if not body_malformed:
             raise
+    # The real time, not the app's clock: the SDK checks the tolerance against time.time().
     if _signed_at(header) > time.time() + TOLERANCE_S:
         # A signature made for later is a clock problem or one prepared for replay.
         raise InvalidSignature("webhook rejected: the signature timestamp is in the future")

@@ -6,7 +6,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.orm import Customer
-from app.orm.base import utcnow
 
 
 async def get_or_create_customer(session: AsyncSession, name: str) -> Customer:
@@ -27,7 +26,7 @@ async def get_or_insert_customer(session: AsyncSession, name: str) -> tuple[Cust
     insert = postgres_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     result = await session.execute(
         insert(Customer)
-        .values(name=name, status="active", created_at=utcnow())
+        .values(name=name, status="active")
         .on_conflict_do_nothing(index_elements=[Customer.name])
     )
     customer = await session.scalar(query)

@@ -31,6 +31,50 @@ class Prediction:
     raw: Array  # this request's slice of the output tensor, for other protocols
 
 
+class LoadedModules:
+    """Modules already built from their weights (read, checksummed, optimized for the CPU and
+    checked against eager), shared by the model registries given the same instance.
+
+    Without one (the default) an app builds every model itself at start-up. A test session
+    passes one instance to every app it creates, so each model is built once per session
+    instead of once per app. Served modules are only ever called (eval mode, no state), so
+    registries on different event loops can share them. Keyed by everything the build
+    depends on: the weights' checksum, the architecture and its format, the manifest's
+    directory, the device and the CPU graph asked for.
+    """
+
+    def __init__(self) -> None:
+        self._built: dict[tuple[str, str, str, str], tuple[torch.nn.Module, CpuGraph]] = {}
+
+    def get(
+        self, manifest_dir: Path, manifest: Manifest, device: torch.device, cpu_graph: CpuGraph
+    ) -> tuple[torch.nn.Module, CpuGraph]:
+        key = (
+            str(manifest_dir.resolve()),
+            # what load_weights builds from, besides the weights' bytes
+            f"{manifest.weights_sha256} {manifest.architecture} {manifest.format} "
+            f"{manifest.dtype} {sorted(manifest.architecture_args.items())!r} "
+            f"{manifest.raw.get('compression')!r}",
+            str(device),
+            cpu_graph,
+        )
+        built = self._built.get(key)
+        if built is None:
+            built = self._built[key] = build_module(manifest_dir, manifest, device, cpu_graph)
+        return built
+
+
+def build_module(
+    manifest_dir: Path, manifest: Manifest, device: torch.device, cpu_graph: CpuGraph
+) -> tuple[torch.nn.Module, CpuGraph]:
+    """The module to serve on ``device`` and the CPU graph it actually runs."""
+    module = load_weights(manifest_dir, manifest).to(device)
+    module.eval()
+    if device.type == "cpu" and applies_to(manifest.format, manifest.dtype):
+        return optimize_for_cpu(module, tuple(manifest.inputs[0].shape), cpu_graph)
+    return module, "eager"
+
+
 class Predictor:
     def __init__(self, manifest_dir: Path, manifest: Manifest, *, max_batch_items: int) -> None:
         self.manifest_dir = manifest_dir
@@ -47,12 +91,18 @@ class Predictor:
         self.graph: CpuGraph = "eager"  # how the forward pass runs (app/inference/graph.py)
         self._module: torch.nn.Module | None = None
 
-    def load(self, device: torch.device, cpu_graph: CpuGraph = "script") -> None:
-        module = load_weights(self.manifest_dir, self.manifest).to(device)
-        module.eval()
-        graph: CpuGraph = "eager"
-        if device.type == "cpu" and applies_to(self.manifest.format, self.manifest.dtype):
-            module, graph = optimize_for_cpu(module, self.item_shape, cpu_graph)
+    def load(
+        self,
+        device: torch.device,
+        cpu_graph: CpuGraph = "script",
+        modules: LoadedModules | None = None,
+    ) -> None:
+        """Build the module (or take it from ``modules``, built once there) and warm it up."""
+        module, graph = (
+            modules.get(self.manifest_dir, self.manifest, device, cpu_graph)
+            if modules is not None
+            else build_module(self.manifest_dir, self.manifest, device, cpu_graph)
+        )
         self._module = module
         self.graph = graph
         self.device = device

@@ -23,7 +23,7 @@ from app.errors import Unprocessable
 from app.inference.batcher import Batcher
 from app.inference.errors import ModelNotFound
 from app.inference.graph import CpuGraph
-from app.inference.predictor import Predictor
+from app.inference.predictor import LoadedModules, Predictor
 from app.observability.metrics import Metrics
 from models.manifest import Manifest, discover
 
@@ -104,8 +104,10 @@ class ModelRegistry:
         batch_queue_size: int = 1024,
         overrides: dict[str, ModelOverride] | None = None,
         cpu_graph: CpuGraph = "script",
+        modules: LoadedModules | None = None,
     ) -> None:
         self._models_dir = models_dir
+        self._modules = modules
         self._metrics = metrics
         self._device = choose_device(device)
         self._max_batch_items = max_batch_items
@@ -144,7 +146,7 @@ class ModelRegistry:
             device = torch.device("cpu")  # int8 kernels here are x86 CPU kernels
         predictor = Predictor(manifest_dir, manifest, max_batch_items=self._max_batch_items)
         cpu_graph = override.cpu_graph if override and override.cpu_graph else self._cpu_graph
-        predictor.load(device, cpu_graph)
+        predictor.load(device, cpu_graph, self._modules)
         max_items = self._batch_max_items
         max_delay_s = self._batch_max_delay_s
         if override is not None:

@@ -19,6 +19,7 @@ from prometheus_client import Counter, Histogram
 from app.auth.authenticator import require
 from app.auth.errors import ModelNotAllowed
 from app.auth.principal import Principal, Scope
+from app.clock import Clock, SystemClock
 from app.errors import AppError, ClientClosedRequest, InvalidJSON
 from app.inference.errors import InvalidTensor
 from app.inference.predictor import Array, Prediction
@@ -28,7 +29,6 @@ from app.limits.quota import QuotaExceeded, SpendTracker, spend_headers
 from app.limits.ratelimit import RateLimiter
 from app.metering.writer import LedgerUnavailable, MeterWriter, UsageRow
 from app.observability.metrics import Metrics
-from app.orm.base import utcnow
 
 log = logging.getLogger("tollgate.inference")
 
@@ -51,8 +51,10 @@ class InferenceService:
         metrics: Metrics,
         limiter: RateLimiter,
         spend: SpendTracker,
+        clock: Clock | None = None,
     ) -> None:
         self.registry = registry
+        self.clock = clock or SystemClock()
         self.meter = meter
         self.metrics = metrics
         self.limiter = limiter
@@ -258,8 +260,8 @@ class InferenceService:
             (time.perf_counter_ns() - started_ns) / 1e9
         )
 
-    @staticmethod
     def _row(
+        self,
         principal: Principal,
         request_id: str,
         started_ns: int,
@@ -288,7 +290,7 @@ class InferenceService:
             latency_us=(time.perf_counter_ns() - started_ns) // 1000,
             status_code=status,
             billable=billable,
-            created_at=utcnow(),
+            created_at=self.clock.now(),
         )
 
 

@@ -17,7 +17,6 @@ from app.keys import repository
 from app.keys.schemas import KeyCreate, KeyOptions, parse_key_ref
 from app.keys.service import issue_key_record
 from app.orm import ApiKey, Customer
-from app.orm.base import utcnow
 
 FIELDS = (
     "customer_id",
@@ -104,12 +103,13 @@ async def list_keys(session: AsyncSession, customer_id: int | None = None) -> li
     return list(await session.scalars(stmt))
 
 
-async def revoke(session: AsyncSession, actor: Actor, ref: int | str) -> tuple[ApiKey, bool]:
+async def revoke(
+    session: AsyncSession, actor: Actor, ref: int | str, *, now: datetime
+) -> tuple[ApiKey, bool]:
     """Stop the key now. A key rotated with a grace period (``revoked_at`` still in the
     future) stops now too: that is how a leaked old secret is cut off. Returns the key and
     whether this call revoked it (False: it was already revoked; nothing is recorded)."""
     key = await get_key(session, ref)
-    now = utcnow()
     if key.revoked_at is not None and key.revoked_at <= now:
         return key, False
     before = snapshot(key, *FIELDS)
@@ -122,12 +122,16 @@ async def revoke(session: AsyncSession, actor: Actor, ref: int | str) -> tuple[A
 
 
 async def expire(
-    session: AsyncSession, actor: Actor, ref: int | str, at: datetime | None = None
+    session: AsyncSession,
+    actor: Actor,
+    ref: int | str,
+    at: datetime | None = None,
+    *,
+    now: datetime,
 ) -> ApiKey:
     """Set when the key stops working (default: now). Unlike a revocation, the key then
     answers ``key_expired``; a later call can move the moment again."""
     key = await get_key(session, ref)
-    now = utcnow()
     if key.revoked_at is not None and key.revoked_at <= now:
         raise KeyConflict("a revoked key cannot be changed")
     before = snapshot(key, *FIELDS)
@@ -140,12 +144,17 @@ async def expire(
 
 
 async def rotate(
-    session: AsyncSession, actor: Actor, secret_key: str, ref: int | str, grace: timedelta
+    session: AsyncSession,
+    actor: Actor,
+    secret_key: str,
+    ref: int | str,
+    grace: timedelta,
+    *,
+    now: datetime,
 ) -> tuple[ApiKey, ApiKey, str]:
     """A new secret with the same customer, scopes, models, limits and expiry. The old key
     keeps working until now + grace, then stops (its ``revoked_at`` is set to that time)."""
     old = await get_key(session, ref)
-    now = utcnow()
     if old.revoked_at is not None and old.revoked_at <= now:
         raise KeyConflict("a revoked key cannot be rotated")
     if old.replaced_by is not None:

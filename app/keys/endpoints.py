@@ -7,6 +7,7 @@ from fastapi import APIRouter, Path, Query, Request, status
 from pydantic import BaseModel, Field
 
 from app.auth.deps import Admin
+from app.clock.deps import ClockDep
 from app.db.session import SessionDep
 from app.errors import error_schema
 from app.keys import admin
@@ -96,24 +97,31 @@ async def get_key(_: Admin, session: SessionDep, id_or_prefix: IdOrPrefix) -> Ke
 
 
 @router.post("/{id_or_prefix}/revoke", responses=_ONE)
-async def revoke_key(actor: Admin, session: SessionDep, id_or_prefix: IdOrPrefix) -> KeyOut:
+async def revoke_key(
+    actor: Admin, session: SessionDep, clock: ClockDep, id_or_prefix: IdOrPrefix
+) -> KeyOut:
     """Stops working everywhere within the key cache TTL (1 s), also a key rotated with a
     grace period that has not ended yet. Revoking a revoked key changes nothing."""
-    key, _ = await admin.revoke(session, actor, id_or_prefix)
+    key, _ = await admin.revoke(session, actor, id_or_prefix, now=clock.now())
     return _out(key)
 
 
 @router.post("/{id_or_prefix}/expire", responses={**_ONE, 409: error_schema("Revoked")})
 async def expire_key(
-    actor: Admin, session: SessionDep, id_or_prefix: IdOrPrefix, body: KeyExpire
+    actor: Admin, session: SessionDep, clock: ClockDep, id_or_prefix: IdOrPrefix, body: KeyExpire
 ) -> KeyOut:
     """Set when the key stops working (default now); it then answers `key_expired`."""
-    return _out(await admin.expire(session, actor, id_or_prefix, body.expires_at))
+    return _out(await admin.expire(session, actor, id_or_prefix, body.expires_at, now=clock.now()))
 
 
 @router.post("/{id_or_prefix}/rotate", responses={**_ONE, 409: error_schema("Revoked or rotated")})
 async def rotate_key(
-    actor: Admin, request: Request, session: SessionDep, id_or_prefix: IdOrPrefix, body: Rotate
+    actor: Admin,
+    request: Request,
+    session: SessionDep,
+    clock: ClockDep,
+    id_or_prefix: IdOrPrefix,
+    body: Rotate,
 ) -> Rotated:
     old, new, secret = await admin.rotate(
         session,
@@ -121,5 +129,6 @@ async def rotate_key(
         request.app.state.settings.secret_key,
         id_or_prefix,
         timedelta(seconds=body.grace_seconds),
+        now=clock.now(),
     )
     return Rotated(old=_out(old), new=_created(new, secret))

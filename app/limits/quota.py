@@ -23,10 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.principal import PlanSnapshot
 from app.billing.rating import aggregate_usage, variant_matches
+from app.clock import Clock, SystemClock
 from app.errors import AppError
 from app.money.periods import Period
 from app.money.pricing import EXACT, PriceComponent, PricingError, Unit, rate
-from app.orm.base import utcnow
 
 log = logging.getLogger("tollgate.limits")
 _MICRO = Decimal(1_000_000)
@@ -79,9 +79,13 @@ def usage_spend(
 
 class SpendTracker:
     def __init__(
-        self, sessionmaker: async_sessionmaker[AsyncSession], reconcile_s: float = 30.0
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        reconcile_s: float = 30.0,
+        clock: Clock | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
+        self._clock = clock or SystemClock()
         self._reconcile_s = reconcile_s
         self._usage: dict[int, _Usage] = {}
         self._task: asyncio.Task[None] | None = None
@@ -96,14 +100,13 @@ class SpendTracker:
                 await self._task
             self._task = None
 
-    @staticmethod
-    def _since(plan: PlanSnapshot) -> datetime:
-        return max(Period.containing(utcnow()).start, plan.effective_from)
+    def _since(self, plan: PlanSnapshot) -> datetime:
+        return max(Period.containing(self._clock.now()).start, plan.effective_from)
 
     async def _load(self, customer_id: int, plan: PlanSnapshot) -> _Usage:
         since = self._since(plan)
         async with self._sessionmaker() as session:
-            rows = await aggregate_usage(session, customer_id, since, utcnow())
+            rows = await aggregate_usage(session, customer_id, since, self._clock.now())
         usage = _Usage(since, plan.plan_version_id)
         for r in rows:
             usage.totals[(r.model, r.variant)] = [r.requests, r.items, r.compute_us]
@@ -170,7 +173,7 @@ class SpendTracker:
         for customer_id, usage in list(self._usage.items()):
             since = usage.since
             async with self._sessionmaker() as session:
-                rows = await aggregate_usage(session, customer_id, since, utcnow())
+                rows = await aggregate_usage(session, customer_id, since, self._clock.now())
             fresh = _Usage(since, usage.plan_version_id)
             for r in rows:
                 fresh.totals[(r.model, r.variant)] = [r.requests, r.items, r.compute_us]

@@ -442,8 +442,10 @@ class FallbackRateLimiter:
         *,
         retry_after_s: float = 5.0,
         on_change: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._primary = primary
+        self._clock = clock  # monotonic seconds; a test passes one it moves
         self._fallback = fallback
         self._retry_after_s = retry_after_s
         self._on_change = on_change
@@ -466,7 +468,7 @@ class FallbackRateLimiter:
         if not limits:  # nothing to check; and no false "Redis is back" from an empty probe
             return Decision(allowed=True, states=(), backend=self._backend)
         if self._backend == "memory":
-            now = time.monotonic()
+            now = self._clock()
             if now < self._retry_at:
                 return await self._fallback.hit(limits)
             self._retry_at = now + self._retry_after_s  # this request probes; others wait
@@ -482,7 +484,7 @@ class FallbackRateLimiter:
         return decision
 
     def _degrade(self, exc: RateLimiterUnavailable) -> None:
-        self._retry_at = time.monotonic() + self._retry_after_s
+        self._retry_at = self._clock() + self._retry_after_s
         if self._backend != "memory":
             self._backend = "memory"
             logger.warning(

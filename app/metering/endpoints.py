@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from app.auth.deps import Authenticated
+from app.clock.deps import ClockDep
 from app.db.session import SessionDep
 from app.errors import Unprocessable, error_schema
 from app.metering.repository import usage_buckets
@@ -27,6 +28,7 @@ _MAX_RANGE = timedelta(days=400)
 async def get_usage(
     principal: Authenticated,
     session: SessionDep,
+    clock: ClockDep,
     start: Annotated[
         Timestamp | None,
         Query(description="Inclusive, ISO 8601 (UTC without a time zone); default: 30 days ago"),
@@ -38,7 +40,7 @@ async def get_usage(
     group_by: GroupBy = GroupBy.day,
 ) -> UsageReport:
     """The calling key's own customer's usage, grouped by UTC day or by model."""
-    end_at = end or datetime.now(UTC)
+    end_at = end or clock.now()
     start_at = start or end_at - timedelta(days=30)
     if start_at >= end_at:
         raise Unprocessable("start must be before end")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -9,6 +10,14 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.metering.schemas import GroupBy, UsageBucket
 from app.orm import UsageEvent
+
+
+@dataclass(frozen=True, slots=True)
+class ModelTotals:
+    model: str
+    requests: int
+    items: int
+    compute_us: int
 
 
 def _day(dialect: str) -> ColumnElement[Any]:
@@ -52,4 +61,29 @@ async def usage_buckets(
             compute_ms=int(r.compute_us) / 1000,
         )
         for r in rows
+    ]
+
+
+async def billable_totals(
+    session: AsyncSession, start: datetime, end: datetime
+) -> list[ModelTotals]:
+    """Billable requests, items and compute time per model in ``[start, end)``, all
+    customers together (the ledger behind tollgate_billable_month_to_date)."""
+    stmt = (
+        select(
+            UsageEvent.model,
+            func.count().label("requests"),
+            func.coalesce(func.sum(UsageEvent.items.cast(Integer)), 0).label("items"),
+            func.coalesce(func.sum(UsageEvent.compute_us), 0).label("compute_us"),
+        )
+        .where(
+            UsageEvent.billable.is_(True),
+            UsageEvent.created_at >= start,
+            UsageEvent.created_at < end,
+        )
+        .group_by(UsageEvent.model)
+    )
+    return [
+        ModelTotals(r.model or "", int(r.requests), int(r.items), int(r.compute_us))
+        for r in (await session.execute(stmt)).all()
     ]

@@ -1,13 +1,26 @@
 """Prometheus metrics, held in a per-app registry created in the lifespan.
 
-Labels are model, version, device and status only: never an API key or a customer.
+Labels are model, version, device, unit and status only: never an API key or a customer.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterable
+from functools import partial
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    multiprocess,
+)
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from app.observability.gpu import GpuCollector
 
@@ -35,14 +48,63 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+_WORKER_FILE = re.compile(r"_(\d+)\.db$")
+
+
+class WorkerProcessCollector(Collector):
+    """``process_*`` (CPU seconds, resident memory, open fds, ...) of every worker that
+    writes to the multiprocess directory, one series per worker (label ``pid``):
+    prometheus-client's ProcessCollector reads only the process that answers the scrape."""
+
+    def __init__(self, directory: str) -> None:
+        self._directory = directory
+
+    def _pids(self) -> set[int]:
+        pids = {os.getpid()}
+        for name in os.listdir(self._directory):
+            if m := _WORKER_FILE.search(name):
+                pids.add(int(m.group(1)))
+        return pids
+
+    def collect(self) -> Iterable[Metric]:
+        merged: dict[str, Metric] = {}
+        for pid in sorted(self._pids()):
+            # A dead worker's /proc entry is gone: its collector yields nothing.
+            one = ProcessCollector(pid=partial(int, pid), registry=None)
+            for metric in one.collect():
+                family = merged.setdefault(
+                    metric.name, Metric(metric.name, metric.documentation, metric.type)
+                )
+                for sample in metric.samples:
+                    family.add_sample(sample.name, {**sample.labels, "pid": str(pid)}, sample.value)
+        return list(merged.values())
+
+
+class ResponseCounter:
+    """Counts every response for the request middleware, which is built with the app, before
+    the lifespan creates the app's :class:`Metrics`: the lifespan attaches them (and detaches
+    them at shutdown); until then nothing is counted."""
+
+    def __init__(self) -> None:
+        self.metrics: Metrics | None = None
+
+    def count(self, status: int) -> None:
+        if self.metrics is not None:
+            self.metrics.count_response(status)
+
+
 def exposition_registry(metrics: Metrics) -> CollectorRegistry:
     """The registry to expose: this process's, or with several workers, every worker's
-    samples merged from the multiprocess directory (plus the GPU gauges, read live)."""
-    if multiprocess_dir() is None:
+    samples merged from the multiprocess directory (plus the GPU gauges, read live, and
+    each worker's process metrics)."""
+    directory = multiprocess_dir()
+    if directory is None:
         return metrics.registry
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     registry.register(metrics.gpu)
+    registry.register(WorkerProcessCollector(directory))
+    PlatformCollector(registry=registry)
     return registry
 
 
@@ -54,6 +116,10 @@ class Metrics:
         r = self.registry
         self.gpu = gpu or GpuCollector()
         r.register(self.gpu)
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
+        # and python_info, read at scrape time (single-process; see WorkerProcessCollector).
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
         self.requests_total = Counter(
             "tollgate_requests_total",
             "Inference requests by model, version and HTTP status.",
@@ -134,9 +200,40 @@ class Metrics:
             multiprocess_mode="liveall",
             registry=r,
         )
+        self.http_responses_total = Counter(
+            "tollgate_http_responses_total",
+            "Every HTTP response by status, on every route, authentication failures (401) "
+            "included: tollgate_requests_total counts only authenticated inference requests.",
+            ["status"],
+            registry=r,
+        )
+        # Refreshed from the ledger (app/metering/month_to_date.py): every process reads the
+        # same rows, so with several processes or replicas take the max, not the sum.
+        self.billable_month_to_date = Gauge(
+            "tollgate_billable_month_to_date",
+            "Billable usage in the current UTC calendar month, read from the usage ledger, "
+            "by model and unit (requests, items, compute_seconds).",
+            ["model", "unit"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.billable_month_to_date_refreshed = Gauge(
+            "tollgate_billable_month_to_date_refreshed_timestamp_seconds",
+            "When tollgate_billable_month_to_date was last read from the ledger (Unix time).",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
         self.models_loaded = Gauge(
             "tollgate_models_loaded",
             "Model versions loaded and serving.",
             multiprocess_mode="livemax",
             registry=r,
         )
+        self._responses: dict[int, Counter] = {}
+
+    def count_response(self, status: int) -> None:
+        """One response on any route (the request middleware calls this for every one)."""
+        child = self._responses.get(status)
+        if child is None:
+            child = self._responses[status] = self.http_responses_total.labels(str(status))
+        child.inc()

@@ -1,4 +1,6 @@
-"""Pure ASGI middleware on every HTTP request: request id, body-size limit, access log.
+"""Pure ASGI middleware on every HTTP request: request id, body-size limit, access log,
+and the response count by status (tollgate_http_responses_total: 401s included, which never
+reach the inference service's own counters).
 
 Pure ASGI rather than ``BaseHTTPMiddleware`` because it sits on the hot path.
 """
@@ -12,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.errors import PayloadTooLarge, error_response
 from app.observability.ids import new_request_id
 from app.observability.logging import log_access
+from app.observability.metrics import ResponseCounter
 
 
 class BodyTooLarge(PayloadTooLarge):
@@ -19,9 +22,12 @@ class BodyTooLarge(PayloadTooLarge):
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, responses: ResponseCounter | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.responses = responses or ResponseCounter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -34,11 +40,13 @@ class RequestContextMiddleware:
         state["started_ns"] = started_ns
         header_id = request_id.encode()
         status = 500
+        responded = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
                 status = message["status"]
+                responded = True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", header_id)]
             await send(message)
@@ -59,6 +67,7 @@ class RequestContextMiddleware:
                     )
                     await response(scope, receive, send_with_id)
                     log_access(scope["method"], scope["path"], 413, request_id, started_ns)
+                    self.responses.count(413)
                     return
                 break
 
@@ -73,7 +82,13 @@ class RequestContextMiddleware:
                     raise BodyTooLarge(f"request body exceeds {limit} bytes")
             return message
 
+        failed = False
         try:
             await self.app(scope, limited_receive, send_with_id)
+        except Exception:
+            failed = True  # the outermost error middleware answers 500
+            raise
         finally:
             log_access(scope["method"], scope["path"], status, request_id, started_ns)
+            if responded or failed:
+                self.responses.count(status)

@@ -5,6 +5,7 @@ from typing import Any
 from fastapi import APIRouter, status
 
 from app.auth.deps import Admin
+from app.clock.deps import ClockDep
 from app.db.session import SessionDep
 from app.errors import error_schema
 from app.orm import Plan, PlanVersion
@@ -107,9 +108,9 @@ async def update_plan(
     status_code=status.HTTP_204_NO_CONTENT,
     responses={**_ERRORS, 404: error_schema("No such plan"), 409: error_schema("Plan in use")},
 )
-async def delete_plan(actor: Admin, session: SessionDep, plan_id: DbId) -> None:
+async def delete_plan(actor: Admin, session: SessionDep, clock: ClockDep, plan_id: DbId) -> None:
     """Archive a plan nobody uses (409 otherwise); its history stays readable."""
-    await service.archive_plan(session, actor, plan_id)
+    await service.archive_plan(session, actor, plan_id, now=clock.now())
 
 
 @router.put(
@@ -121,10 +122,12 @@ async def delete_plan(actor: Admin, session: SessionDep, plan_id: DbId) -> None:
     },
 )
 async def assign_plan(
-    actor: Admin, session: SessionDep, customer_id: DbId, body: PlanAssign
+    actor: Admin, session: SessionDep, clock: ClockDep, customer_id: DbId, body: PlanAssign
 ) -> CustomerPlanOut:
     """Move a customer to a plan version from the next period (default) or immediately."""
-    assignment, plan, version = await service.assign_plan(session, actor, customer_id, body)
+    assignment, plan, version = await service.assign_plan(
+        session, actor, customer_id, body, now=clock.now()
+    )
     return CustomerPlanOut(
         customer_id=customer_id,
         plan_id=plan.id,

@@ -24,7 +24,6 @@ from app.db.session import violates_unique
 from app.money.periods import Period
 from app.money.pricing import PriceComponent, PricingError
 from app.orm import Customer, CustomerPlan, InvoiceLine, Plan, PlanVersion
-from app.orm.base import utcnow
 from app.plans.errors import (
     InvalidPlan,
     PlanConflict,
@@ -148,7 +147,7 @@ async def update_plan(
     return plan, [*versions, version]
 
 
-async def archive_plan(session: AsyncSession, actor: Actor, plan_id: int) -> None:
+async def archive_plan(session: AsyncSession, actor: Actor, plan_id: int, *, now: datetime) -> None:
     """Archive a plan nobody uses. In use: any customer assigned to any of its versions (now
     or from a future date), or any invoice line rated with one. History stays readable."""
     plan, versions = await get_plan(session, plan_id)
@@ -166,7 +165,7 @@ async def archive_plan(session: AsyncSession, actor: Actor, plan_id: int) -> Non
         )
     if plan.archived_at is not None:
         return  # archived already: nothing to change or record
-    plan.archived_at = utcnow()
+    plan.archived_at = now
     await session.flush()
     await record(session, actor, "plan.archive", "plan", plan.id, after={"name": plan.name})
 
@@ -176,14 +175,14 @@ async def assign_plan(
     actor: Actor,
     customer_id: int,
     data: PlanAssign,
-    now: datetime | None = None,
+    *,
+    now: datetime,
 ) -> tuple[CustomerPlan, Plan, PlanVersion]:
     """Put a customer on a plan version from the next period (default) or from now.
 
     An immediate change splits the current period: each part is rated under its own version.
     Both parts must bill in the same currency, since an invoice has one currency.
     """
-    now = now or utcnow()
     # Assignments of one customer take turns: on Postgres the customer row is locked (FOR NO
     # KEY UPDATE, which leaves foreign-key checks of other writers alone) until commit, so
     # the next one sees, and supersedes, what the previous one wrote. SQLite has one writer.

@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from app.clock import ManualClock
 from app.keys.schemas import CreatedKey, Scope
 from app.limits.policy import MAX_PER_MINUTE
 from tests.conftest import bearer, make_key
@@ -28,7 +29,7 @@ async def _predict(client: httpx.AsyncClient, secret: str) -> httpx.Response:
 
 
 async def test_customer_lifecycle_and_suspension(
-    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey, clock: ManualClock
 ) -> None:
     created = await client.post(
         "/admin/customers", json={"name": "Acme", "email": "a@acme.io"}, headers=bearer(admin)
@@ -63,7 +64,7 @@ async def test_customer_lifecycle_and_suspension(
         f"/admin/customers/{customer['id']}/suspend", headers=bearer(admin)
     )
     assert suspended.json()["status"] == "suspended"
-    await asyncio.sleep(app.state.settings.key_cache_ttl_s + 0.05)
+    clock.advance(seconds=app.state.settings.key_cache_ttl_s)
     denied = await _predict(client, key["secret"])
     assert denied.status_code == 403
     assert denied.json()["error"]["type"] == "customer_suspended"
@@ -73,7 +74,7 @@ async def test_customer_lifecycle_and_suspension(
     assert [c["name"] for c in listing] == ["Acme"]
 
     await client.post(f"/admin/customers/{customer['id']}/reactivate", headers=bearer(admin))
-    await asyncio.sleep(app.state.settings.key_cache_ttl_s + 0.05)
+    clock.advance(seconds=app.state.settings.key_cache_ttl_s)
     assert (await _predict(client, key["secret"])).status_code == 200
     assert (await client.get("/admin/customers/999999", headers=bearer(admin))).status_code == 404
 
@@ -136,20 +137,20 @@ async def test_keys_are_listed_without_secrets_and_audited_without_them(
 
 
 async def test_revocation_takes_effect_within_a_second(
-    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey, clock: ManualClock
 ) -> None:
     key = await make_key(app, "gamma")
     assert (await _predict(client, key.secret)).status_code == 200  # now cached
     revoked = await client.post(f"/admin/keys/{key.key_id}/revoke", headers=bearer(admin))
     assert revoked.json()["revoked_at"] is not None
-    await asyncio.sleep(1.0)
+    clock.advance(seconds=1.0)
     response = await _predict(client, key.secret)
     assert response.status_code == 401
     assert response.json()["error"]["type"] == "key_revoked"
 
 
 async def test_rotation_keeps_the_old_secret_until_the_grace_ends(
-    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey
+    app: FastAPI, client: httpx.AsyncClient, admin: CreatedKey, clock: ManualClock
 ) -> None:
     key = await make_key(app, "delta")
     rotated = await client.post(
@@ -161,7 +162,7 @@ async def test_rotation_keeps_the_old_secret_until_the_grace_ends(
     assert body["old"]["replaced_by"] == body["new"]["id"]
     assert (await _predict(client, new_secret)).status_code == 200
     assert (await _predict(client, key.secret)).status_code == 200  # still in grace
-    await asyncio.sleep(2.0 + app.state.settings.key_cache_ttl_s + 0.1)
+    clock.advance(seconds=2.0 + app.state.settings.key_cache_ttl_s)
     assert (await _predict(client, key.secret)).status_code == 401
     assert (await _predict(client, new_secret)).status_code == 200
     again = await client.post(f"/admin/keys/{key.key_id}/rotate", json={}, headers=bearer(admin))

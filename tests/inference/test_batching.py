@@ -13,6 +13,7 @@ import torch
 from fastapi import FastAPI
 
 from app.config import Settings
+from app.inference.predictor import LoadedModules
 from app.main import create_app
 from models.data import digits_split
 from models.manifest import discover, load_weights
@@ -28,8 +29,10 @@ def _sample(exposition: str, line_start: str) -> float:
 
 
 @pytest.fixture
-async def small_batch_app(settings: Settings) -> AsyncIterator[FastAPI]:
-    app = create_app(settings.model_copy(update={"batch_max_items": 4}))
+async def small_batch_app(
+    settings: Settings, loaded_modules: LoadedModules
+) -> AsyncIterator[FastAPI]:
+    app = create_app(settings.model_copy(update={"batch_max_items": 4}), modules=loaded_modules)
     async with app.router.lifespan_context(app):
         yield app
 

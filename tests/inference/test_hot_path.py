@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from app.config import Settings
+from app.inference.predictor import LoadedModules
 from app.main import Tollgate, create_app
 from tests.conftest import bearer, ledger, make_key, make_settings
 
@@ -88,9 +89,11 @@ class Spy:
 
 
 @pytest.fixture
-async def both(settings: Settings) -> AsyncIterator[tuple[Tollgate, FastAPI]]:
-    hot = create_app(settings)
-    plain = create_app(make_settings(settings.database_url, hot_path=False))
+async def both(
+    settings: Settings, loaded_modules: LoadedModules
+) -> AsyncIterator[tuple[Tollgate, FastAPI]]:
+    hot = create_app(settings, modules=loaded_modules)
+    plain = create_app(make_settings(settings.database_url, hot_path=False), modules=loaded_modules)
     assert isinstance(hot, Tollgate) and hot.hot_app is not None
     assert isinstance(plain, Tollgate) and plain.hot_app is None
     async with (

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from app.auth.secrets import generate_key
+from app.clock import ManualClock
 from app.keys.schemas import Scope
 from tests.conftest import bearer, ledger, make_key
 
@@ -115,16 +116,14 @@ async def test_keys_are_stored_only_as_hmac(app: FastAPI, pg_sync: object) -> No
 
 
 async def test_revocation_is_seen_after_the_cache_ttl(
-    app: FastAPI, client: httpx.AsyncClient
+    app: FastAPI, client: httpx.AsyncClient, clock: ManualClock
 ) -> None:
     """No manual cache flush: the 1 s TTL alone makes the revocation effective."""
-    import asyncio
-
     key = await make_key(app)
     assert (await _predict(client, bearer(key))).status_code == 200
     async with app.state.sessionmaker() as session, session.begin():
         await session.execute(text("UPDATE api_keys SET revoked_at = now()"))
-    await asyncio.sleep(app.state.settings.key_cache_ttl_s + 0.05)
+    clock.advance(seconds=app.state.settings.key_cache_ttl_s)
     assert (await _predict(client, bearer(key))).status_code == 401
 
 

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from sqlalchemy import select, text
 
 from app.config import Settings
+from app.inference.predictor import LoadedModules
 from app.keys.schemas import CreatedKey, PlanSnapshot, Scope
 from app.limits.policy import MAX_PER_MINUTE
 from app.limits.quota import usage_spend
@@ -133,9 +134,12 @@ def redis_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-async def two_apps(redis_settings: Settings) -> AsyncIterator[tuple[FastAPI, FastAPI]]:
+async def two_apps(
+    redis_settings: Settings, loaded_modules: LoadedModules
+) -> AsyncIterator[tuple[FastAPI, FastAPI]]:
     """Two independent app instances (own engines, limiters, caches) sharing Redis."""
-    one, two = create_app(redis_settings), create_app(redis_settings)
+    one = create_app(redis_settings, modules=loaded_modules)
+    two = create_app(redis_settings, modules=loaded_modules)
     async with one.router.lifespan_context(one), two.router.lifespan_context(two):
         yield one, two
 

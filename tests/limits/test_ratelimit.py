@@ -529,8 +529,9 @@ async def test_fallback_recovers_after_retry_interval(
 ) -> None:
     primary = RedisRateLimiter(REDIS_URL, prefix=redis_prefix, timeout_s=2.0)
     changes: list[str] = []
+    clock = FakeClock()
     rl = FallbackRateLimiter(
-        primary, MemoryRateLimiter(), retry_after_s=0.05, on_change=changes.append
+        primary, MemoryRateLimiter(), retry_after_s=0.05, on_change=changes.append, clock=clock
     )
     real_call = primary._call
     calls = 0
@@ -552,7 +553,7 @@ async def test_fallback_recovers_after_retry_interval(
         d = await rl.hit(lim)  # within retry_after_s: Redis is not tried
         assert (d.backend, d.allowed) == ("memory", True)
         assert calls == 1
-        await asyncio.sleep(0.07)
+        clock.advance(0.07)
         d = await rl.hit(lim)
         assert (d.backend, d.allowed, d.states[0].remaining) == ("redis", True, 9)
         assert calls == 2
@@ -569,7 +570,8 @@ async def test_fallback_recovers_after_retry_interval(
 
 async def test_fallback_probes_redis_once_at_a_time() -> None:
     primary = RedisRateLimiter(DEAD_URL, timeout_s=0.25)
-    rl = FallbackRateLimiter(primary, MemoryRateLimiter(), retry_after_s=0.05)
+    clock = FakeClock()
+    rl = FallbackRateLimiter(primary, MemoryRateLimiter(), retry_after_s=0.05, clock=clock)
     calls = 0
 
     async def down(keys: list[str], args: list[int]) -> Any:
@@ -583,7 +585,7 @@ async def test_fallback_probes_redis_once_at_a_time() -> None:
         lim = [Limit("k:1:requests", 100)]
         await rl.hit(lim)
         assert calls == 1
-        await asyncio.sleep(0.06)
+        clock.advance(0.06)
         decisions = await asyncio.gather(*(rl.hit(lim) for _ in range(10)))
         assert calls == 2  # one probe, the other nine answered from memory at once
         assert {d.backend for d in decisions} == {"memory"}

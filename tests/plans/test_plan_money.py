@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.config import Settings
+from app.inference.predictor import LoadedModules
 from app.keys.schemas import CreatedKey, Scope
 from app.main import create_app
 from app.orm import CustomerPlan, Invoice, InvoiceLine, PlanVersion
@@ -138,8 +139,8 @@ def any_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def any_db(any_settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(any_settings)
+async def any_db(any_settings: Settings, loaded_modules: LoadedModules) -> AsyncIterator[FastAPI]:
+    application = create_app(any_settings, modules=loaded_modules)
     async with application.router.lifespan_context(application):
         yield application
 

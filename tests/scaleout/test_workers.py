@@ -59,6 +59,14 @@ async def test_two_workers_export_merged_metrics(
                     scrape = (await fresh.get(f"{url}/metrics")).text
                 assert _requests_total(scrape) == 40
                 pids.add(scrape.count("tollgate_meter_queue_depth"))
+                # Process metrics of both workers, whichever answers (label pid).
+                workers = set(
+                    re.findall(r'^process_resident_memory_bytes\{pid="(\d+)"\}', scrape, re.M)
+                )
+                assert len(workers) == 2, workers
+                assert re.search(
+                    r'^tollgate_http_responses_total\{status="200"\} (\d+)', scrape, re.M
+                )
     finally:
         proc.terminate()
         proc.wait(timeout=30)
