@@ -55,7 +55,10 @@ async def update_customer(
     return _out(await service.update_customer(session, actor, customer_id, body))
 
 
-@router.post("/{customer_id}/suspend", responses=_ONE)
+@router.post(
+    "/{customer_id}/suspend",
+    responses={**_ONE, 409: error_schema("The calling key's own customer (`own_customer`)")},
+)
 async def suspend_customer(actor: Admin, session: SessionDep, customer_id: DbId) -> CustomerOut:
     """Every key of the customer gets 403 ``customer_suspended`` within 1 s."""
     return _out(await service.suspend_customer(session, actor, customer_id))

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import Actor, record, snapshot
+from app.auth.principal import Principal
 from app.customers.errors import CustomerNotFound
 from app.customers.service import ensure_customer
 from app.errors import AppError, NotFound
@@ -103,6 +104,29 @@ async def list_keys(session: AsyncSession, customer_id: int | None = None) -> li
     return list(await session.scalars(stmt))
 
 
+class LastAdminKey(AppError):
+    status_code = 409
+    type = "last_admin_key"
+
+
+async def _keep_an_admin(session: AsyncSession, actor: Actor, key: ApiKey, now: datetime) -> None:
+    """Through the API, the last key that can act as admin cannot be stopped: nobody could
+    manage the service any more (409 ``last_admin_key``). The CLI, run by whoever holds the
+    database, can."""
+    if not isinstance(actor, Principal) or "admin" not in key.scopes:
+        return
+    if key.expires_at is not None and key.expires_at <= now:
+        return  # not a working admin key anyway
+    customer = await session.get(Customer, key.customer_id)
+    if customer is None or customer.status != "active":
+        return
+    if not await repository.other_live_admin_keys(session, key.id, now):
+        raise LastAdminKey(
+            f"key {key.id} is the last working admin key; create another admin key first "
+            "(or use `tollgate keys revoke` to do it on purpose)"
+        )
+
+
 async def revoke(
     session: AsyncSession, actor: Actor, ref: int | str, *, now: datetime
 ) -> tuple[ApiKey, bool]:
@@ -112,6 +136,7 @@ async def revoke(
     key = await get_key(session, ref)
     if key.revoked_at is not None and key.revoked_at <= now:
         return key, False
+    await _keep_an_admin(session, actor, key, now)
     before = snapshot(key, *FIELDS)
     key.revoked_at = now
     await session.flush()
@@ -134,6 +159,8 @@ async def expire(
     key = await get_key(session, ref)
     if key.revoked_at is not None and key.revoked_at <= now:
         raise KeyConflict("a revoked key cannot be changed")
+    if at is None or at <= now:
+        await _keep_an_admin(session, actor, key, now)
     before = snapshot(key, *FIELDS)
     key.expires_at = now if at is None else at
     await session.flush()

@@ -96,7 +96,10 @@ async def get_key(_: Admin, session: SessionDep, id_or_prefix: IdOrPrefix) -> Ke
     return _out(await admin.get_key(session, id_or_prefix))
 
 
-@router.post("/{id_or_prefix}/revoke", responses=_ONE)
+@router.post(
+    "/{id_or_prefix}/revoke",
+    responses={**_ONE, 409: error_schema("The last working admin key (`last_admin_key`)")},
+)
 async def revoke_key(
     actor: Admin, session: SessionDep, clock: ClockDep, id_or_prefix: IdOrPrefix
 ) -> KeyOut:
@@ -106,7 +109,13 @@ async def revoke_key(
     return _out(key)
 
 
-@router.post("/{id_or_prefix}/expire", responses={**_ONE, 409: error_schema("Revoked")})
+@router.post(
+    "/{id_or_prefix}/expire",
+    responses={
+        **_ONE,
+        409: error_schema("Revoked, or the last working admin key (`last_admin_key`)"),
+    },
+)
 async def expire_key(
     actor: Admin, session: SessionDep, clock: ClockDep, id_or_prefix: IdOrPrefix, body: KeyExpire
 ) -> KeyOut:
