@@ -291,7 +291,9 @@ def keys_create(
         by_id = _parse(KeyCreate, customer_id=customer_id, **options)
 
         async def work(session: AsyncSession) -> tuple[ApiKey, str]:
-            return await admin.issue_key(session, CLI, settings.secret_key, by_id)
+            return await admin.issue_key(
+                session, CLI, settings.secret_key, by_id, now=SystemClock().now()
+            )
 
     else:
         from app.customers.schemas import CustomerCreate
@@ -302,7 +304,7 @@ def keys_create(
 
         async def work(session: AsyncSession) -> tuple[ApiKey, str]:
             return await admin.issue_key_for_customer_name(
-                session, CLI, settings.secret_key, customer, by_name
+                session, CLI, settings.secret_key, customer, by_name, now=SystemClock().now()
             )
 
     key, secret = _run_or_exit(work)

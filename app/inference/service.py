@@ -303,4 +303,20 @@ def _parse_inputs(body: bytes) -> Any:
         raise InvalidJSON(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(payload, dict) or "inputs" not in payload:
         raise InvalidTensor("the request body must be a JSON object with an 'inputs' field")
-    return payload["inputs"]
+    inputs = payload["inputs"]
+    # numpy reads true as 1: refuse booleans among numbers. Scanned only when the body
+    # holds the token at all, so a numeric body costs one bytes search.
+    if (b"true" in body or b"false" in body) and _holds_bool(inputs):
+        raise InvalidTensor("inputs must be numbers (got a boolean)")
+    return inputs
+
+
+def _holds_bool(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bool):
+            return True
+        if isinstance(item, list):
+            stack.extend(item)
+    return False

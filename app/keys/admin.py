@@ -13,7 +13,7 @@ from app.audit.service import Actor, record, snapshot
 from app.auth.principal import Principal
 from app.customers.errors import CustomerNotFound
 from app.customers.service import ensure_customer
-from app.errors import AppError, NotFound
+from app.errors import AppError, NotFound, Unprocessable
 from app.keys import repository
 from app.keys.schemas import KeyCreate, KeyOptions, parse_key_ref
 from app.keys.service import issue_key_record
@@ -43,9 +43,24 @@ class KeyConflict(AppError):
     type = "key_conflict"
 
 
+class ExpiryInThePast(Unprocessable):
+    type = "expires_at_in_past"
+
+
 async def _issue(
-    session: AsyncSession, actor: Actor, secret_key: str, customer_id: int, data: KeyOptions
+    session: AsyncSession,
+    actor: Actor,
+    secret_key: str,
+    customer_id: int,
+    data: KeyOptions,
+    now: datetime,
 ) -> tuple[ApiKey, str]:
+    if data.expires_at is not None and data.expires_at <= now:
+        # A key born expired is a typo (a year, a time zone), never what was meant.
+        raise ExpiryInThePast(
+            f"expires_at {data.expires_at.isoformat()} is not in the future "
+            f"(now: {now.isoformat()})"
+        )
     key, secret = await issue_key_record(
         session,
         secret_key,
@@ -62,21 +77,27 @@ async def _issue(
 
 
 async def issue_key(
-    session: AsyncSession, actor: Actor, secret_key: str, data: KeyCreate
+    session: AsyncSession, actor: Actor, secret_key: str, data: KeyCreate, *, now: datetime
 ) -> tuple[ApiKey, str]:
     """A new key for an existing customer."""
     if await session.get(Customer, data.customer_id) is None:
         raise CustomerNotFound(f"customer {data.customer_id} does not exist")
-    return await _issue(session, actor, secret_key, data.customer_id, data)
+    return await _issue(session, actor, secret_key, data.customer_id, data, now)
 
 
 async def issue_key_for_customer_name(
-    session: AsyncSession, actor: Actor, secret_key: str, customer_name: str, data: KeyOptions
+    session: AsyncSession,
+    actor: Actor,
+    secret_key: str,
+    customer_name: str,
+    data: KeyOptions,
+    *,
+    now: datetime,
 ) -> tuple[ApiKey, str]:
     """A new key for the customer called ``customer_name``, created (and audited) if
     missing: how the CLI bootstraps an empty database with its first admin key."""
     customer = await ensure_customer(session, actor, customer_name)
-    return await _issue(session, actor, secret_key, customer.id, data)
+    return await _issue(session, actor, secret_key, customer.id, data, now)
 
 
 async def get_key(session: AsyncSession, ref: int | str) -> ApiKey:

@@ -78,9 +78,11 @@ def _created(key: ApiKey, secret: str) -> KeyCreated:
     responses={**_ERRORS, 404: error_schema("No such customer")},
 )
 async def create_key(
-    actor: Admin, request: Request, session: SessionDep, body: KeyCreate
+    actor: Admin, request: Request, session: SessionDep, clock: ClockDep, body: KeyCreate
 ) -> KeyCreated:
-    key, secret = await admin.issue_key(session, actor, request.app.state.settings.secret_key, body)
+    key, secret = await admin.issue_key(
+        session, actor, request.app.state.settings.secret_key, body, now=clock.now()
+    )
     return _created(key, secret)
 
 
