@@ -183,6 +183,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
+        broken = next((e for e in exc.errors() if e.get("type") == "json_invalid"), None)
+        if broken is not None:  # the same answer as the predict routes give
+            reason = (broken.get("ctx") or {}).get("error", "malformed")
+            return app_error_response(
+                InvalidJSON(f"the request body is not valid JSON: {reason}"), _request_id(request)
+            )
         details = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
             for e in exc.errors()
@@ -201,6 +207,12 @@ def install_error_handlers(app: FastAPI) -> None:
             # FastAPI's body parsing turns any error while reading the body (e.g. the body
             # limit, raised from receive) into a 400 "error parsing the body": answer the cause.
             return app_error_response(exc.__cause__, _request_id(request))
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+            # FastAPI's "There was an error parsing the body" (UnicodeDecodeError: not UTF-8).
+            return app_error_response(
+                InvalidJSON("the request body is not valid JSON (not UTF-8 text)"),
+                _request_id(request),
+            )
         type_ = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(
             exc.status_code,

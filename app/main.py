@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.audit.endpoints import router as audit_router
 from app.auth.authenticator import Authenticator
+from app.auth.deps import check_protected_routes
 from app.auth.last_used import LastUsedTracker
 from app.billing.endpoints import router as finance_router
 from app.billing.stripe_gateway import StripeGateway
@@ -214,6 +215,7 @@ def create_app(
     app.include_router(finance_router)
     app.include_router(webhooks_router)
     app.include_router(ops_router)
+    check_protected_routes(app.router.routes)
     return app
 
 

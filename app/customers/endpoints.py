@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 
-from app.auth.deps import Admin
+from app.auth.deps import Admin, ProtectedRoute
 from app.customers import service
 from app.customers.schemas import CustomerCreate, CustomerList, CustomerOut, CustomerUpdate
 from app.db.session import SessionDep
@@ -12,7 +12,7 @@ from app.errors import error_schema
 from app.orm import Customer
 from app.validation import DbId
 
-router = APIRouter(prefix="/admin/customers", tags=["customers"])
+router = APIRouter(prefix="/admin/customers", tags=["customers"], route_class=ProtectedRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: error_schema("Missing or invalid API key"),

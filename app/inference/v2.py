@@ -40,13 +40,13 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 from starlette.responses import Response
 
-from app.auth.deps import BEARER_SECURITY, authenticate_request
+from app.auth.deps import BEARER_SECURITY, ProtectedRoute, authenticate_request
 from app.errors import AppError, BadRequest, Unprocessable, read_body
 from app.inference.predictor import Array
 from app.inference.registry import ModelRegistry, ServedModel
 from app.inference.service import InferenceService
 
-router = APIRouter(prefix="/v2", tags=["inference-v2"])
+router = APIRouter(prefix="/v2", tags=["inference-v2"], route_class=ProtectedRoute)
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 PLATFORM = "pytorch"

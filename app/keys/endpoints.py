@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, status
 from pydantic import BaseModel, Field
 
-from app.auth.deps import Admin
+from app.auth.deps import Admin, ProtectedRoute
 from app.clock.deps import ClockDep
 from app.db.session import SessionDep
 from app.errors import error_schema
@@ -15,7 +15,7 @@ from app.keys.schemas import KeyCreate, KeyExpire, KeyRef, Rotate
 from app.orm import ApiKey
 from app.validation import DbId
 
-router = APIRouter(prefix="/admin/keys", tags=["keys"])
+router = APIRouter(prefix="/admin/keys", tags=["keys"], route_class=ProtectedRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: error_schema("Missing or invalid API key"),

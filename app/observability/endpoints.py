@@ -7,9 +7,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.responses import JSONResponse, Response
 
+from app.auth.deps import ProtectedRoute
 from app.observability.metrics import exposition_registry
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=ProtectedRoute)
 
 
 @router.get("/healthz")
