@@ -10,14 +10,14 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Annotated, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.clock import SystemClock
-from app.config import get_settings
+from app.config import ConfigurationError, describe, get_settings, load_settings
 from app.db.engine import build_engine, build_sessionmaker
 from app.keys.schemas import Scope
 from app.orm import ApiKey, Customer, Plan, PlanVersion
@@ -68,6 +68,7 @@ def serve(
 
     import uvicorn
 
+    load_settings()  # a configuration error stops here, before uvicorn starts
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tollgate-metrics-")
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -82,6 +83,8 @@ def serve(
         workers=workers,
         access_log=False,
         log_config=None,
+        # Header limits and read timeouts (TOLLGATE_MAX_HEADER_*, *_TIMEOUT_S): app/server.py
+        http="app.server:GuardedHttpProtocol",
     )
 
 
@@ -102,7 +105,6 @@ def migrate(revision: Annotated[str, typer.Argument()] = "head") -> None:
 def _parse(model: type[M], **data: object) -> M:
     """Options validated by the API's own request model: the same rules, the same limits.
     Invalid: exit 2, as for any other bad command line."""
-    from pydantic import ValidationError
 
     try:
         return model.model_validate(data)
@@ -115,7 +117,6 @@ def _parse(model: type[M], **data: object) -> M:
 
 
 def _parse_json(model: type[M], file: typer.FileText) -> M:
-    from pydantic import ValidationError
 
     try:
         return model.model_validate_json(file.read())
@@ -290,7 +291,9 @@ def keys_create(
         by_id = _parse(KeyCreate, customer_id=customer_id, **options)
 
         async def work(session: AsyncSession) -> tuple[ApiKey, str]:
-            return await admin.issue_key(session, CLI, settings.secret_key, by_id)
+            return await admin.issue_key(
+                session, CLI, settings.secret_key, by_id, now=SystemClock().now()
+            )
 
     else:
         from app.customers.schemas import CustomerCreate
@@ -301,7 +304,7 @@ def keys_create(
 
         async def work(session: AsyncSession) -> tuple[ApiKey, str]:
             return await admin.issue_key_for_customer_name(
-                session, CLI, settings.secret_key, customer, by_name
+                session, CLI, settings.secret_key, customer, by_name, now=SystemClock().now()
             )
 
     key, secret = _run_or_exit(work)
@@ -619,7 +622,22 @@ def billing_reconcile(period: Annotated[str, typer.Argument(help="YYYY-MM")]) ->
 
 
 def main() -> None:
-    cli()
+    """``tollgate``: a configuration error is one line per problem and exit status 2, not a
+    traceback."""
+    try:
+        cli()
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        _configuration_error(describe(exc))
+    except ConfigurationError as exc:
+        _configuration_error(exc.problems)
+
+
+def _configuration_error(problems: list[str]) -> NoReturn:
+    for problem in problems:
+        typer.echo(f"configuration error: {problem}", err=True)
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import HTTPConnection
 
@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     # Request limits.
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_batch_items: int = Field(default=64, gt=0)
+    # The HTTP server's own limits (app/server.py), checked before any route, key or body:
+    # one header line (name + value), the request line and headers together, their count
+    # (431 past any), and how long the headers and then the body may take to arrive (408).
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    max_headers_total_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_header_count: int = Field(default=100, ge=8)
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
 
     # Dynamic batching across requests, per model version: at most this many items per
     # forward pass; wait up to the delay for more (0: take only what is already queued).
@@ -108,16 +116,26 @@ class Settings(BaseSettings):
     stripe_retry_delay_s: float = Field(default=0.5, ge=0)
 
     log_level: str = "INFO"
+    # Production refuses the embedded SQLite database unless this says otherwise.
+    allow_sqlite: bool = False
 
     @model_validator(mode="after")
-    def _refuse_default_secret(self) -> Settings:
+    def _refuse_unsafe_outside_development(self) -> Settings:
+        problems: list[str] = []
         if self.env != "development" and (
             not self.secret_key or self.secret_key == DEV_SECRET or len(self.secret_key) < 16
         ):
-            raise ValueError(
+            problems.append(
                 "TOLLGATE_SECRET_KEY must be set to a non-default value of at least 16 "
                 f"characters when TOLLGATE_ENV={self.env}"
             )
+        if self.env == "production" and self.is_sqlite and not self.allow_sqlite:
+            problems.append(
+                "TOLLGATE_DATABASE_URL is SQLite, which production refuses (one process, one "
+                "file): use postgresql://..., or set TOLLGATE_ALLOW_SQLITE=true to accept it"
+            )
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     @property
@@ -141,3 +159,37 @@ def request_settings(request: HTTPConnection) -> Settings:
     """The settings the running app was built with (not necessarily ``get_settings()``)."""
     resources: SettingsResources = request.app.resources
     return resources.settings
+
+
+class ConfigurationError(Exception):
+    """The environment does not make valid settings; ``problems`` has one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def load_settings() -> Settings:
+    """``get_settings()``, with a :class:`ValidationError` turned into one readable line per
+    problem, each naming its environment variable (the entry points print them, exit 2)."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        raise ConfigurationError(describe(exc)) from None
+
+
+def describe(exc: ValidationError) -> list[str]:
+    problems: list[str] = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["loc"]:
+            var = "TOLLGATE_" + "_".join(str(p) for p in error["loc"]).upper()
+            value = error.get("input")
+            secret = any(s in var for s in ("SECRET", "KEY", "URL", "PASSWORD"))
+            shown = (
+                f" (got {value!r})" if isinstance(value, str | int | float) and not secret else ""
+            )
+            problems.append(f"{var}: {message}{shown}")
+        else:
+            problems.extend(message.splitlines())
+    return problems

@@ -71,8 +71,9 @@ class Unprocessable(AppError):
 
 
 class ClientClosedRequest(AppError):
-    """The client went away before its request body arrived (nginx's 499; nobody reads
-    the answer, but the ledger row says what happened)."""
+    """The client went away (or the server's body timeout closed it) before its request
+    body arrived: nginx's 499. Nobody reads the answer, and the request, never whole, is
+    not metered."""
 
     status_code = 499
     type = "client_closed_request"
@@ -182,6 +183,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
+        broken = next((e for e in exc.errors() if e.get("type") == "json_invalid"), None)
+        if broken is not None:  # the same answer as the predict routes give
+            reason = (broken.get("ctx") or {}).get("error", "malformed")
+            return app_error_response(
+                InvalidJSON(f"the request body is not valid JSON: {reason}"), _request_id(request)
+            )
         details = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
             for e in exc.errors()
@@ -200,6 +207,12 @@ def install_error_handlers(app: FastAPI) -> None:
             # FastAPI's body parsing turns any error while reading the body (e.g. the body
             # limit, raised from receive) into a 400 "error parsing the body": answer the cause.
             return app_error_response(exc.__cause__, _request_id(request))
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+            # FastAPI's "There was an error parsing the body" (UnicodeDecodeError: not UTF-8).
+            return app_error_response(
+                InvalidJSON("the request body is not valid JSON (not UTF-8 text)"),
+                _request_id(request),
+            )
         type_ = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(
             exc.status_code,

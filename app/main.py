@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,12 +13,13 @@ from fastapi import FastAPI
 
 from app.audit.endpoints import router as audit_router
 from app.auth.authenticator import Authenticator
+from app.auth.deps import check_protected_routes
 from app.auth.last_used import LastUsedTracker
 from app.billing.endpoints import router as finance_router
 from app.billing.stripe_gateway import StripeGateway
 from app.billing.webhooks import router as webhooks_router
 from app.clock import Clock, SystemClock
-from app.config import Settings, get_settings
+from app.config import ConfigurationError, Settings, get_settings, load_settings
 from app.customers.endpoints import router as customers_router
 from app.db.engine import build_engine, build_sessionmaker
 from app.errors import install_error_handlers
@@ -205,11 +207,17 @@ def create_app(
     app.include_router(ops_router)
     if settings.hot_path:
         install_hot_routes(app, predict, v2.infer, v2.infer_version)
+    check_protected_routes(app.router.routes)
     return app
 
 
 def app_factory() -> FastAPI:
     """Entry point for ``uvicorn --factory app.main:app_factory``."""
-    settings = get_settings()
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:  # one line per problem, not a traceback
+        for problem in exc.problems:
+            print(f"configuration error: {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
     configure_logging(settings.log_level)
     return create_app(settings, freeze_gc=True)

@@ -3,10 +3,11 @@ hold: a value outside them is a 422 at the door, never an overflow deep in a que
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from app.orm.base import as_utc
 
@@ -20,10 +21,22 @@ MAX_PER_MINUTE = 75_059_993
 """The largest per-minute limit the rate limiter keeps exactly (1.25 M per second);
 ``app.limits.policy`` checks at import that its GCRA arithmetic agrees."""
 
-DbId = Annotated[int, Field(ge=1, le=INT64_MAX)]
+
+def _whole_number(value: object) -> object:
+    # Lax int parsing reads true as 1 and 2.0 as 2: a boolean or a fraction where a count or
+    # an id belongs is a mistake to refuse, not a number. (Digit strings still pass: a path
+    # or a query gives every id as text.)
+    if isinstance(value, bool | float):
+        raise ValueError(f"must be a whole number, not {type(value).__name__} {value!r}")
+    return value
+
+
+WholeNumber = BeforeValidator(_whole_number)
+
+DbId = Annotated[int, WholeNumber, Field(ge=1, le=INT64_MAX)]
 """A row id (BIGINT): a path, query or body id outside 1..2^63-1 is a 422."""
 
-PerMinute = Annotated[int, Field(gt=0, le=MAX_PER_MINUTE)]
+PerMinute = Annotated[int, Field(strict=True, gt=0, le=MAX_PER_MINUTE)]
 """A per-minute rate limit: at most what the limiter keeps exactly (75,059,993, well inside
 the INTEGER column)."""
 
@@ -43,7 +56,20 @@ def _utc_in_range(value: datetime) -> datetime:
     return moment
 
 
-Timestamp = Annotated[datetime, AfterValidator(_utc_in_range)]
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _iso_8601_only(value: object) -> object:
+    # pydantic reads a number, or a string of one, as Unix time (?end=0.5 was 1970): a time
+    # must be written as one.
+    if isinstance(value, bool | int | float) or (
+        isinstance(value, str) and _NUMBER.fullmatch(value)
+    ):
+        raise ValueError("must be an ISO 8601 date-time (e.g. 2026-01-31T00:00:00Z), not a number")
+    return value
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_iso_8601_only), AfterValidator(_utc_in_range)]
 """An ISO 8601 moment, returned as an aware UTC datetime; without a time zone it is UTC."""
 
 

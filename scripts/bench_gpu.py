@@ -100,6 +100,7 @@ def main() -> None:
         "TOLLGATE_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
         "TOLLGATE_SECRET_KEY": SECRET,
         "TOLLGATE_ENV": "production",
+        "TOLLGATE_ALLOW_SQLITE": "true",  # a throwaway ledger file
         "TOLLGATE_DEVICE": args.device,
         "TOLLGATE_LOG_LEVEL": "INFO",
     }

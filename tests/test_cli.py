@@ -26,6 +26,7 @@ def test_migrate_create_and_revoke_keys(tmp_path: Path) -> None:
         **os.environ,
         "TOLLGATE_DATABASE_URL": f"sqlite:///{tmp_path}/cli.db",
         "TOLLGATE_ENV": "production",
+        "TOLLGATE_ALLOW_SQLITE": "true",
         "TOLLGATE_SECRET_KEY": TEST_SECRET,
     }
     assert _tollgate("migrate", env=env).returncode == 0
@@ -59,6 +60,7 @@ def test_cli_refuses_default_secret_in_production(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "TOLLGATE_ENV": "production",
+        "TOLLGATE_ALLOW_SQLITE": "true",
         "TOLLGATE_DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
     }
     env.pop("TOLLGATE_SECRET_KEY", None)
@@ -74,6 +76,7 @@ def test_plans_and_billing_commands(tmp_path: Path) -> None:
         **os.environ,
         "TOLLGATE_DATABASE_URL": f"sqlite:///{tmp_path}/billing.db",
         "TOLLGATE_ENV": "production",
+        "TOLLGATE_ALLOW_SQLITE": "true",
         "TOLLGATE_SECRET_KEY": TEST_SECRET,
     }
     assert _tollgate("migrate", env=env).returncode == 0
@@ -116,6 +119,7 @@ def test_billing_close_exits_3_when_a_customer_is_not_invoiced(tmp_path: Path) -
         **os.environ,
         "TOLLGATE_DATABASE_URL": f"sqlite:///{db}",
         "TOLLGATE_ENV": "production",
+        "TOLLGATE_ALLOW_SQLITE": "true",
         "TOLLGATE_SECRET_KEY": TEST_SECRET,
     }
     assert _tollgate("migrate", env=env).returncode == 0
@@ -160,6 +164,7 @@ def test_customer_and_key_admin_commands(tmp_path: Path) -> None:
         **os.environ,
         "TOLLGATE_DATABASE_URL": f"sqlite:///{tmp_path}/admin.db",
         "TOLLGATE_ENV": "production",
+        "TOLLGATE_ALLOW_SQLITE": "true",
         "TOLLGATE_SECRET_KEY": TEST_SECRET,
     }
     assert _tollgate("migrate", env=env).returncode == 0
@@ -195,6 +200,7 @@ def test_revoke_cuts_off_a_key_in_its_rotation_grace_window(tmp_path: Path) -> N
         **os.environ,
         "TOLLGATE_DATABASE_URL": f"sqlite:///{db}",
         "TOLLGATE_ENV": "production",
+        "TOLLGATE_ALLOW_SQLITE": "true",
         "TOLLGATE_SECRET_KEY": TEST_SECRET,
     }
     assert _tollgate("migrate", env=env).returncode == 0

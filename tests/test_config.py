@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from pydantic import ValidationError
 
@@ -21,5 +25,55 @@ def test_settings_come_from_prefixed_environment(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("TOLLGATE_ENV", "production")
     monkeypatch.setenv("TOLLGATE_SECRET_KEY", "a-real-production-secret")
     monkeypatch.setenv("TOLLGATE_MAX_BATCH_ITEMS", "7")
+    monkeypatch.setenv("TOLLGATE_DATABASE_URL", "postgresql://db.internal/tollgate")
     settings = Settings()
     assert settings.env == "production" and settings.max_batch_items == 7
+
+
+def test_production_refuses_sqlite_unless_allowed() -> None:
+    secret = "a-real-production-secret"
+    with pytest.raises(ValidationError, match="TOLLGATE_DATABASE_URL is SQLite"):
+        Settings(env="production", secret_key=secret)
+    allowed = Settings(env="production", secret_key=secret, allow_sqlite=True)
+    assert allowed.is_sqlite
+    Settings(env="production", secret_key=secret, database_url="postgresql://db/tollgate")
+    Settings(env="test", secret_key=secret)  # only production refuses it
+
+
+def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("command", [("serve", "--port", "1"), ("keys", "list"), ("migrate",)])
+def test_configuration_errors_are_one_line_each_and_exit_2(command: tuple[str, ...]) -> None:
+    result = _run(
+        *command,
+        TOLLGATE_ENV="production",
+        TOLLGATE_MAX_BATCH_ITEMS="many",
+        TOLLGATE_SECRET_KEY="short",
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr
+    # A field that does not parse is reported first (the model's own checks need its fields).
+    assert lines == [
+        "configuration error: TOLLGATE_MAX_BATCH_ITEMS: Input should be a valid integer, "
+        "unable to parse string as an integer (got 'many')",
+    ]
+
+
+def test_all_problems_of_the_model_are_listed_and_secrets_never_echoed() -> None:
+    result = _run("keys", "list", TOLLGATE_ENV="production", TOLLGATE_SECRET_KEY="tiny-secret")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2
+    assert all(line.startswith("configuration error: ") for line in lines)
+    assert "tiny-secret" not in result.stderr

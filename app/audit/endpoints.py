@@ -7,12 +7,12 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from app.audit import service
-from app.auth.deps import Admin
+from app.auth.deps import Admin, ProtectedRoute
 from app.db.session import SessionDep
 from app.errors import error_schema
 from app.validation import DbId, Text, Timestamp
 
-router = APIRouter(prefix="/admin", tags=["audit"])
+router = APIRouter(prefix="/admin", tags=["audit"], route_class=ProtectedRoute)
 
 
 class AuditOut(BaseModel):

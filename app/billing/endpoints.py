@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import Field
 from starlette.responses import Response
 
-from app.auth.deps import Finance
+from app.auth.deps import Finance, ProtectedRoute
 from app.billing import service
 from app.billing.deps import stripe_gateway
 from app.billing.export import lines_csv
@@ -42,7 +42,7 @@ from app.money.pricing import minor_exponent, to_minor
 from app.orm import Invoice, InvoiceLine
 from app.validation import DbId
 
-router = APIRouter(prefix="/finance", tags=["finance"])
+router = APIRouter(prefix="/finance", tags=["finance"], route_class=ProtectedRoute)
 
 # An amount of money in a query: what a money column holds (below 10^14, 10 places).
 _MONEY = Field(ge=0, lt=Decimal(10) ** 14, decimal_places=10)

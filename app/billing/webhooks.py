@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 
+from app.auth.deps import ProtectedRoute
 from app.billing.deps import stripe_gateway
 from app.billing.errors import MalformedEvent
 from app.billing.stripe_gateway import StripeGateway, WebhookInvalid
@@ -16,7 +17,7 @@ from app.config import request_settings
 from app.db.session import SessionDep
 from app.errors import BadRequest, ServiceUnavailable, error_schema
 
-router = APIRouter(tags=["webhooks"])
+router = APIRouter(tags=["webhooks"], route_class=ProtectedRoute)
 log = logging.getLogger("tollgate.billing.webhooks")
 
 # Accepted clock difference with Stripe, both ways (the SDK itself only rejects old events).

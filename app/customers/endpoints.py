@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 
-from app.auth.deps import Admin
+from app.auth.deps import Admin, ProtectedRoute
 from app.customers import service
 from app.customers.schemas import CustomerCreate, CustomerList, CustomerOut, CustomerUpdate
 from app.db.session import SessionDep
@@ -12,7 +12,7 @@ from app.errors import error_schema
 from app.orm import Customer
 from app.validation import DbId
 
-router = APIRouter(prefix="/admin/customers", tags=["customers"])
+router = APIRouter(prefix="/admin/customers", tags=["customers"], route_class=ProtectedRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: error_schema("Missing or invalid API key"),
@@ -55,7 +55,10 @@ async def update_customer(
     return _out(await service.update_customer(session, actor, customer_id, body))
 
 
-@router.post("/{customer_id}/suspend", responses=_ONE)
+@router.post(
+    "/{customer_id}/suspend",
+    responses={**_ONE, 409: error_schema("The calling key's own customer (`own_customer`)")},
+)
 async def suspend_customer(actor: Admin, session: SessionDep, customer_id: DbId) -> CustomerOut:
     """Every key of the customer gets 403 ``customer_suspended`` within 1 s."""
     return _out(await service.suspend_customer(session, actor, customer_id))

@@ -8,6 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import Actor, record, snapshot
+from app.auth.principal import Principal
 from app.customers import repository
 from app.customers.errors import CustomerNotFound
 from app.customers.schemas import CustomerCreate, CustomerUpdate
@@ -112,8 +113,22 @@ async def update_customer(
     return customer
 
 
+class OwnCustomer(AppError):
+    status_code = 409
+    type = "own_customer"
+
+
 async def suspend_customer(session: AsyncSession, actor: Actor, customer_id: int) -> Customer:
-    """Every key of the customer gets 403 ``customer_suspended`` within the key cache TTL."""
+    """Every key of the customer gets 403 ``customer_suspended`` within the key cache TTL.
+
+    A key may not suspend its own customer: that would stop the key doing it, and if it is
+    the operator's customer, every admin key with it (409 ``own_customer``). The CLI, run by
+    whoever holds the database, can."""
+    if isinstance(actor, Principal) and actor.customer_id == customer_id:
+        raise OwnCustomer(
+            "a key cannot suspend its own customer (it would lock itself, and every admin "
+            "key of that customer, out); use `tollgate customers suspend` to do it on purpose"
+        )
     return await set_status(session, actor, customer_id, "suspended")
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from app.auth.deps import Admin
+from app.auth.deps import Admin, ProtectedRoute
 from app.db.session import SessionDep
 from app.errors import error_schema
 from app.inference import management
@@ -16,7 +16,7 @@ from app.inference.endpoints import _info
 from app.inference.schemas import ModelInfo, ModelList
 from app.validation import MAX_VERSION, Text
 
-router = APIRouter(prefix="/admin/models", tags=["models"])
+router = APIRouter(prefix="/admin/models", tags=["models"], route_class=ProtectedRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: error_schema("Missing or invalid API key"),

@@ -7,14 +7,14 @@ import orjson
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
-from app.auth.deps import BEARER_SECURITY, Authenticated, authenticate_request
+from app.auth.deps import BEARER_SECURITY, Authenticated, ProtectedRoute, authenticate_request
 from app.errors import error_schema, read_body
 from app.inference.deps import Registry, inference_service
 from app.inference.registry import ModelRegistry, ServedModel
 from app.inference.schemas import ModelInfo, ModelList, PredictRequest, PredictResponse
 from app.validation import MAX_MODEL_NAME, MAX_VERSION
 
-router = APIRouter(prefix="/v1", tags=["inference"])
+router = APIRouter(prefix="/v1", tags=["inference"], route_class=ProtectedRoute)
 
 # Longest model name and version the /v1 routes accept (app/inference/hot.py defers longer
 # ones to the framework, which answers with its validation error).

@@ -81,6 +81,9 @@ class Predictor:
         self.manifest = manifest
         self.max_batch_items = max_batch_items
         self.item_shape = tuple(manifest.inputs[0].shape)
+        # The manifest's declared value range, enforced (refused, not clipped): a model
+        # trained on [0, 1] pixels answers garbage for 0..255 ones, and silently.
+        self.input_range = manifest.inputs[0].range
         self.labels = manifest.labels
         self.output_name = manifest.outputs[0].name
         self.device = torch.device("cpu")
@@ -141,6 +144,15 @@ class Predictor:
             batch = raw.astype(np.float32, copy=False)
         if not np.isfinite(batch).all():
             raise InvalidTensor("inputs must be finite float32 numbers (no NaN or Infinity)")
+        if self.input_range is not None:
+            low, high = self.input_range
+            least, most = float(batch.min()), float(batch.max())
+            if least < low or most > high:
+                raise InvalidTensor(
+                    f"inputs must lie in [{low:g}, {high:g}] (the model's declared range); "
+                    f"got values from {least:g} to {most:g}",
+                    details={"range": [low, high], "min": least, "max": most},
+                )
         return batch
 
     def predict(self, batch: Array) -> Array:

@@ -20,7 +20,7 @@ from app.auth.authenticator import require
 from app.auth.errors import ModelNotAllowed
 from app.auth.principal import Principal, Scope
 from app.clock import Clock, SystemClock
-from app.errors import AppError, InvalidJSON
+from app.errors import AppError, ClientClosedRequest, InvalidJSON
 from app.inference.errors import InvalidTensor
 from app.inference.predictor import Array, Prediction
 from app.inference.registry import ModelRegistry, ServedModel
@@ -130,6 +130,10 @@ class InferenceService:
         except Exception as exc:
             if reserved and served is not None:
                 self.spend.release(principal.customer_id, served.name, served.variant, reserved)
+            if isinstance(exc, ClientClosedRequest):
+                # The request never arrived whole (the client left, or its body timed out
+                # in the server, app/server.py): nothing was served, nothing is metered.
+                raise
             status = exc.status_code if isinstance(exc, AppError) else 500
             await self._record_failure(
                 principal, request_id, started_ns, model, served, status, endpoint
@@ -299,4 +303,20 @@ def _parse_inputs(body: bytes) -> Any:
         raise InvalidJSON(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(payload, dict) or "inputs" not in payload:
         raise InvalidTensor("the request body must be a JSON object with an 'inputs' field")
-    return payload["inputs"]
+    inputs = payload["inputs"]
+    # numpy reads true as 1: refuse booleans among numbers. Scanned only when the body
+    # holds the token at all, so a numeric body costs one bytes search.
+    if (b"true" in body or b"false" in body) and _holds_bool(inputs):
+        raise InvalidTensor("inputs must be numbers (got a boolean)")
+    return inputs
+
+
+def _holds_bool(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bool):
+            return True
+        if isinstance(item, list):
+            stack.extend(item)
+    return False

@@ -35,7 +35,7 @@ from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from app.auth.deps import BEARER_SECURITY, authenticate_request
+from app.auth.deps import BEARER_SECURITY, ProtectedRoute, authenticate_request
 from app.db.engine import ping
 from app.db.session import database
 from app.errors import AppError, Unprocessable, read_body
@@ -62,7 +62,7 @@ from app.inference.v2_datamodels import (
     V2Error,
 )
 
-router = APIRouter(prefix="/v2", tags=["inference-v2"])
+router = APIRouter(prefix="/v2", tags=["inference-v2"], route_class=ProtectedRoute)
 
 PLATFORM = "pytorch"
 

@@ -10,9 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import Actor, record, snapshot
+from app.auth.principal import Principal
 from app.customers.errors import CustomerNotFound
 from app.customers.service import ensure_customer
-from app.errors import AppError, NotFound
+from app.errors import AppError, NotFound, Unprocessable
 from app.keys import repository
 from app.keys.schemas import KeyCreate, KeyOptions, parse_key_ref
 from app.keys.service import issue_key_record
@@ -42,9 +43,24 @@ class KeyConflict(AppError):
     type = "key_conflict"
 
 
+class ExpiryInThePast(Unprocessable):
+    type = "expires_at_in_past"
+
+
 async def _issue(
-    session: AsyncSession, actor: Actor, secret_key: str, customer_id: int, data: KeyOptions
+    session: AsyncSession,
+    actor: Actor,
+    secret_key: str,
+    customer_id: int,
+    data: KeyOptions,
+    now: datetime,
 ) -> tuple[ApiKey, str]:
+    if data.expires_at is not None and data.expires_at <= now:
+        # A key born expired is a typo (a year, a time zone), never what was meant.
+        raise ExpiryInThePast(
+            f"expires_at {data.expires_at.isoformat()} is not in the future "
+            f"(now: {now.isoformat()})"
+        )
     key, secret = await issue_key_record(
         session,
         secret_key,
@@ -61,21 +77,27 @@ async def _issue(
 
 
 async def issue_key(
-    session: AsyncSession, actor: Actor, secret_key: str, data: KeyCreate
+    session: AsyncSession, actor: Actor, secret_key: str, data: KeyCreate, *, now: datetime
 ) -> tuple[ApiKey, str]:
     """A new key for an existing customer."""
     if await session.get(Customer, data.customer_id) is None:
         raise CustomerNotFound(f"customer {data.customer_id} does not exist")
-    return await _issue(session, actor, secret_key, data.customer_id, data)
+    return await _issue(session, actor, secret_key, data.customer_id, data, now)
 
 
 async def issue_key_for_customer_name(
-    session: AsyncSession, actor: Actor, secret_key: str, customer_name: str, data: KeyOptions
+    session: AsyncSession,
+    actor: Actor,
+    secret_key: str,
+    customer_name: str,
+    data: KeyOptions,
+    *,
+    now: datetime,
 ) -> tuple[ApiKey, str]:
     """A new key for the customer called ``customer_name``, created (and audited) if
     missing: how the CLI bootstraps an empty database with its first admin key."""
     customer = await ensure_customer(session, actor, customer_name)
-    return await _issue(session, actor, secret_key, customer.id, data)
+    return await _issue(session, actor, secret_key, customer.id, data, now)
 
 
 async def get_key(session: AsyncSession, ref: int | str) -> ApiKey:
@@ -103,6 +125,29 @@ async def list_keys(session: AsyncSession, customer_id: int | None = None) -> li
     return list(await session.scalars(stmt))
 
 
+class LastAdminKey(AppError):
+    status_code = 409
+    type = "last_admin_key"
+
+
+async def _keep_an_admin(session: AsyncSession, actor: Actor, key: ApiKey, now: datetime) -> None:
+    """Through the API, the last key that can act as admin cannot be stopped: nobody could
+    manage the service any more (409 ``last_admin_key``). The CLI, run by whoever holds the
+    database, can."""
+    if not isinstance(actor, Principal) or "admin" not in key.scopes:
+        return
+    if key.expires_at is not None and key.expires_at <= now:
+        return  # not a working admin key anyway
+    customer = await session.get(Customer, key.customer_id)
+    if customer is None or customer.status != "active":
+        return
+    if not await repository.other_live_admin_keys(session, key.id, now):
+        raise LastAdminKey(
+            f"key {key.id} is the last working admin key; create another admin key first "
+            "(or use `tollgate keys revoke` to do it on purpose)"
+        )
+
+
 async def revoke(
     session: AsyncSession, actor: Actor, ref: int | str, *, now: datetime
 ) -> tuple[ApiKey, bool]:
@@ -112,6 +157,7 @@ async def revoke(
     key = await get_key(session, ref)
     if key.revoked_at is not None and key.revoked_at <= now:
         return key, False
+    await _keep_an_admin(session, actor, key, now)
     before = snapshot(key, *FIELDS)
     key.revoked_at = now
     await session.flush()
@@ -134,6 +180,8 @@ async def expire(
     key = await get_key(session, ref)
     if key.revoked_at is not None and key.revoked_at <= now:
         raise KeyConflict("a revoked key cannot be changed")
+    if at is None or at <= now:
+        await _keep_an_admin(session, actor, key, now)
     before = snapshot(key, *FIELDS)
     key.expires_at = now if at is None else at
     await session.flush()

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, status
 from pydantic import BaseModel, Field
 
-from app.auth.deps import Admin
+from app.auth.deps import Admin, ProtectedRoute
 from app.clock.deps import ClockDep
 from app.config import request_settings
 from app.db.session import SessionDep
@@ -16,7 +16,7 @@ from app.keys.schemas import KeyCreate, KeyExpire, KeyRef, Rotate
 from app.orm import ApiKey
 from app.validation import DbId
 
-router = APIRouter(prefix="/admin/keys", tags=["keys"])
+router = APIRouter(prefix="/admin/keys", tags=["keys"], route_class=ProtectedRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: error_schema("Missing or invalid API key"),
@@ -79,9 +79,11 @@ def _created(key: ApiKey, secret: str) -> KeyCreated:
     responses={**_ERRORS, 404: error_schema("No such customer")},
 )
 async def create_key(
-    actor: Admin, request: Request, session: SessionDep, body: KeyCreate
+    actor: Admin, request: Request, session: SessionDep, clock: ClockDep, body: KeyCreate
 ) -> KeyCreated:
-    key, secret = await admin.issue_key(session, actor, request_settings(request).secret_key, body)
+    key, secret = await admin.issue_key(
+        session, actor, request_settings(request).secret_key, body, now=clock.now()
+    )
     return _created(key, secret)
 
 
@@ -97,7 +99,10 @@ async def get_key(_: Admin, session: SessionDep, id_or_prefix: IdOrPrefix) -> Ke
     return _out(await admin.get_key(session, id_or_prefix))
 
 
-@router.post("/{id_or_prefix}/revoke", responses=_ONE)
+@router.post(
+    "/{id_or_prefix}/revoke",
+    responses={**_ONE, 409: error_schema("The last working admin key (`last_admin_key`)")},
+)
 async def revoke_key(
     actor: Admin, session: SessionDep, clock: ClockDep, id_or_prefix: IdOrPrefix
 ) -> KeyOut:
@@ -107,7 +112,13 @@ async def revoke_key(
     return _out(key)
 
 
-@router.post("/{id_or_prefix}/expire", responses={**_ONE, 409: error_schema("Revoked")})
+@router.post(
+    "/{id_or_prefix}/expire",
+    responses={
+        **_ONE,
+        409: error_schema("Revoked, or the last working admin key (`last_admin_key`)"),
+    },
+)
 async def expire_key(
     actor: Admin, session: SessionDep, clock: ClockDep, id_or_prefix: IdOrPrefix, body: KeyExpire
 ) -> KeyOut:

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import String, cast, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.orm import ApiKey
+from app.orm import ApiKey, Customer
 
 
 async def add_key(session: AsyncSession, key: ApiKey) -> ApiKey:
@@ -16,6 +16,27 @@ async def add_key(session: AsyncSession, key: ApiKey) -> ApiKey:
 
 async def get_by_prefix(session: AsyncSession, prefix: str) -> ApiKey | None:
     return await session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+
+
+async def other_live_admin_keys(session: AsyncSession, key_id: int, now: datetime) -> int:
+    """How many other keys could still act as admin at ``now``: not revoked, not expired,
+    of an active customer, with the admin scope. Their rows are locked (Postgres) until
+    commit, so two admins revoking each other's last keys at once take turns, and the second
+    sees the first's revocation."""
+    rows = await session.execute(
+        select(ApiKey.id, ApiKey.scopes)
+        .join(Customer, Customer.id == ApiKey.customer_id)
+        .where(
+            ApiKey.id != key_id,
+            Customer.status == "active",
+            or_(ApiKey.revoked_at.is_(None), ApiKey.revoked_at > now),
+            or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
+            # scopes is a JSON list: a text match narrows, the list test decides
+            cast(ApiKey.scopes, String).like('%"admin"%'),
+        )
+        .with_for_update(of=ApiKey)
+    )
+    return sum(1 for _, scopes in rows if "admin" in scopes)
 
 
 async def mark_rotated(

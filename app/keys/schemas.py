@@ -86,6 +86,7 @@ class KeyCreate(KeyOptions):
 class Rotate(BaseModel):
     grace_seconds: int = Field(
         default=0,
+        strict=True,
         ge=0,
         le=30 * 86400,
         description="How long the old secret keeps working (0: it stops now)",

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.auth.deps import Authenticated
+from app.auth.deps import Authenticated, ProtectedRoute
 from app.clock.deps import ClockDep
 from app.db.session import SessionDep
 from app.errors import Unprocessable, error_schema
@@ -13,7 +13,7 @@ from app.metering.repository import usage_buckets
 from app.metering.schemas import GroupBy, UsageBucket, UsageReport
 from app.validation import Timestamp
 
-router = APIRouter(prefix="/v1", tags=["usage"])
+router = APIRouter(prefix="/v1", tags=["usage"], route_class=ProtectedRoute)
 
 _MAX_RANGE = timedelta(days=400)
 

@@ -7,11 +7,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 
+from app.auth.deps import ProtectedRoute
 from app.db.engine import ping
 from app.db.session import database
 from app.observability.metrics import Metrics, exposition_registry
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=ProtectedRoute)
 
 
 class LoadedModels(Protocol):

@@ -4,7 +4,7 @@ from typing import Any
 
 from fastapi import APIRouter, status
 
-from app.auth.deps import Admin
+from app.auth.deps import Admin, ProtectedRoute
 from app.clock.deps import ClockDep
 from app.db.session import SessionDep
 from app.errors import error_schema
@@ -23,7 +23,7 @@ from app.plans.schemas import (
 )
 from app.validation import DbId
 
-router = APIRouter(prefix="/admin", tags=["plans"])
+router = APIRouter(prefix="/admin", tags=["plans"], route_class=ProtectedRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: error_schema("Missing or invalid API key"),

@@ -5,7 +5,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
 from app.validation import DbId, PerMinute, Text
 
@@ -13,6 +13,8 @@ from app.validation import DbId, PerMinute, Text
 def _not_a_float(value: object) -> object:
     # JSON numbers with a fraction or an exponent arrive as binary floats, whose digits
     # past the 15th or so are already gone: refuse them rather than store a different price.
+    if isinstance(value, bool):
+        raise ValueError("must be a decimal amount, not a boolean")
     if isinstance(value, float):
         raise ValueError(
             'give decimal amounts as strings (e.g. "0.0004") or integers; a JSON number with '
@@ -21,12 +23,27 @@ def _not_a_float(value: object) -> object:
     return value
 
 
-Amount = Annotated[Decimal, BeforeValidator(_not_a_float), Field(max_digits=24, decimal_places=10)]
+def _no_negative_zero(value: Decimal) -> Decimal:
+    # "-0" is zero; stored as written it would read back (and print on invoices) as -0.
+    return value.copy_abs() if value.is_zero() else value
+
+
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(_not_a_float),
+    Field(max_digits=24, decimal_places=10),
+    AfterValidator(_no_negative_zero),
+]
 """Money in major units, bounded to the NUMERIC(24, 10) columns that hold prices
 (``plan_versions.base_fee``/``spend_cap``, ``invoice_lines.unit_price``): finite, at most
 10 decimal places and 14 digits before the point (below 10^14). Outside that: 422."""
 
-Quantity = Annotated[Decimal, BeforeValidator(_not_a_float), Field(max_digits=24, decimal_places=6)]
+Quantity = Annotated[
+    Decimal,
+    BeforeValidator(_not_a_float),
+    Field(max_digits=24, decimal_places=6),
+    AfterValidator(_no_negative_zero),
+]
 """A quantity of units (tier bounds, package sizes, included quantities), bounded like
 ``invoice_lines.quantity`` NUMERIC(24, 6): finite, at most 6 decimal places (a compute
 microsecond) and 18 digits before the point. Outside that: 422."""
@@ -115,7 +132,9 @@ class Effective(StrEnum):
 
 class PlanAssign(BaseModel):
     plan_id: DbId
-    version: int | None = Field(default=None, description="Default: the plan's latest version")
+    version: int | None = Field(
+        default=None, strict=True, ge=1, description="Default: the plan's latest version"
+    )
     effective: Effective = Effective.next_period
 
 
