@@ -1,7 +1,8 @@
 """Background loops: one asyncio task that runs a step over and over until stopped.
 
 Every long-lived task in the service (the meter's lanes, the batchers, the last-used flusher,
-the spend reconciler) is one of these, so start, stop and failure handling are written once:
+the spend reconciler, the month-to-date gauges) is one of these, so start, stop and failure
+handling are written once:
 ``stop()`` cancels the task and waits for it (idempotent, safe before ``start``), and an
 exception from a step is logged and the loop goes on, so one bad step never silently ends a
 loop that the service depends on.
@@ -20,16 +21,22 @@ log = logging.getLogger("tollgate.tasks")
 class BackgroundLoop:
     """Run ``step`` repeatedly in a task named ``name``.
 
-    ``interval_s`` > 0 makes it periodic (sleep, then step); with 0 the step paces itself
-    (it awaits its own work, e.g. a queue).
+    ``interval_s`` > 0 makes it periodic (sleep, then step; ``step_first`` steps once before
+    the first sleep); with 0 the step paces itself (it awaits its own work, e.g. a queue).
     """
 
     def __init__(
-        self, name: str, step: Callable[[], Awaitable[object]], *, interval_s: float = 0.0
+        self,
+        name: str,
+        step: Callable[[], Awaitable[object]],
+        *,
+        interval_s: float = 0.0,
+        step_first: bool = False,
     ) -> None:
         self.name = name
         self._step = step
         self._interval_s = interval_s
+        self._step_first = step_first
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -51,9 +58,11 @@ class BackgroundLoop:
 
     async def _run(self) -> None:
         interval, step = self._interval_s, self._step
+        skip_sleep = self._step_first
         while True:
-            if interval > 0:
+            if interval > 0 and not skip_sleep:
                 await asyncio.sleep(interval)
+            skip_sleep = False
             try:
                 await step()
             except Exception as exc:

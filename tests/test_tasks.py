@@ -50,3 +50,21 @@ async def test_stop_cancels_a_periodic_loop_while_it_sleeps() -> None:
     assert loop.running
     await loop.stop()
     assert not loop.running and ran == 0
+
+
+async def test_a_periodic_loop_steps_first_when_asked_then_waits_its_interval() -> None:
+    stepped = asyncio.Event()
+    calls = 0
+
+    async def step() -> None:
+        nonlocal calls
+        calls += 1
+        stepped.set()
+
+    loop = BackgroundLoop("eager", step, interval_s=3600, step_first=True)
+    loop.start()
+    await asyncio.wait_for(stepped.wait(), 30)  # not an hour: the first step runs at once
+    await asyncio.sleep(0.05)
+    assert calls == 1  # then it sleeps its interval
+    await loop.stop()
+    assert not loop.running

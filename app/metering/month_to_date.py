@@ -15,8 +15,6 @@ totals are kept and each refresh reads only the rows since then.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -25,8 +23,8 @@ from app.clock import Clock, SystemClock
 from app.metering.repository import ModelTotals, billable_totals
 from app.money.periods import Period
 from app.observability.metrics import Metrics
+from app.tasks import BackgroundLoop
 
-log = logging.getLogger("tollgate.metering")
 
 UNITS = ("requests", "items", "compute_seconds")
 SETTLED = timedelta(minutes=10)
@@ -58,17 +56,16 @@ class MonthToDateGauges:
         self._settled: dict[str, list[int]] = {}
         self._settled_until: datetime | None = None
         self._lock = asyncio.Lock()  # one refresh at a time: settled totals add up once
-        self._task: asyncio.Task[None] | None = None
+        # A failed read is logged by the loop and keeps the last values.
+        self._loop = BackgroundLoop(
+            "month-to-date-gauges", self.refresh, interval_s=refresh_s, step_first=True
+        )
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="month-to-date-gauges")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
     async def refresh(self, now: datetime | None = None) -> None:
         """Set the gauges from the ledger: billable rows from the start of ``now``'s month."""
@@ -100,11 +97,3 @@ class MonthToDateGauges:
             gauge.labels(model, "compute_seconds").set(compute_us / 1e6)
         self._shown |= set(totals)
         self._metrics.billable_month_to_date_refreshed.set(now.timestamp())
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-            except Exception as exc:
-                log.warning("month-to-date usage refresh failed", extra={"error": repr(exc)})
-            await asyncio.sleep(self._refresh_s)
