@@ -25,7 +25,6 @@ from app.money.periods import Period
 from app.observability.metrics import Metrics
 from app.tasks import BackgroundLoop
 
-
 UNITS = ("requests", "items", "compute_seconds")
 SETTLED = timedelta(minutes=10)
 
