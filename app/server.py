@@ -12,7 +12,8 @@ is that protocol with limits, all from settings:
 - headers not complete within ``header_timeout_s`` of the connection (or of the request's
   first byte on a kept-alive connection): 408; a body not complete within ``body_timeout_s``
   of its headers: 408, and the application sees the client disconnect (no ledger row: the
-  request was never whole).
+  request was never whole). A request only notes its deadlines; one sweep per server
+  checks them (a timeout fires up to a quarter of it, at most 1 s, late).
 
 Each refusal is the app's JSON error body with ``Connection: close``. The connection then
 closes the way nginx's lingering close does: our side is shut for writing, what the client
@@ -90,18 +91,25 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._in_headers = True  # waiting for (the rest of) a request's header block
         self._header_bytes = 0
         self._header_lines = 0
-        self._header_timer: asyncio.TimerHandle | None = None
-        self._body_timer: asyncio.TimerHandle | None = None
+        # Deadlines (loop time) instead of a timer per request: one sweep per server checks
+        # every connection (_sweep), so a request costs two float stores, not two timers.
+        self._header_deadline: float | None = None
+        self._body_deadline: float | None = None
         self._refused = False
 
     # -- connection ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_header_timer()
+        self._header_deadline = self.loop.time() + self._limits.header_timeout_s
+        key = id(self.connections)
+        if key not in _SWEEPING:  # the first connection of this server starts its sweep
+            _SWEEPING.add(key)
+            every = _sweep_interval(self._limits)
+            self.loop.call_later(every, _sweep, self.loop, self.connections, key, every)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timers()
+        self._header_deadline = self._body_deadline = None
         super().connection_lost(exc)
 
     def eof_received(self) -> None:
@@ -143,8 +151,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_headers = True
         self._header_lines = 0
-        if self._header_timer is None:
-            self._arm_header_timer()
+        if self._header_deadline is None:
+            self._header_deadline = self.loop.time() + self._limits.header_timeout_s
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_lines += 1
@@ -165,19 +173,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_headers = False
         self._header_bytes = 0
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        self._header_deadline = None
         super().on_headers_complete()
         if not self.pipeline and self._expects_body():
-            self._body_timer = self.loop.call_later(
-                self._limits.body_timeout_s, self._body_timed_out
-            )
+            self._body_deadline = self.loop.time() + self._limits.body_timeout_s
 
     def on_message_complete(self) -> None:
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
+        self._body_deadline = None
         super().on_message_complete()
 
     # -- helpers -----------------------------------------------------------------------
@@ -190,21 +192,15 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 return True
         return False
 
-    def _arm_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-        self._header_timer = self.loop.call_later(
-            self._limits.header_timeout_s, self._headers_timed_out
-        )
-
-    def _cancel_timers(self) -> None:
-        for timer in (self._header_timer, self._body_timer):
-            if timer is not None:
-                timer.cancel()
-        self._header_timer = self._body_timer = None
+    def check_deadlines(self, now: float) -> None:
+        """Called by the server's sweep: refuse what has waited too long."""
+        if self._header_deadline is not None and now >= self._header_deadline:
+            self._headers_timed_out()
+        elif self._body_deadline is not None and now >= self._body_deadline:
+            self._body_timed_out()
 
     def _headers_timed_out(self) -> None:
-        self._header_timer = None
+        self._header_deadline = None
         self._refuse(
             408,
             "request_timeout",
@@ -212,7 +208,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         )
 
     def _body_timed_out(self) -> None:
-        self._body_timer = None
+        self._body_deadline = None
         cycle = self.cycle
         if cycle is not None and cycle.response_started:
             self.transport.close()  # the app answered already; just stop waiting
@@ -230,8 +226,30 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._refused or self.transport.is_closing():
             return
         self._refused = True
-        self._cancel_timers()
+        self._header_deadline = self._body_deadline = None
         self.transport.write(refusal(status, type_, message))
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(LINGER_S, self.transport.close)
+
+
+# Servers (their connection sets, by id) whose deadline sweep is running.
+_SWEEPING: set[int] = set()
+
+
+def _sweep_interval(limits: ServerLimits) -> float:
+    """How often the deadlines are checked: a timeout fires at most this late."""
+    return min(1.0, limits.header_timeout_s / 4, limits.body_timeout_s / 4)
+
+
+def _sweep(loop: asyncio.AbstractEventLoop, connections: set[Any], key: int, every: float) -> None:
+    """Check every connection's deadlines; go on while the server has connections (the next
+    connection starts a new sweep otherwise)."""
+    now = loop.time()
+    guarded = [c for c in connections if isinstance(c, GuardedHttpProtocol)]
+    for connection in guarded:
+        connection.check_deadlines(now)
+    if guarded:
+        loop.call_later(every, _sweep, loop, connections, key, every)
+    else:
+        _SWEEPING.discard(key)
