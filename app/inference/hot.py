@@ -15,8 +15,8 @@ path and query parameters are validated by their declared fields (what FastAPI's
 ``request_params_to_args`` does, for plain scalars), so
 constraints such as ``max_length`` come from the route declaration. A request they would
 reject (a validation error, a wrong method) is left to the normal route scan, which answers
-it the usual way. The endpoint runs under ``wrap_app_handling_exceptions``, exactly as
-Starlette runs a routed endpoint.
+it the usual way. An exception from the endpoint goes up to the app's
+``ExceptionMiddleware``, which renders it with the app's handlers, as for any route.
 
 The hot routes are tried before the scan, so none may be shadowed by a route declared
 before it (none is: their paths are specific; the parity test would show a difference).
@@ -36,7 +36,6 @@ from fastapi._compat import ModelField, field_annotation_is_sequence
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from pydantic import BaseModel, Json
-from starlette._exception_handler import wrap_app_handling_exceptions
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
@@ -194,17 +193,13 @@ class HotRoutes:
     async def serve(
         scope: Scope, receive: Receive, send: Send, hot: HotRoute, kwargs: dict[str, Any]
     ) -> None:
-        request = Request(scope, receive, send)
-        kwargs[hot.request_param] = request
-        endpoint = hot.endpoint
-
-        async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            response = await endpoint(**kwargs)
-            if not isinstance(response, Response):
-                raise TypeError(f"{hot.path_format}: a hot endpoint returns a Response")
-            await response(scope, receive, send)
-
-        await wrap_app_handling_exceptions(app, request)(scope, receive, send)
+        # An exception goes up to the app's ExceptionMiddleware, a few frames out, which
+        # renders it with the same handlers a routed endpoint's wrapper would use.
+        kwargs[hot.request_param] = Request(scope, receive, send)
+        response = await hot.endpoint(**kwargs)
+        if not isinstance(response, Response):
+            raise TypeError(f"{hot.path_format}: a hot endpoint returns a Response")
+        await response(scope, receive, send)
 
 
 def install_hot_routes(app: FastAPI, *endpoints: Callable[..., Any]) -> HotRoutes:
