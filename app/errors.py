@@ -147,27 +147,35 @@ async def read_body(request: Request) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+# The body of every error answer (except on /v2, whose protocol has its own), as the
+# OpenAPI component ``Error``; ``app.observability.openapi`` adds it to the document.
+ERROR_COMPONENT = "Error"
+ERROR_BODY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": ERROR_COMPONENT,
+    "description": "An error: a machine-readable type, a message, the request id.",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "type": {"type": "string", "examples": ["invalid_request"]},
+                "message": {"type": "string"},
+                "request_id": {"type": ["string", "null"]},
+                "details": {"description": "Machine-readable specifics, when any"},
+            },
+            "required": ["type", "message"],
+        }
+    },
+    "required": ["error"],
+}
+
+
 def error_schema(description: str) -> dict[str, Any]:
-    """An OpenAPI ``responses=`` entry for an error status."""
+    """An OpenAPI ``responses=`` entry for an error status (the ``Error`` body)."""
     return {
         "description": description,
         "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "properties": {
-                                "type": {"type": "string"},
-                                "message": {"type": "string"},
-                                "request_id": {"type": "string"},
-                            },
-                            "required": ["type", "message"],
-                        }
-                    },
-                }
-            }
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_COMPONENT}"}}
         },
     }
 

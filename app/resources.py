@@ -12,6 +12,7 @@ Tests and scripts use :func:`resources`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -34,6 +35,7 @@ from app.metering.month_to_date import MonthToDateGauges
 from app.metering.writer import MeterWriter
 from app.observability.endpoints import OpsResources
 from app.observability.metrics import Metrics
+from app.observability.openapi import complete_openapi
 
 
 @dataclass(slots=True)
@@ -68,6 +70,12 @@ class Tollgate(FastAPI):
     @resources.setter
     def resources(self, value: State | None) -> None:
         self._resources = value
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document with the parts every route shares (app.observability.openapi)."""
+        if self.openapi_schema is None:
+            self.openapi_schema = complete_openapi(super().openapi(), self.routes)
+        return self.openapi_schema
 
 
 def resources(app: FastAPI) -> State:

@@ -86,6 +86,11 @@ def _requirements(dependant: Dependant) -> set[Scope | str]:
     return found
 
 
+def needs_key(route: APIRoute) -> bool:
+    """Whether the route's dependencies ask for a key (any key, or a scope)."""
+    return bool(_requirements(route.dependant))
+
+
 class ProtectedRoute(APIRoute):
     """A route that authenticates, and checks its scopes, before FastAPI reads the body.
 

@@ -137,6 +137,7 @@ async def list_invoices(
         str | None, Query(pattern="^(draft|finalized|paid|void|uncollectible)$")
     ] = None,
 ) -> InvoiceList:
+    """Invoices, newest first, filtered by customer, period (YYYY-MM) or status."""
     invoices = await service.list_invoices(
         session,
         customer_id=customer,
@@ -174,6 +175,7 @@ async def preview_invoice(
     response_class=Response,
 )
 async def invoice_csv(_: Finance, session: SessionDep, invoice_id: DbId) -> Response:
+    """One invoice's lines as CSV (one row per line, amounts in minor units)."""
     invoice, lines = await service.get_invoice(session, invoice_id)
     return Response(
         lines_csv((invoice, line) for line in lines),
@@ -190,6 +192,7 @@ async def invoice_csv(_: Finance, session: SessionDep, invoice_id: DbId) -> Resp
     response_class=Response,
 )
 async def invoice_pdf(_: Finance, session: SessionDep, invoice_id: DbId) -> Response:
+    """One invoice as a PDF document, as sent to the customer."""
     invoice, lines = await service.get_invoice(session, invoice_id)
     customer = await invoice_customer(session, invoice)
     return Response(
@@ -206,6 +209,7 @@ async def invoice_pdf(_: Finance, session: SessionDep, invoice_id: DbId) -> Resp
 async def get_invoice(
     _: Finance, request: Request, session: SessionDep, invoice_id: DbId
 ) -> InvoiceOut:
+    """One invoice with its lines, totals, status and Stripe ids."""
     invoice, lines = await service.get_invoice(session, invoice_id)
     return _out(invoice, lines, stripe_gateway(request) is not None)
 
@@ -216,6 +220,7 @@ async def get_invoice(
     response_class=Response,
 )
 async def period_csv(_: Finance, session: SessionDep, period: str) -> Response:
+    """Every invoice line of a closed period (YYYY-MM) as CSV, for the ledger or a spreadsheet."""
     p = Period.parse(period)
     return Response(
         lines_csv(await service.period_lines(session, p)),

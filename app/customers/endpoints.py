@@ -31,6 +31,7 @@ def _out(customer: Customer) -> CustomerOut:
     responses={**_ERRORS, 409: error_schema("Name taken")},
 )
 async def create_customer(actor: Admin, session: SessionDep, body: CustomerCreate) -> CustomerOut:
+    """Create a customer (active, no plan yet). Names are unique. Audited."""
     return _out(await service.create_customer(session, actor, body))
 
 
@@ -40,11 +41,13 @@ async def list_customers(
     session: SessionDep,
     status: Annotated[str | None, Query(pattern="^(active|suspended)$")] = None,
 ) -> CustomerList:
+    """Every customer, optionally only the active or the suspended ones."""
     return CustomerList(data=[_out(c) for c in await service.list_customers(session, status)])
 
 
 @router.get("/{customer_id}", responses=_ONE)
 async def get_customer(_: Admin, session: SessionDep, customer_id: DbId) -> CustomerOut:
+    """One customer: name, email, status and Stripe id."""
     return _out(await service.get_customer(session, customer_id))
 
 
@@ -52,6 +55,7 @@ async def get_customer(_: Admin, session: SessionDep, customer_id: DbId) -> Cust
 async def update_customer(
     actor: Admin, session: SessionDep, customer_id: DbId, body: CustomerUpdate
 ) -> CustomerOut:
+    """Change the name or email (only the fields sent). Audited."""
     return _out(await service.update_customer(session, actor, customer_id, body))
 
 
@@ -66,4 +70,5 @@ async def suspend_customer(actor: Admin, session: SessionDep, customer_id: DbId)
 
 @router.post("/{customer_id}/reactivate", responses=_ONE)
 async def reactivate_customer(actor: Admin, session: SessionDep, customer_id: DbId) -> CustomerOut:
+    """The customer's keys work again (within the key cache TTL). Audited."""
     return _out(await service.reactivate_customer(session, actor, customer_id))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.validation import Text
 
@@ -10,11 +10,17 @@ _EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 
 class CustomerCreate(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "Acme Corp", "email": "billing@acme.example"}]}
+    )
+
     name: Text = Field(min_length=1, max_length=200)
     email: Text | None = Field(default=None, max_length=320, pattern=_EMAIL)
 
 
 class CustomerUpdate(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"email": "accounts@acme.example"}]})
+
     name: Text | None = Field(default=None, min_length=1, max_length=200)
     email: Text | None = Field(default=None, max_length=320, pattern=_EMAIL)
 

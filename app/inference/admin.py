@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.auth.deps import Admin, ProtectedRoute
 from app.db.session import SessionDep
@@ -26,6 +26,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 class DefaultVersion(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"version": "1"}]})
+
     version: Text = Field(min_length=1, max_length=MAX_VERSION)
 
 
@@ -60,6 +62,7 @@ async def unload_model(
 async def set_default_version(
     actor: Admin, request: Request, session: SessionDep, name: str, body: DefaultVersion
 ) -> ModelInfo:
+    """Serve this version when a request names no version (every variant of it). Audited."""
     registry = _registry(request)
     served = await management.set_default_version(session, actor, registry, name, body.version)
     return _info(served, registry)

@@ -5,13 +5,15 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse
 
 from app.auth.deps import BEARER_SECURITY, Authenticated, ProtectedRoute, authenticate_request
 from app.errors import error_schema, read_body
 from app.inference.deps import Registry, inference_service
 from app.inference.registry import ModelRegistry, ServedModel
 from app.inference.schemas import ModelInfo, ModelList, PredictRequest, PredictResponse
+from app.limits.policy import RATELIMIT_HEADERS, RETRY_AFTER_HEADER
+from app.limits.quota import SPEND_HEADERS
 from app.validation import MAX_MODEL_NAME, MAX_VERSION
 
 router = APIRouter(prefix="/v1", tags=["inference"], route_class=ProtectedRoute)
@@ -25,8 +27,9 @@ _AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-class JSONBytes(Response):
-    media_type = "application/json"
+class JSONBytes(JSONResponse):
+    """JSON rendered by orjson. A JSONResponse, so OpenAPI types the 200 with the route's
+    response model (any other Response class is documented as a string)."""
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
@@ -79,24 +82,54 @@ async def get_model(
     model: Annotated[str, Path(max_length=MAX_MODEL_NAME)],
     version: Annotated[str | None, Query(max_length=MAX_VERSION)] = None,
 ) -> ModelInfo:
+    """One model (name or name:variant) at its default or the given version: contract,
+    metrics, size, measured speed and whether this server can run it."""
     return _info(registry.find(model, version), registry)
+
+
+def _with_headers(response: dict[str, Any], *headers: dict[str, Any]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for h in headers:
+        merged.update(h)
+    return {**response, "headers": merged}
+
+
+# A metered answer's headers: rate limits (when the key has any), spend (when the plan has a
+# cap); a 429 adds Retry-After.
+METERED_OK_HEADERS = {**RATELIMIT_HEADERS, **SPEND_HEADERS}
+PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": PredictResponse,
+        "description": "The outputs, after the request's usage row is committed",
+        "headers": METERED_OK_HEADERS,
+    },
+    **_AUTH_ERRORS,
+    400: error_schema("The body is not valid JSON (invalid_json)"),
+    404: error_schema("Unknown model or version"),
+    402: _with_headers(
+        error_schema("The plan's spend cap is reached (quota_exceeded)"), SPEND_HEADERS
+    ),
+    413: error_schema("Body or batch too large, or a batch over the key's items/minute"),
+    415: error_schema("Compressed request body (Content-Encoding other than identity)"),
+    429: _with_headers(
+        error_schema("Rate limit exceeded; see Retry-After and x-ratelimit-* headers"),
+        RATELIMIT_HEADERS,
+        RETRY_AFTER_HEADER,
+    ),
+    422: error_schema("Inputs of the wrong shape or dtype, or not finite"),
+    503: _with_headers(
+        error_schema("The usage ledger is unavailable: no prediction is returned"),
+        RETRY_AFTER_HEADER,
+    ),
+}
 
 
 @router.post(
     "/models/{model}/predict",
+    summary="Predict",
     response_model=PredictResponse,
     response_class=JSONBytes,
-    responses={
-        **_AUTH_ERRORS,
-        400: error_schema("The body is not valid JSON"),
-        404: error_schema("Unknown model or version"),
-        402: error_schema("The plan's spend cap is reached (quota_exceeded)"),
-        413: error_schema("Body or batch too large, or a batch over the key's items/minute"),
-        415: error_schema("Compressed request body (Content-Encoding other than identity)"),
-        429: error_schema("Rate limit exceeded; see Retry-After and x-ratelimit-* headers"),
-        422: error_schema("Inputs of the wrong shape or dtype, or not finite"),
-        503: error_schema("The usage ledger is unavailable: no prediction is returned"),
-    },
+    responses=PREDICT_RESPONSES,
     openapi_extra={
         **BEARER_SECURITY,
         "requestBody": {

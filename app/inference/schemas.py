@@ -2,11 +2,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class PredictRequest(BaseModel):
     """``inputs`` is one item (e.g. a ``[3, 28, 28]`` image) or a list of items."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"inputs": [0.5, -1.0, 0.25, 0.0, 1.5, -0.5, 2.0, 0.75, -2.0, 1.0]}]
+        }
+    )
 
     inputs: list[Any] = Field(
         description="One item shaped like the model's input tensor, or a list of such items."

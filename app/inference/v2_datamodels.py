@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class V2Error(BaseModel):
@@ -66,6 +66,24 @@ class RequestedOutput(BaseModel):
 
 
 class InferRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "my-request-1",
+                    "inputs": [
+                        {
+                            "name": "features",
+                            "shape": [1, 10],
+                            "datatype": "FP32",
+                            "data": [0.5, -1.0, 0.25, 0.0, 1.5, -0.5, 2.0, 0.75, -2.0, 1.0],
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
     id: str | None = None
     parameters: dict[str, Any] | None = Field(
         default=None, description="binary_data_output: every output as raw bytes"

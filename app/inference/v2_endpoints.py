@@ -61,6 +61,8 @@ from app.inference.v2_datamodels import (
     ServerReady,
     V2Error,
 )
+from app.limits.policy import RATELIMIT_HEADERS, RETRY_AFTER_HEADER
+from app.limits.quota import SPEND_HEADERS
 
 router = APIRouter(prefix="/v2", tags=["inference-v2"], route_class=ProtectedRoute)
 
@@ -276,25 +278,30 @@ async def _infer(request: Request, model: str, version: str | None) -> Response:
 
 
 _BINARY_BODY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+_INFER_ERRORS = _errors(
+    {
+        **_AUTH,
+        400: "Malformed request, header or JSON; a bad tensor (shape, datatype, not "
+        "finite); an unknown output; the model (variant) is unavailable here",
+        402: "The plan's spend cap is reached",
+        404: "Unknown model or version",
+        413: "Body or batch too large, or a batch over the key's items/minute",
+        415: "Compressed request body",
+        429: "Rate limit exceeded; see Retry-After and x-ratelimit-* headers",
+        503: "The usage ledger is unavailable: no prediction is returned",
+    }
+)
+_INFER_ERRORS[402]["headers"] = SPEND_HEADERS
+_INFER_ERRORS[429]["headers"] = {**RATELIMIT_HEADERS, **RETRY_AFTER_HEADER}
+_INFER_ERRORS[503]["headers"] = RETRY_AFTER_HEADER
 _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "JSON, or with binary outputs the JSON header (its length in "
         f"{HEADER_LENGTH}) followed by the raw output bytes",
         "content": _BINARY_BODY,
+        "headers": {**RATELIMIT_HEADERS, **SPEND_HEADERS},
     },
-    **_errors(
-        {
-            **_AUTH,
-            400: "Malformed request, header or JSON; a bad tensor (shape, datatype, not "
-            "finite); an unknown output; the model (variant) is unavailable here",
-            402: "The plan's spend cap is reached",
-            404: "Unknown model or version",
-            413: "Body or batch too large, or a batch over the key's items/minute",
-            415: "Compressed request body",
-            429: "Rate limit exceeded; see Retry-After and x-ratelimit-* headers",
-            503: "The usage ledger is unavailable: no prediction is returned",
-        }
-    ),
+    **_INFER_ERRORS,
 }
 _INFER_EXTRA: dict[str, Any] = {
     **BEARER_SECURITY,

@@ -81,6 +81,8 @@ def _created(key: ApiKey, secret: str) -> KeyCreated:
 async def create_key(
     actor: Admin, request: Request, session: SessionDep, clock: ClockDep, body: KeyCreate
 ) -> KeyCreated:
+    """Issue a key for a customer with its scopes, models, rate limits and expiry. The secret
+    is in this response only; it is stored as a hash. Audited."""
     key, secret = await admin.issue_key(
         session, actor, request_settings(request).secret_key, body, now=clock.now()
     )
@@ -91,11 +93,13 @@ async def create_key(
 async def list_keys(
     _: Admin, session: SessionDep, customer_id: Annotated[DbId | None, Query()] = None
 ) -> KeyList:
+    """Every key, optionally of one customer: prefixes only, never secrets."""
     return KeyList(data=[_out(k) for k in await admin.list_keys(session, customer_id)])
 
 
 @router.get("/{id_or_prefix}", responses=_ONE)
 async def get_key(_: Admin, session: SessionDep, id_or_prefix: IdOrPrefix) -> KeyOut:
+    """One key by id or public prefix, never its secret."""
     return _out(await admin.get_key(session, id_or_prefix))
 
 
@@ -135,6 +139,8 @@ async def rotate_key(
     id_or_prefix: IdOrPrefix,
     body: Rotate,
 ) -> Rotated:
+    """Issue a replacement with the same settings; the old key keeps working for
+    ``grace_seconds`` (0: stops now). The new secret is in this response only. Audited."""
     old, new, secret = await admin.rotate(
         session,
         actor,

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.auth.principal import PlanSnapshot, Principal, Scope
 from app.auth.secrets import KEY_PREFIX, PREFIX_LEN
@@ -80,10 +80,27 @@ class KeyOptions(BaseModel):
 
 
 class KeyCreate(KeyOptions):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "customer_id": 1,
+                    "scopes": ["predict"],
+                    "name": "production",
+                    "allowed_models": ["cnn"],
+                    "requests_per_minute": 600,
+                    "items_per_minute": 6000,
+                }
+            ]
+        }
+    )
+
     customer_id: DbId
 
 
 class Rotate(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"grace_seconds": 3600}]})
+
     grace_seconds: int = Field(
         default=0,
         strict=True,
@@ -94,6 +111,10 @@ class Rotate(BaseModel):
 
 
 class KeyExpire(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"expires_at": "2031-01-01T00:00:00Z"}]}
+    )
+
     expires_at: Timestamp | None = Field(
         default=None,
         description="When the key stops working (ISO 8601; without a time zone, UTC). Default: now",

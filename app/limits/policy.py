@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from app.auth.principal import Principal
 from app.errors import AppError, PayloadTooLarge
@@ -59,6 +60,26 @@ def limits_for(principal: Principal, items: int) -> list[tuple[str, Limit]]:
             )
         )
     return out
+
+
+def _header(description: str) -> dict[str, Any]:
+    return {"description": description, "schema": {"type": "string"}}
+
+
+# The OpenAPI ``headers`` of a metered response (success or 429): each pair is sent when the
+# key has that limit.
+RATELIMIT_HEADERS: dict[str, dict[str, Any]] = {
+    f"x-ratelimit-{part}-{name}": _header(text.format(name))
+    for name in ("requests", "items")
+    for part, text in (
+        ("limit", "The key's {} per minute (sent when the key has this limit)"),
+        ("remaining", "{} left in the current window"),
+        ("reset", "Seconds until the {} window is full again, e.g. 0.250s"),
+    )
+}
+RETRY_AFTER_HEADER: dict[str, dict[str, Any]] = {
+    "Retry-After": _header("Whole seconds to wait before retrying")
+}
 
 
 def _seconds(value: float) -> str:

@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, localcontext
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -173,6 +174,21 @@ class SpendTracker:
             for r in rows:
                 fresh.totals[(r.model, r.variant)] = [r.requests, r.items, r.compute_us]
             self._usage[customer_id] = fresh
+
+
+# The OpenAPI ``headers`` of a metered response (success or 402), sent when the plan has a
+# spend cap.
+SPEND_HEADERS: dict[str, dict[str, Any]] = {
+    name: {"description": description, "schema": {"type": "string"}}
+    for name, description in (
+        (
+            "x-usage-spend-period-to-date",
+            "Usage charges this period so far (on a 402: before this request)",
+        ),
+        ("x-usage-spend-cap", "The plan's spend cap for the period"),
+        ("x-usage-currency", "The plan's currency (ISO 4217, lower case)"),
+    )
+}
 
 
 def spend_headers(spent: Decimal, plan: PlanSnapshot) -> dict[str, str]:

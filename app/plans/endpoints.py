@@ -61,16 +61,19 @@ def _plan_out(plan: Plan, versions: list[PlanVersion]) -> PlanOut:
     responses={**_ERRORS, 409: error_schema("Name taken"), 422: error_schema("Invalid plan")},
 )
 async def create_plan(actor: Admin, session: SessionDep, body: PlanCreate) -> PlanOut:
+    """Create a plan and its version 1: currency, base fee, price components, limits, cap."""
     return _plan_out(*await service.create_plan(session, actor, body))
 
 
 @router.get("/plans", responses=_ERRORS)
 async def list_plans(_: Admin, session: SessionDep) -> PlanList:
+    """Every plan with its current version."""
     return PlanList(data=[_plan_out(p, v) for p, v in await service.list_plans(session) if v])
 
 
 @router.get("/plans/{plan_id}", responses={**_ERRORS, 404: error_schema("No such plan")})
 async def get_plan(_: Admin, session: SessionDep, plan_id: DbId) -> PlanOut:
+    """One plan with its current version and the numbers of all its versions."""
     return _plan_out(*await service.get_plan(session, plan_id))
 
 
@@ -80,6 +83,7 @@ async def get_plan(_: Admin, session: SessionDep, plan_id: DbId) -> PlanOut:
 async def get_plan_version(
     _: Admin, session: SessionDep, plan_id: DbId, version: int
 ) -> PlanVersionOut:
+    """One version of a plan, as invoices rated with it saw it."""
     _plan, versions = await service.get_plan(session, plan_id)
     for v in versions:
         if v.version == version:

@@ -3,9 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from app.validation import DbId, PerMinute, Text
 
@@ -87,7 +87,31 @@ class ComponentOut(BaseModel):
     variant: str | None
 
 
+# A plan: 29 EUR a month, 1,000 requests included, then 0.002 EUR per request; 0.0004 EUR
+# per item of the cnn model over 10,000 a month; capped at 500 EUR of usage.
+_PLAN_EXAMPLE: dict[str, Any] = {
+    "currency": "eur",
+    "base_fee": "29.00",
+    "components": [
+        {"unit": "request", "pricing": "per_unit", "unit_price": "0.002", "included": "1000"},
+        {
+            "unit": "item",
+            "pricing": "graduated",
+            "model": "cnn",
+            "tiers": [
+                {"up_to": "10000", "unit_price": "0"},
+                {"up_to": None, "unit_price": "0.0004"},
+            ],
+        },
+    ],
+    "requests_per_minute": 600,
+    "spend_cap": "500",
+}
+
+
 class PlanDefinition(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_PLAN_EXAMPLE]})
+
     currency: str = Field(min_length=3, max_length=3, pattern="^[A-Za-z]{3}$")
     base_fee: Amount = Field(default=Decimal(0), ge=0, description="Per calendar month")
     components: list[ComponentIn] = []
@@ -97,6 +121,10 @@ class PlanDefinition(BaseModel):
 
 
 class PlanCreate(PlanDefinition):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "Starter", **_PLAN_EXAMPLE}]}
+    )
+
     name: Text = Field(min_length=1, max_length=200)
 
 
@@ -131,6 +159,10 @@ class Effective(StrEnum):
 
 
 class PlanAssign(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"plan_id": 1, "effective": "immediately"}]}
+    )
+
     plan_id: DbId
     version: int | None = Field(
         default=None, strict=True, ge=1, description="Default: the plan's latest version"
