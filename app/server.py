@@ -90,7 +90,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._limits = self.limits or ServerLimits.from_settings(get_settings())
         self._in_headers = True  # waiting for (the rest of) a request's header block
         self._header_bytes = 0
-        self._header_lines = 0
         # Deadlines (loop time) instead of a timer per request: one sweep per server checks
         # every connection (_sweep), so a request costs two float stores, not two timers.
         self._header_deadline: float | None = None
@@ -150,27 +149,21 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_headers = True
-        self._header_lines = 0
         if self._header_deadline is None:
             self._header_deadline = self.loop.time() + self._limits.header_timeout_s
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_lines += 1
-        if len(name) + len(value) > self._limits.max_header_bytes:
-            raise _Refused(
-                431,
-                "header_too_large",
-                f"a header exceeds {self._limits.max_header_bytes} bytes",
-            )
-        if self._header_lines > self._limits.max_header_count:
-            raise _Refused(
-                431,
-                "too_many_headers",
-                f"more than {self._limits.max_header_count} headers",
-            )
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
+        # Checked once per request, not per header (a Python call per header line costs on
+        # the hot path); the byte count above already bounds what the parser holds.
+        headers = self.headers
+        if len(headers) > self._limits.max_header_count:
+            raise _Refused(
+                431, "too_many_headers", f"more than {self._limits.max_header_count} headers"
+            )
+        longest = self._limits.max_header_bytes
+        for name, value in headers:
+            if len(name) + len(value) > longest:
+                raise _Refused(431, "header_too_large", f"a header exceeds {longest} bytes")
         self._in_headers = False
         self._header_bytes = 0
         self._header_deadline = None
