@@ -48,14 +48,7 @@ async def create_customer(session: AsyncSession, actor: Actor, data: CustomerCre
     customer = Customer(name=data.name, email=data.email)
     session.add(customer)
     await _flush_name(session, data.name)
-    await record(
-        session,
-        actor,
-        "customer.create",
-        "customer",
-        customer.id,
-        after=snapshot(customer, *_FIELDS),
-    )
+    await _record_created(session, actor, customer)
     return customer
 
 
@@ -64,15 +57,13 @@ async def ensure_customer(session: AsyncSession, actor: Actor, name: str) -> Cus
     CLI's ``keys create --customer NAME``, which bootstraps an empty database."""
     customer, created = await repository.get_or_insert_customer(session, name)
     if created:
-        await record(
-            session,
-            actor,
-            "customer.create",
-            "customer",
-            customer.id,
-            after=snapshot(customer, *_FIELDS),
-        )
+        await _record_created(session, actor, customer)
     return customer
+
+
+async def _record_created(session: AsyncSession, actor: Actor, customer: Customer) -> None:
+    after = snapshot(customer, *_FIELDS)
+    await record(session, actor, "customer.create", "customer", customer.id, after=after)
 
 
 async def get_customer(session: AsyncSession, customer_id: int) -> Customer:
