@@ -12,7 +12,12 @@ from app.auth.deps import Finance, ProtectedRoute
 from app.billing import service
 from app.billing.deps import stripe_gateway
 from app.billing.export import lines_csv
-from app.billing.margin import CostRates, break_even_months, margin_rows
+from app.billing.margin import (
+    CostRates,
+    break_even_months,
+    margin_rows,
+    required_monthly_revenue,
+)
 from app.billing.pdf import invoice_pdf as render_pdf
 from app.billing.rating import RatedInvoice
 from app.billing.repository import invoice_customer, revenue
@@ -245,9 +250,15 @@ async def margin_report(
     period: Annotated[str, Query(pattern=r"^\d{4}-\d{2}$")],
     investment: Annotated[Decimal, Query(description="Fixed investment C"), _MONEY] = Decimal(0),
     yearly_upkeep: Annotated[Decimal, Query(description="Yearly upkeep M"), _MONEY] = Decimal(0),
+    horizon_months: Annotated[
+        int, Query(ge=1, le=1200, description="Horizon H to recover C, in months")
+    ] = 12,
 ) -> MarginReport:
-    """Revenue against compute and fixed costs, by model and plan, with a break-even view:
-    months = (C + M) / (R - O), none when R <= O."""
+    """Revenue against compute and fixed costs, by model and plan, with a break-even view.
+    With the one-off investment C, yearly upkeep M (a running cost, M/12 a month), the
+    period's revenue R and operating cost O: payback `months` = C / (R - O - M/12), null when
+    R - O - M/12 <= 0; `required_monthly_revenue` = O + M/12 + C/H, the monthly revenue that
+    pays the running costs and recovers C within H months."""
     settings = request_settings(request)
     rates = CostRates(
         settings.cost_currency,
@@ -299,6 +310,16 @@ async def margin_report(
                 yearly_upkeep,
                 Decimal(revenue).scaleb(-minor_exponent(currency)),
                 Decimal(operating).scaleb(-minor_exponent(currency)),
+            ),
+            horizon_months=horizon_months,
+            required_monthly_revenue_minor=to_minor(
+                required_monthly_revenue(
+                    investment,
+                    yearly_upkeep,
+                    Decimal(operating).scaleb(-minor_exponent(currency)),
+                    horizon_months,
+                ),
+                currency,
             ),
         ),
     )

@@ -3,8 +3,11 @@
 Cost comes from the ledger: compute seconds per device (all rows, billable or not: failed
 work still burns the device) times the configured hourly rate, plus configured fixed monthly
 costs. Revenue comes from the period's finalized and paid invoices in the cost currency.
-Break-even: with fixed investment C, yearly upkeep M, monthly revenue R and monthly operating
-cost O, months to break even = (C + M) / (R - O), none when R <= O.
+Break-even: with a one-off investment C, a yearly upkeep M (a running cost: M/12 a month),
+monthly revenue R and monthly operating cost O, the payback period is C / (R - O - M/12)
+months, none when R - O - M/12 <= 0 (the upkeep alone is never covered); and the monthly
+revenue needed to recover C within a horizon of H months while paying the upkeep is
+O + M/12 + C/H.
 """
 
 from __future__ import annotations
@@ -49,10 +52,21 @@ class MarginRow:
 def break_even_months(
     investment: Decimal, yearly_upkeep: Decimal, revenue: Decimal, operating_cost: Decimal
 ) -> Decimal | None:
-    if revenue <= operating_cost:
+    """Months until the monthly surplus, after operating cost and a twelfth of the yearly
+    upkeep, has paid back the investment: C / (R - O - M/12); None when there is no
+    surplus (it never pays back)."""
+    surplus = revenue - operating_cost - yearly_upkeep / 12
+    if surplus <= 0:
         return None
-    months = (investment + yearly_upkeep) / (revenue - operating_cost)
-    return months.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return (investment / surplus).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+def required_monthly_revenue(
+    investment: Decimal, yearly_upkeep: Decimal, operating_cost: Decimal, horizon_months: int
+) -> Decimal:
+    """The monthly revenue that pays operating cost and upkeep and recovers the investment
+    within ``horizon_months``: O + M/12 + C/H."""
+    return operating_cost + yearly_upkeep / 12 + investment / horizon_months
 
 
 async def margin_rows(

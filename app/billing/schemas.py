@@ -100,7 +100,13 @@ class BreakEven(BaseModel):
     yearly_upkeep: Decimal
     monthly_revenue_minor: int
     monthly_operating_cost_minor: int
-    months: Decimal | None
+    months: Decimal | None = Field(
+        description="Payback period C / (R - O - M/12) in months; null when it never pays back"
+    )
+    horizon_months: int
+    required_monthly_revenue_minor: int = Field(
+        description="O + M/12 + C/H: the monthly revenue that recovers C within H months"
+    )
 
 
 class MarginReport(BaseModel):

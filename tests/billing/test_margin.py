@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.billing.margin import break_even_months
+from app.billing.margin import break_even_months, required_monthly_revenue
 from app.config import Settings
 from app.keys.schemas import Scope
 from tests.billing.helpers import add_usage, assign, create_plan
@@ -77,8 +77,20 @@ async def test_margin_and_break_even(app: FastAPI, client: httpx.AsyncClient) ->
     assert [(r["key"], r["revenue_minor"], r["cost_minor"]) for r in report["by_plan"]] == [
         ("m v1", 100, 45)
     ]
-    # (C + M) / (R - O) = (10 + 2) / (1.00 - 0.75) = 48 months.
-    assert Decimal(report["break_even"]["months"]) == Decimal(48)
+    # C / (R - O - M/12) = 10 / (1.00 - 0.75 - 2/12) = 120 months; the upkeep is a running
+    # cost, not a second investment.
+    assert Decimal(report["break_even"]["months"]) == Decimal(120)
+    # O + M/12 + C/H = 0.75 + 0.1666… + 10/12 = 1.75 a month recovers C within 12 months.
+    assert report["break_even"]["horizon_months"] == 12
+    assert report["break_even"]["required_monthly_revenue_minor"] == 175
+    within_two_years = (
+        await client.get(
+            "/finance/reports/margin",
+            params={"period": "2026-09", "investment": "10", "horizon_months": "24"},
+            headers=bearer(finance),
+        )
+    ).json()["break_even"]
+    assert within_two_years["required_monthly_revenue_minor"] == 75 + 42  # 10/24 = 0.4166…
 
     # Amounts in the query are bounded like money columns (they used to overflow: 500).
     for bad in ("1e30", "1e999999999", "100000000000000", "-1", "0.00000000001", "NaN"):
@@ -98,7 +110,15 @@ async def test_margin_and_break_even(app: FastAPI, client: httpx.AsyncClient) ->
 
 
 def test_break_even_formula() -> None:
-    assert break_even_months(Decimal(1000), Decimal(200), Decimal(500), Decimal(300)) == 6
+    # 1000 / (500 - 300 - 240/12) = 1000 / 180
+    assert break_even_months(Decimal(1000), Decimal(240), Decimal(500), Decimal(300)) == Decimal(
+        "5.56"
+    )
+    # The case: no investment, 1,200 a year of upkeep (100 a month), 47.36 of
+    # revenue a month: it never breaks even (it used to say 25.34 months).
+    assert break_even_months(Decimal(0), Decimal(1200), Decimal("47.36"), Decimal(0)) is None
+    assert break_even_months(Decimal(0), Decimal(1200), Decimal(101), Decimal(0)) == 0
+    assert required_monthly_revenue(Decimal(1200), Decimal(1200), Decimal(50), 12) == 250
     assert break_even_months(Decimal(1000), Decimal(0), Decimal(300), Decimal(300)) is None
     assert break_even_months(Decimal(1000), Decimal(0), Decimal(100), Decimal(300)) is None
     assert break_even_months(Decimal(100), Decimal(0), Decimal(30), Decimal(0)) == Decimal("3.33")
