@@ -19,6 +19,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.billing.repository import LINE_MODEL
 from app.db.sums import joined, split_sum
 from app.money.periods import Period
 from app.money.pricing import to_minor
@@ -77,9 +78,11 @@ async def margin_rows(
     by_plan: dict[str, MarginRow] = defaultdict(lambda: MarginRow(""))
     in_period = (UsageEvent.created_at >= period.start, UsageEvent.created_at < period.end)
 
+    # Rows that ran on a device: a request refused before the forward (an unknown model,
+    # a variant this server cannot run) cost nothing and names no served model.
     usage = await session.execute(
         select(UsageEvent.model, UsageEvent.device, func.sum(UsageEvent.compute_us))
-        .where(*in_period)
+        .where(*in_period, UsageEvent.compute_us > 0)
         .group_by(UsageEvent.model, UsageEvent.device)
     )
     for model, device, compute_us in usage.all():
@@ -88,9 +91,7 @@ async def margin_rows(
         row.cost += rates.compute_cost(device, int(compute_us or 0))
 
     revenue = await session.execute(
-        select(
-            InvoiceLine.model, Plan.name, PlanVersion.version, *split_sum(InvoiceLine.amount_minor)
-        )
+        select(LINE_MODEL, Plan.name, PlanVersion.version, *split_sum(InvoiceLine.amount_minor))
         .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
         .join(PlanVersion, PlanVersion.id == InvoiceLine.plan_version_id)
         .join(Plan, Plan.id == PlanVersion.plan_id)
@@ -99,11 +100,11 @@ async def margin_rows(
             Invoice.status.in_(_BILLED),
             Invoice.currency == rates.currency,
         )
-        .group_by(InvoiceLine.model, Plan.name, PlanVersion.version)
+        .group_by(LINE_MODEL, Plan.name, PlanVersion.version)
     )
     for model, plan, number, high, low in revenue.all():
         amount = joined(high, low)
-        by_model[model or "(all models)"].revenue_minor += amount
+        by_model[model].revenue_minor += amount
         by_plan[f"{plan} v{number}"].revenue_minor += amount
 
     # Compute cost by plan: each invoiced customer's usage under each plan segment.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing.schemas import RevenueReport, RevenueRow
@@ -22,6 +22,16 @@ async def invoice_customer(session: AsyncSession, invoice: Invoice) -> Customer:
     return customer
 
 
+LINE_MODEL = case(
+    (InvoiceLine.model.is_not(None), InvoiceLine.model),
+    (InvoiceLine.kind == "base_fee", literal("(base fee)")),
+    else_=literal("(all models)"),
+).label("model")
+"""What ``by_model`` calls an invoice line, in the revenue and the margin report alike: its
+model; a plan's base fee is "(base fee)"; usage priced without a model filter is
+"(all models)"."""
+
+
 async def revenue(session: AsyncSession, p: Period) -> RevenueReport:
     """Invoiced revenue (finalized and paid invoices) for a period, by plan, customer and
     model, summed exactly in SQL (``split_sum``) per currency."""
@@ -33,11 +43,12 @@ async def revenue(session: AsyncSession, p: Period) -> RevenueReport:
 
     async def grouped(*keys: Any) -> list[RevenueRow]:
         stmt = base.add_columns(*keys).group_by(Invoice.currency, *keys).order_by(*keys)
-        if any(k.table is PlanVersion.__table__ or k.table is Plan.__table__ for k in keys):
+        tables = {getattr(k, "table", None) for k in keys}
+        if PlanVersion.__table__ in tables or Plan.__table__ in tables:
             stmt = stmt.join(PlanVersion, PlanVersion.id == InvoiceLine.plan_version_id).join(
                 Plan, Plan.id == PlanVersion.plan_id
             )
-        if any(k.table is Customer.__table__ for k in keys):
+        if Customer.__table__ in tables:
             stmt = stmt.join(Customer, Customer.id == Invoice.customer_id)
         rows = (await session.execute(stmt)).all()
         return [
@@ -54,7 +65,7 @@ async def revenue(session: AsyncSession, p: Period) -> RevenueReport:
         period=str(p),
         by_plan=await grouped(Plan.name, PlanVersion.version),
         by_customer=await grouped(Customer.name),
-        by_model=await grouped(InvoiceLine.model),
+        by_model=await grouped(LINE_MODEL),
         total=[
             RevenueRow(key="total", currency=c, amount_minor=joined(hi, lo))
             for hi, lo, c in total_rows

@@ -122,3 +122,48 @@ def test_break_even_formula() -> None:
     assert break_even_months(Decimal(1000), Decimal(0), Decimal(300), Decimal(300)) is None
     assert break_even_months(Decimal(1000), Decimal(0), Decimal(100), Decimal(300)) is None
     assert break_even_months(Decimal(100), Decimal(0), Decimal(30), Decimal(0)) == Decimal("3.33")
+
+
+async def test_reports_name_lines_alike_and_only_compute_has_cost(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """The revenue and the margin report call a base fee "(base fee)" and usage priced
+    without a model filter "(all models)"; requests refused before any forward (an unknown
+    model, an unavailable variant) are not listed as models with a cost."""
+    admin = await make_key(app, "ops", (Scope.admin,))
+    finance = await make_key(app, "fin", (Scope.finance,))
+    plan = await create_plan(
+        client,
+        admin,
+        name="flat",
+        currency="usd",
+        base_fee="5",
+        components=[{"unit": "request", "pricing": "per_unit", "unit_price": "0.25"}],
+    )
+    kim = await make_key(app, "kim")
+    await assign(
+        app, kim.customer_id, plan["id"], datetime(2026, 8, 1, tzinfo=UTC), immediately=True
+    )
+    at = datetime(2026, 9, 3, tzinfo=UTC)
+    await add_usage(app, kim, at, count=4, compute_us=HOUR_US)
+    await add_usage(app, kim, at, count=2, compute_us=0, model="foo", billable=False)
+    await add_usage(app, kim, at, count=1, compute_us=0, model="cnn:fp16", billable=False)
+    closed = await client.post("/finance/periods/2026-09/close", headers=bearer(finance))
+    assert closed.status_code == 200, closed.text
+
+    revenue = (
+        await client.get(
+            "/finance/reports/revenue", params={"period": "2026-09"}, headers=bearer(finance)
+        )
+    ).json()
+    margin = (
+        await client.get(
+            "/finance/reports/margin", params={"period": "2026-09"}, headers=bearer(finance)
+        )
+    ).json()
+    in_revenue = {r["key"]: r["amount_minor"] for r in revenue["by_model"]}
+    assert in_revenue == {"(base fee)": 500, "(all models)": 100}
+    in_margin = {r["key"]: r["revenue_minor"] for r in margin["by_model"]}
+    assert {k: v for k, v in in_margin.items() if v} == in_revenue
+    assert not {"foo", "cnn:fp16"} & set(in_margin)
+    assert "cnn" in in_margin  # the 4 CPU hours that did run
