@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 
 import httpx
@@ -29,6 +30,7 @@ from app.keys.service import create_key
 from app.main import create_app
 from app.orm import Base, UsageEvent
 from app.resources import resources
+from tests.stripe_standin.server import StripeStandin
 
 PG_HOST = os.environ.get("TOLLGATE_TEST_PG", "postgres@127.0.0.1:5432")
 TEST_SECRET = "test-secret-key-0123456789abcdef"
@@ -39,20 +41,40 @@ def pg_admin_url() -> str:
     return f"postgresql+psycopg://{PG_HOST}/postgres"
 
 
-@pytest.fixture(scope="session")
-def pg_url(pg_admin_url: str) -> Iterator[str]:
-    name = f"tollgate_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+@contextmanager
+def scratch_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """A new, empty Postgres database under a random name, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = f"postgresql://{PG_HOST}/{name}"
     try:
-        run_migrations(url)
-        yield url
+        yield f"postgresql://{PG_HOST}/{name}"
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    with scratch_database(pg_admin_url, "tollgate_test") as url:
+        run_migrations(url)
+        yield url
+
+
+@pytest.fixture
+def scratch_pg(pg_admin_url: str) -> Iterator[str]:
+    """An empty database of the test's own (no migrations run), for tests that build one."""
+    with scratch_database(pg_admin_url, "tollgate_scratch") as url:
+        yield url
+
+
+@pytest.fixture
+def standin() -> Iterator[StripeStandin]:
+    """The local Stripe stand-in (tests/stripe_standin), over HTTP, for one test."""
+    with StripeStandin() as server:
+        yield server
 
 
 # Every table the app maps, so that a new table cannot leak rows from one test into the next

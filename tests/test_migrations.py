@@ -2,28 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-
-import pytest
 from alembic import command
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect
 
-from tests.conftest import PG_HOST, alembic_config, run_migrations
-
-
-@pytest.fixture
-def scratch_pg(pg_admin_url: str) -> Iterator[str]:
-    name = f"tollgate_mig_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql://{PG_HOST}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+from tests.conftest import alembic_config, run_migrations
 
 
 def test_postgres_upgrade_check_downgrade(scratch_pg: str) -> None:

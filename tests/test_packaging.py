@@ -17,9 +17,7 @@ import subprocess
 import sys
 import sysconfig
 import time
-import uuid
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +28,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 
 from app.db.migrate import script_location
-from tests.conftest import PG_HOST, alembic_config
+from tests.conftest import alembic_config
 from tests.paths import REPO_ROOT
 
 # What a wheel is built from: the project file and the packages it ships.
@@ -142,20 +140,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def scratch_pg(pg_admin_url: str) -> Iterator[str]:
-    name = f"tollgate_pkg_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql://{PG_HOST}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _migrate_and_create_key(installed: Installed, cwd: Path, env: dict[str, str]) -> str:

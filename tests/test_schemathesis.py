@@ -11,7 +11,6 @@ run the app's lifespan on a second loop).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import suppress
 from typing import Any
 
@@ -48,12 +47,6 @@ CHECKS = [
 # seeded rows, this many invalid ones, and each documented example once.
 VALID, INVALID = 5, 3
 BASE_URL = "http://tollgate.test"
-
-
-@pytest.fixture
-def standin() -> Iterator[StripeStandin]:
-    with StripeStandin() as server:
-        yield server
 
 
 @pytest.fixture

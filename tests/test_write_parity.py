@@ -57,12 +57,6 @@ METERED, UNUSED = 1, 2
 PERIOD = "2026-09"
 
 
-@pytest.fixture
-def standin() -> Iterator[StripeStandin]:
-    with StripeStandin() as server:
-        yield server
-
-
 def _stripe(standin: StripeStandin) -> dict[str, Any]:
     return {
         "stripe_api_key": "sk_test_tollgate",

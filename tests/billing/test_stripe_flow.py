@@ -4,7 +4,6 @@ SDK): push without duplicates across failures and re-runs, webhooks, reconciliat
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import httpx
@@ -21,12 +20,6 @@ from tests.stripe_standin.server import StripeStandin, event, sign_webhook
 
 WEBHOOK_SECRET = "whsec_test_secret"
 SEPT_5 = datetime(2026, 9, 5, tzinfo=UTC)
-
-
-@pytest.fixture
-def standin() -> Iterator[StripeStandin]:
-    with StripeStandin() as server:
-        yield server
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,12 +27,6 @@ API_KEY = "sk_test_tollgate_standin"
 WEBHOOK_SECRET = "whsec_test_0123456789"
 RETRIES = 2
 PERIOD = (1_740_787_200, 1_743_465_600)  # 2025-03-01 .. 2025-04-01 UTC
-
-
-@pytest.fixture
-def standin() -> Iterator[StripeStandin]:
-    with StripeStandin() as server:
-        yield server
 
 
 def make_gateway(standin: StripeStandin, **overrides: Any) -> StripeGateway:
