@@ -2,7 +2,15 @@
 
 from app.orm.audit import AuditEntry
 from app.orm.base import Base
-from app.orm.billing import Invoice, InvoiceLine, InvoiceSequence, StripeEvent
+from app.orm.billing import (
+    CreditNote,
+    CreditNoteLine,
+    CreditNoteSequence,
+    Invoice,
+    InvoiceLine,
+    InvoiceSequence,
+    StripeEvent,
+)
 from app.orm.customers import Customer
 from app.orm.keys import ApiKey
 from app.orm.plans import CustomerPlan, Plan, PlanVersion
@@ -12,6 +20,9 @@ __all__ = [
     "ApiKey",
     "AuditEntry",
     "Base",
+    "CreditNote",
+    "CreditNoteLine",
+    "CreditNoteSequence",
     "Customer",
     "CustomerPlan",
     "Invoice",

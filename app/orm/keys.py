@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.orm.base import Base, BigIntPK, UTCDateTime, utcnow
@@ -33,3 +33,6 @@ class ApiKey(Base):
     )
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # An admin or finance key of a non-operator customer issued before operator accounts
+    # existed: it keeps those scopes until an admin re-issues it (startup warns about it).
+    legacy_staff: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
