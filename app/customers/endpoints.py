@@ -19,6 +19,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: error_schema("The key lacks the admin scope"),
 }
 _ONE: dict[int | str, dict[str, Any]] = {**_ERRORS, 404: error_schema("No such customer")}
+_TAX = error_schema(
+    "Invalid fields, or a tax rate together with an exemption, or an exemption without a "
+    "tax_note (`invalid_tax_treatment`)"
+)
 
 
 def _out(customer: Customer) -> CustomerOut:
@@ -28,10 +32,11 @@ def _out(customer: Customer) -> CustomerOut:
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses={**_ERRORS, 409: error_schema("Name taken")},
+    responses={**_ERRORS, 409: error_schema("Name taken"), 422: _TAX},
 )
 async def create_customer(actor: Admin, session: SessionDep, body: CustomerCreate) -> CustomerOut:
-    """Create a customer (active, no plan yet). Names are unique. Audited."""
+    """Create a customer (active, no plan yet), optionally with its billing details. Names
+    are unique. Audited."""
     return _out(await service.create_customer(session, actor, body))
 
 
@@ -51,11 +56,14 @@ async def get_customer(_: Admin, session: SessionDep, customer_id: DbId) -> Cust
     return _out(await service.get_customer(session, customer_id))
 
 
-@router.patch("/{customer_id}", responses={**_ONE, 409: error_schema("Name taken")})
+@router.patch("/{customer_id}", responses={**_ONE, 409: error_schema("Name taken"), 422: _TAX})
 async def update_customer(
     actor: Admin, session: SessionDep, customer_id: DbId, body: CustomerUpdate
 ) -> CustomerOut:
-    """Change the name or email (only the fields sent). Audited."""
+    """Change the name, email or billing details: only the fields sent, `null` clears one.
+    The tax treatment that results is a `tax_rate`, or `tax_exempt` with a `tax_note`, never
+    both (422 `invalid_tax_treatment`). Invoices already finalized keep the details they
+    were issued with. Audited."""
     return _out(await service.update_customer(session, actor, customer_id, body))
 
 

@@ -3,6 +3,8 @@ keys get 403 ``customer_suspended`` within the key cache TTL."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,12 +13,45 @@ from app.audit.service import Actor, record, snapshot
 from app.auth.principal import Principal
 from app.customers import repository
 from app.customers.errors import CustomerNotFound
-from app.customers.schemas import CustomerCreate, CustomerUpdate
+from app.customers.schemas import BILLING_FIELDS, BillingDetails, CustomerCreate, CustomerUpdate
 from app.db.session import violates_unique
-from app.errors import AppError
+from app.errors import AppError, Unprocessable
+from app.money.display import plain
 from app.orm import Customer
 
-_FIELDS = ("name", "email", "status", "stripe_customer_id")
+_FIELDS = ("name", "email", "status", "stripe_customer_id", *BILLING_FIELDS)
+
+
+class InvalidTaxTreatment(Unprocessable):
+    type = "invalid_tax_treatment"
+
+
+def _snapshot(customer: Customer) -> dict[str, Any]:
+    """The audited fields; the tax rate as its significant digits ("19", not "19.0000")."""
+    data = snapshot(customer, *_FIELDS)
+    if customer.tax_rate is not None:
+        data["tax_rate"] = plain(customer.tax_rate)
+    return data
+
+
+def _set_billing_details(customer: Customer, data: BillingDetails) -> None:
+    """Copy the billing details that were sent (``null`` clears one), then check the tax
+    treatment that results: a rate or an exemption, never both, and an exemption says why."""
+    for name in BILLING_FIELDS:
+        if name in data.model_fields_set:
+            value = getattr(data, name)
+            setattr(customer, name, bool(value) if name == "tax_exempt" else value)
+    if customer.tax_exempt and customer.tax_rate is not None:
+        raise InvalidTaxTreatment(
+            "a customer has a tax rate or is tax exempt, not both: send tax_rate null to "
+            "exempt it, or tax_exempt false to give it a rate",
+            details={"tax_rate": plain(customer.tax_rate), "tax_exempt": True},
+        )
+    if customer.tax_exempt and not customer.tax_note:
+        raise InvalidTaxTreatment(
+            'a tax-exempt customer needs a tax_note saying why (e.g. "Reverse charge"); '
+            "the invoice shows it instead of a tax line"
+        )
 
 
 class CustomerConflict(AppError):
@@ -45,7 +80,8 @@ async def _flush_name(session: AsyncSession, name: str) -> None:
 async def create_customer(session: AsyncSession, actor: Actor, data: CustomerCreate) -> Customer:
     if await _name_taken(session, data.name):
         raise CustomerConflict(f"a customer named {data.name!r} already exists")
-    customer = Customer(name=data.name, email=data.email)
+    customer = Customer(name=data.name, email=data.email, tax_exempt=False)
+    _set_billing_details(customer, data)
     session.add(customer)
     await _flush_name(session, data.name)
     await _record_created(session, actor, customer)
@@ -62,7 +98,7 @@ async def ensure_customer(session: AsyncSession, actor: Actor, name: str) -> Cus
 
 
 async def _record_created(session: AsyncSession, actor: Actor, customer: Customer) -> None:
-    after = snapshot(customer, *_FIELDS)
+    after = _snapshot(customer)
     await record(session, actor, "customer.create", "customer", customer.id, after=after)
 
 
@@ -84,13 +120,14 @@ async def update_customer(
     session: AsyncSession, actor: Actor, customer_id: int, data: CustomerUpdate
 ) -> Customer:
     customer = await get_customer(session, customer_id)
-    before = snapshot(customer, *_FIELDS)
+    before = _snapshot(customer)
     if data.name is not None and data.name != customer.name:
         if await _name_taken(session, data.name, customer_id):
             raise CustomerConflict(f"a customer named {data.name!r} already exists")
         customer.name = data.name
     if "email" in data.model_fields_set:
         customer.email = data.email
+    _set_billing_details(customer, data)
     await _flush_name(session, customer.name)
     await record(
         session,
@@ -99,7 +136,7 @@ async def update_customer(
         "customer",
         customer_id,
         before=before,
-        after=snapshot(customer, *_FIELDS),
+        after=_snapshot(customer),
     )
     return customer
 
@@ -131,7 +168,7 @@ async def set_status(
     session: AsyncSession, actor: Actor, customer_id: int, status: str
 ) -> Customer:
     customer = await get_customer(session, customer_id)
-    before = snapshot(customer, *_FIELDS)
+    before = _snapshot(customer)
     customer.status = status
     await session.flush()
     action = "customer.suspend" if status == "suspended" else "customer.reactivate"
@@ -142,6 +179,6 @@ async def set_status(
         "customer",
         customer_id,
         before=before,
-        after=snapshot(customer, *_FIELDS),
+        after=_snapshot(customer),
     )
     return customer
