@@ -139,9 +139,14 @@ def _run_or_exit(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
 
 def _customer_json(customer: Customer) -> str:
     from app.audit.service import snapshot
+    from app.customers.schemas import BILLING_FIELDS
+    from app.money.display import plain
 
     fields = ("id", "name", "email", "status", "stripe_customer_id", "created_at")
-    return json.dumps(snapshot(customer, *fields))
+    data = snapshot(customer, *fields, *BILLING_FIELDS)
+    if customer.tax_rate is not None:
+        data["tax_rate"] = plain(customer.tax_rate)
+    return json.dumps(data)
 
 
 def _key_json(key: ApiKey) -> str:
@@ -154,16 +159,65 @@ def _key_json(key: ApiKey) -> str:
 # -- customers ----------------------------------------------------------------------------
 
 
+LegalName = Annotated[str | None, typer.Option(help="Legal name on invoices")]
+BillingEmail = Annotated[str | None, typer.Option(help="Where invoices go")]
+AddressOption = Annotated[
+    str | None,
+    typer.Option(help=r'Postal address; "\n" separates lines: "Hauptstr. 1\n10115 Berlin"'),
+]
+CountryOption = Annotated[str | None, typer.Option(help="ISO 3166-1 alpha-2 code, e.g. DE")]
+TaxId = Annotated[str | None, typer.Option(help="Tax id, e.g. a VAT number")]
+TaxRateOption = Annotated[str | None, typer.Option(help='Tax rate in percent, e.g. "19" or "7.25"')]
+TaxExempt = Annotated[
+    bool | None,
+    typer.Option("--tax-exempt/--no-tax-exempt", help="Exempt from tax (needs --tax-note)"),
+]
+TaxNote = Annotated[str | None, typer.Option(help='Why exempt, e.g. "Reverse charge"')]
+
+
+def _billing_options(**options: object) -> dict[str, object]:
+    """The billing options given on the command line, as the API's body would carry them
+    (an address's ``\\n`` escapes become line breaks)."""
+    given = {name: value for name, value in options.items() if value is not None}
+    address = given.get("address")
+    if isinstance(address, str):
+        given["address"] = address.replace("\\n", "\n")
+    return given
+
+
 @customers_cli.command("create")
 def customers_create(
     name: Annotated[str, typer.Argument()],
     email: Annotated[str | None, typer.Option()] = None,
+    legal_name: LegalName = None,
+    billing_email: BillingEmail = None,
+    address: AddressOption = None,
+    country: CountryOption = None,
+    tax_id: TaxId = None,
+    tax_rate: TaxRateOption = None,
+    tax_exempt: TaxExempt = None,
+    tax_note: TaxNote = None,
 ) -> None:
-    """Create a customer (as POST /admin/customers); prints it as JSON."""
+    """Create a customer (as POST /admin/customers), with its billing details if given;
+    prints it as JSON."""
     from app.customers import service
     from app.customers.schemas import CustomerCreate
 
-    data = _parse(CustomerCreate, name=name, email=email)
+    data = _parse(
+        CustomerCreate,
+        name=name,
+        email=email,
+        **_billing_options(
+            legal_name=legal_name,
+            billing_email=billing_email,
+            address=address,
+            country=country,
+            tax_id=tax_id,
+            tax_rate=tax_rate,
+            tax_exempt=tax_exempt,
+            tax_note=tax_note,
+        ),
+    )
 
     async def work(session: AsyncSession) -> str:
         return _customer_json(await service.create_customer(session, CLI, data))
@@ -185,24 +239,63 @@ def customers_list(
         typer.echo(line)
 
 
+CLEARABLE = (
+    "email",
+    "legal_name",
+    "billing_email",
+    "address",
+    "country",
+    "tax_id",
+    "tax_rate",
+    "tax_note",
+)
+
+
 @customers_cli.command("update")
 def customers_update(
     customer_id: Annotated[int, typer.Argument()],
     name: Annotated[str | None, typer.Option(help="A new name")] = None,
     email: Annotated[str | None, typer.Option(help="A new email address")] = None,
     clear_email: Annotated[bool, typer.Option(help="Remove the email address")] = False,
+    legal_name: LegalName = None,
+    billing_email: BillingEmail = None,
+    address: AddressOption = None,
+    country: CountryOption = None,
+    tax_id: TaxId = None,
+    tax_rate: TaxRateOption = None,
+    tax_exempt: TaxExempt = None,
+    tax_note: TaxNote = None,
+    clear: Annotated[
+        list[str] | None,
+        typer.Option(help=f"Remove a field (repeat for several): {', '.join(CLEARABLE)}"),
+    ] = None,
 ) -> None:
-    """Rename a customer or change its email (as PATCH /admin/customers/{id}); prints it."""
+    """Change a customer's name, email or billing details (as PATCH /admin/customers/{id}):
+    only the options given change; prints it."""
     from app.customers import service
     from app.customers.schemas import CustomerUpdate
 
-    if clear_email and email is not None:
-        typer.echo("give --email or --clear-email, not both", err=True)
+    cleared = set(clear or ()) | ({"email"} if clear_email else set())
+    if unknown := cleared - set(CLEARABLE):
+        typer.echo(f"--clear takes one of {', '.join(CLEARABLE)}, not {sorted(unknown)}", err=True)
         raise typer.Exit(2)
     fields: dict[str, object] = {} if name is None else {"name": name}
-    if email is not None or clear_email:
+    if email is not None:
         fields["email"] = email
-    data = _parse(CustomerUpdate, **fields)
+    fields |= _billing_options(
+        legal_name=legal_name,
+        billing_email=billing_email,
+        address=address,
+        country=country,
+        tax_id=tax_id,
+        tax_rate=tax_rate,
+        tax_exempt=tax_exempt,
+        tax_note=tax_note,
+    )
+    if both := cleared & set(fields):
+        typer.echo(f"give a value or clear it, not both: {', '.join(sorted(both))}", err=True)
+        raise typer.Exit(2)
+    data = _parse(CustomerUpdate, **fields, **dict.fromkeys(cleared))
 
     async def work(session: AsyncSession) -> str:
         return _customer_json(await service.update_customer(session, CLI, customer_id, data))
@@ -523,28 +616,46 @@ PARTIAL_CLOSE = 3  # exit status: some customers were invoiced, some could not b
 
 
 @billing_cli.command("close")
-def billing_close(period: Annotated[str, typer.Argument(help="YYYY-MM (UTC month)")]) -> None:
-    """Close a month: write and finalize one invoice per customer. Safe to repeat. Exits 3
-    if a customer's plan cannot be priced (the others are invoiced and committed; fix the
-    plan and repeat), 1 if nothing was closed."""
-    from app.billing.service import CloseResult, close_period
+def billing_close(
+    period: Annotated[str, typer.Argument(help="YYYY-MM (UTC month)")],
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Show the invoices a close would write now (any month) and write nothing",
+        ),
+    ] = False,
+) -> None:
+    """Close a month: write and finalize one invoice per customer (as POST
+    /finance/periods/{YYYY-MM}/close), printed as JSON with the invoices written. Safe to
+    repeat. Exits 3 if a customer's plan cannot be priced (the others are invoiced and
+    committed; fix the plan and repeat), 1 if nothing was closed. With --dry-run nothing is
+    written: the same JSON shows the invoices a close would write now (number "(draft)")."""
+    from app.billing.parties import seller_snapshot
+    from app.billing.schemas import close_out
+    from app.billing.service import close_period
     from app.money.periods import Period
 
     settings = get_settings()
 
-    async def work(session: AsyncSession) -> CloseResult:
-        return await close_period(
+    async def work(session: AsyncSession) -> str:
+        result = await close_period(
             session,
             CLI,
             Period.parse(period),
             grace=timedelta(hours=settings.billing_grace_hours),
+            seller=seller_snapshot(settings),
             now=SystemClock().now(),
+            dry_run=dry_run,
         )
+        shown = close_out(result, stripe_enabled=bool(settings.stripe_api_key))
+        return shown.model_dump_json()
 
-    result = _run_or_exit(work)
-    typer.echo(json.dumps(result.__dict__))
-    if result.not_ratable:  # the others are invoiced and committed; show the gap to cron
-        for entry in result.not_ratable:
+    rendered = _run_or_exit(work)
+    typer.echo(rendered)
+    not_ratable = json.loads(rendered)["not_ratable"]
+    if not_ratable:  # the others are invoiced and committed; show the gap to cron
+        for entry in not_ratable:
             typer.echo(f"not invoiced: {entry['reason']}", err=True)
         raise typer.Exit(PARTIAL_CLOSE)
 

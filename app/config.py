@@ -8,7 +8,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import HTTPConnection
 
@@ -102,6 +102,19 @@ class Settings(BaseSettings):
     # Billing: a month can be closed this long after it ends (late usage rows settle first).
     billing_grace_hours: float = Field(default=24.0, ge=0)
 
+    # The seller on every invoice and credit note (a finalized document keeps a snapshot).
+    # Multi-line values (the address, the payment instructions) may be given with "\n"
+    # escapes in one environment line, or with real newlines.
+    seller_name: str = Field(default="Tollgate", min_length=1, max_length=200)
+    seller_address: str | None = Field(default=None, max_length=1000)
+    seller_email: str | None = Field(
+        default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+    )
+    seller_tax_id: str | None = Field(default=None, max_length=64)
+    # Invoices are due this many days after they are issued (0: on receipt).
+    payment_terms_days: int = Field(default=30, ge=0, le=3650)
+    payment_instructions: str | None = Field(default=None, max_length=2000)
+
     # Cost model for the margin report (one currency): device hours and fixed monthly costs.
     cost_currency: str = Field(default="usd", pattern="^[a-z]{3}$")
     cost_gpu_hour: Decimal = Field(default=Decimal("2.50"), ge=0)
@@ -137,6 +150,20 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    @field_validator("seller_address", "payment_instructions", mode="before")
+    @classmethod
+    def _multi_line(cls, value: object) -> object:
+        # An environment line cannot hold a newline: "\n" (backslash, n) stands for one.
+        if isinstance(value, str):
+            value = value.replace("\\n", "\n").replace("\r\n", "\n").strip()
+            return value or None
+        return value
+
+    @field_validator("seller_email", "seller_tax_id", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return value.strip() or None if isinstance(value, str) else value
 
     @property
     def is_sqlite(self) -> bool:

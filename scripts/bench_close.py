@@ -16,7 +16,9 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from app.billing.parties import seller_snapshot
 from app.billing.service import close_period
+from app.config import Settings
 from app.db.engine import build_engine, build_sessionmaker
 from app.money.periods import Period
 from app.plans import service as plans
@@ -117,7 +119,12 @@ async def timed_close(url: str) -> tuple[float, int]:
     started = time.perf_counter()
     async with build_sessionmaker(engine)() as session, session.begin():
         result = await close_period(
-            session, "bench", PERIOD, grace=timedelta(0), now=datetime.now(UTC)
+            session,
+            "bench",
+            PERIOD,
+            grace=timedelta(0),
+            seller=seller_snapshot(Settings()),
+            now=datetime.now(UTC),
         )
     elapsed = time.perf_counter() - started
     await engine.dispose()

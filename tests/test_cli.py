@@ -224,3 +224,94 @@ def test_revoke_cuts_off_a_key_in_its_rotation_grace_window(tmp_path: Path) -> N
     again = _tollgate("keys", "revoke", leaked[:11], env=env)
     assert again.returncode == 1
     assert "already revoked" in again.stderr
+
+
+def test_billing_details_and_a_rehearsed_close(tmp_path: Path) -> None:
+    """Customers' billing details from the command line (an address's "\\n" escapes are line
+    breaks), the seller profile from the environment, and `billing close --dry-run`, which
+    shows the invoices with their tax and writes nothing."""
+    import json
+    import sqlite3
+
+    db = tmp_path / "details.db"
+    env = {
+        **os.environ,
+        "TOLLGATE_DATABASE_URL": f"sqlite:///{db}",
+        "TOLLGATE_ENV": "production",
+        "TOLLGATE_ALLOW_SQLITE": "true",
+        "TOLLGATE_SECRET_KEY": TEST_SECRET,
+        "TOLLGATE_SELLER_NAME": "Tollgate GmbH",
+        "TOLLGATE_SELLER_ADDRESS": r"Torstr. 5\n10119 Berlin",
+        "TOLLGATE_PAYMENT_TERMS_DAYS": "10",
+    }
+    assert _tollgate("migrate", env=env).returncode == 0
+    made = _tollgate(
+        "customers", "create", "Acme", "--legal-name", "Acme GmbH",
+        "--address", r"Hauptstr. 1\n10115 Berlin", "--country", "de", "--tax-rate", "19",
+        env=env,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    customer = json.loads(made.stdout)
+    assert customer["address"] == "Hauptstr. 1\n10115 Berlin"
+    assert (customer["country"], customer["tax_rate"]) == ("DE", "19")
+    cid = str(customer["id"])
+
+    bad_country = _tollgate("customers", "update", cid, "--country", "XX", env=env)
+    assert bad_country.returncode == 2 and "country" in bad_country.stderr
+    both = _tollgate(
+        "customers", "update", cid, "--tax-exempt", "--tax-note", "Reverse charge", env=env
+    )
+    assert both.returncode == 1 and "not both" in both.stderr  # the stored rate counts
+    value_and_clear = _tollgate(
+        "customers", "update", cid, "--tax-id", "X", "--clear", "tax_id", env=env
+    )
+    assert value_and_clear.returncode == 2
+    exempt = _tollgate(
+        "customers", "update", cid, "--clear", "tax_rate", "--tax-exempt",
+        "--tax-note", "Reverse charge", env=env,
+    )  # fmt: skip
+    assert exempt.returncode == 0, exempt.stderr
+    assert json.loads(exempt.stdout)["tax_exempt"] is True
+    rated = _tollgate(
+        "customers", "update", cid, "--no-tax-exempt", "--clear", "tax_note",
+        "--tax-rate", "19", env=env,
+    )  # fmt: skip
+    assert rated.returncode == 0, rated.stderr
+    assert json.loads(rated.stdout)["tax_rate"] == "19"
+
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"name": "flat", "currency": "eur", "base_fee": "49"}))
+    assert _tollgate("plans", "create", str(plan), env=env).returncode == 0
+    assigned = _tollgate("plans", "assign", cid, "1", "--effective", "immediately", env=env)
+    assert assigned.returncode == 0, assigned.stderr
+    with sqlite3.connect(db) as conn:  # on the plan since long before the month rehearsed
+        conn.execute("UPDATE customer_plans SET effective_from = '2025-12-01 00:00:00.000000'")
+
+    rehearsal = _tollgate("billing", "close", "2026-01", "--dry-run", env=env)
+    assert rehearsal.returncode == 0, rehearsal.stderr
+    result = json.loads(rehearsal.stdout)
+    assert result["dry_run"] is True and result["created"] == []
+    (draft,) = result["invoices"]
+    assert (draft["number"], draft["subtotal"], draft["tax"], draft["total"]) == (
+        "(draft)",
+        "49.00",
+        "9.31",
+        "58.31",
+    )
+    assert draft["seller"]["name"] == "Tollgate GmbH"
+    assert draft["seller"]["address"] == "Torstr. 5\n10119 Berlin"
+    assert draft["bill_to"]["legal_name"] == "Acme GmbH"
+    with sqlite3.connect(db) as conn:
+        invoices = conn.execute("SELECT count(*) FROM invoices").fetchone()
+        numbers = conn.execute("SELECT count(*) FROM invoice_sequences").fetchone()
+    assert (invoices, numbers) == ((0,), (0,))  # nothing written, no number taken
+
+    closed = _tollgate("billing", "close", "2026-01", env=env)
+    assert closed.returncode == 0, closed.stderr
+    (invoice,) = json.loads(closed.stdout)["invoices"]
+    assert (invoice["number"], invoice["total"]) == ("TG-2026-000001", "58.31")
+    issued = invoice["issued_at"].replace("Z", "+00:00")
+    due = invoice["due_at"].replace("Z", "+00:00")
+    from datetime import datetime, timedelta
+
+    assert datetime.fromisoformat(due) - datetime.fromisoformat(issued) == timedelta(days=10)

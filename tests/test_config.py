@@ -77,3 +77,40 @@ def test_all_problems_of_the_model_are_listed_and_secrets_never_echoed() -> None
     assert len(lines) == 2
     assert all(line.startswith("configuration error: ") for line in lines)
     assert "tiny-secret" not in result.stderr
+
+
+def test_the_seller_profile_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOLLGATE_SELLER_NAME", "Tollgate GmbH")
+    monkeypatch.setenv("TOLLGATE_SELLER_ADDRESS", r"Torstr. 5\n10119 Berlin\nGermany")
+    monkeypatch.setenv("TOLLGATE_SELLER_TAX_ID", "DE999999999")
+    monkeypatch.setenv("TOLLGATE_PAYMENT_INSTRUCTIONS", "IBAN DE00 1234\r\nBIC TOLLDEFF")
+    monkeypatch.setenv("TOLLGATE_SELLER_EMAIL", "  ")
+    settings = Settings()
+    assert settings.seller_name == "Tollgate GmbH"
+    assert settings.seller_address == "Torstr. 5\n10119 Berlin\nGermany"
+    assert settings.payment_instructions == "IBAN DE00 1234\nBIC TOLLDEFF"
+    assert settings.seller_email is None  # blank is unset
+    assert settings.payment_terms_days == 30
+
+
+def test_defaults_of_the_seller_profile() -> None:
+    settings = Settings()
+    assert (settings.seller_name, settings.seller_address, settings.payment_terms_days) == (
+        "Tollgate",
+        None,
+        30,
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("payment_terms_days", -1),
+        ("seller_name", ""),
+        ("seller_email", "not-an-email"),
+        ("seller_address", "x" * 1001),
+    ],
+)
+def test_a_bad_seller_profile_is_refused(field: str, value: object) -> None:
+    with pytest.raises(ValidationError, match=field):
+        Settings(**{field: value})  # type: ignore[arg-type]

@@ -51,6 +51,14 @@ PLAN_V2 = {
     "requests_per_minute": 600,
 }
 UNUSED_PLAN = {"name": "unused", "currency": "eur", "base_fee": "1"}
+BILLING_DETAILS = {
+    "legal_name": "Acme Inc.",
+    "billing_email": "ap@acme.co",
+    "address": "1 Main St\nSpringfield",
+    "country": "US",
+    "tax_id": "US-123",
+    "tax_rate": "7.25",
+}
 CUSTOMER = 2  # ids in both runs: 1 is the operator that holds the admin key
 KEY, ROTATED_TO = 2, 3
 METERED, UNUSED = 1, 2
@@ -141,6 +149,8 @@ async def _through_the_api(
 
     await call("POST", "/admin/customers", {"name": "acme", "email": "a@acme.co"}, 201)
     await call("PATCH", f"/admin/customers/{CUSTOMER}", {"name": "acme-inc", "email": None})
+    await call("PATCH", f"/admin/customers/{CUSTOMER}", BILLING_DETAILS)
+    await call("PATCH", f"/admin/customers/{CUSTOMER}", {"tax_id": None, "tax_rate": "19"})
     await call("POST", f"/admin/customers/{CUSTOMER}/suspend")
     await call("POST", f"/admin/customers/{CUSTOMER}/reactivate")
     key = {
@@ -165,6 +175,7 @@ async def _through_the_api(
     await call("PUT", f"/admin/customers/{CUSTOMER}/plan", assignment)
     _past_plan_and_usage(pg_sync)
     await _usage(app)
+    await call("POST", f"/finance/periods/{PERIOD}/close?dry_run=true")  # writes nothing
     await call("POST", f"/finance/periods/{PERIOD}/close")
     await call("POST", f"/finance/sync?period={PERIOD}")
 
@@ -179,6 +190,12 @@ async def _through_the_cli(
 
     await run("customers", "create", "acme", "--email", "a@acme.co")
     await run("customers", "update", str(CUSTOMER), "--name", "acme-inc", "--clear-email")
+    await run(
+        "customers", "update", str(CUSTOMER), "--legal-name", "Acme Inc.",
+        "--billing-email", "ap@acme.co", "--address", r"1 Main St\nSpringfield",
+        "--country", "us", "--tax-id", "US-123", "--tax-rate", "7.25",
+    )  # fmt: skip
+    await run("customers", "update", str(CUSTOMER), "--clear", "tax_id", "--tax-rate", "19")
     await run("customers", "suspend", str(CUSTOMER))
     await run("customers", "reactivate", str(CUSTOMER))
     await run(
@@ -196,6 +213,7 @@ async def _through_the_cli(
     await run("plans", "assign", str(CUSTOMER), str(METERED), "--version", "2")
     _past_plan_and_usage(pg_sync)
     await _usage(app)
+    await run("billing", "close", PERIOD, "--dry-run")
     await run("billing", "close", PERIOD)
     await run("billing", "sync", PERIOD)
 
@@ -260,6 +278,8 @@ async def test_api_and_cli_writes_leave_the_same_rows_and_audit_entries(
     assert actions == [
         "customer.create",
         "customer.update",
+        "customer.update",
+        "customer.update",
         "customer.suspend",
         "customer.reactivate",
         "key.create",
@@ -282,6 +302,11 @@ async def test_api_and_cli_writes_leave_the_same_rows_and_audit_entries(
     old_key = by_cli["api_keys"][KEY - 1]
     assert old_key["revoked_at"] == "past" and old_key["replaced_by"] == ROTATED_TO
     assert by_cli["invoices"][0]["stripe_invoice_id"] == "in_<stripe>"
+    billed = by_cli["customers"][CUSTOMER - 1]
+    assert billed["address"] == "1 Main St\nSpringfield" and billed["tax_id"] is None
+    assert by_cli["invoices"][0]["tax_rate"] == by_api["invoices"][0]["tax_rate"]
+    assert by_cli["invoices"][0]["bill_to"]["legal_name"] == "Acme Inc."
+    assert by_cli["invoices"][0]["tax_minor"] > 0
     update = by_cli["audit_log"][actions.index("plan.update")]
     assert (update["before"]["base_fee"], update["after"]["base_fee"]) == ("2", "3")
     with pg_sync.connect() as conn:

@@ -18,22 +18,24 @@ from app.billing.margin import (
     margin_rows,
     required_monthly_revenue,
 )
+from app.billing.parties import SellerSnapshot, seller_snapshot
 from app.billing.pdf import invoice_pdf as render_pdf
-from app.billing.rating import RatedInvoice
 from app.billing.repository import invoice_customer, revenue
 from app.billing.schemas import (
     BreakEven,
     CloseOut,
-    InvoiceLineOut,
     InvoiceList,
     InvoiceOut,
-    InvoiceSummary,
     MarginLine,
     MarginReport,
     ReconcileLine,
     ReconcileReport,
     RevenueReport,
     SyncOut,
+    close_out,
+    draft_out,
+    invoice_out,
+    invoice_summary,
 )
 from app.billing.stripe_gateway import StripeGateway
 from app.billing.sync import reconcile, sync_invoices
@@ -59,56 +61,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: error_schema("No such invoice")}
 
 
-def _collection(invoice: Invoice, stripe_enabled: bool) -> str:
-    if invoice.stripe_invoice_id is not None:
-        return "stripe"
-    if not stripe_enabled:
-        return "local: Stripe is not configured, this invoice is not collected"
-    return "local: not yet pushed to Stripe" if invoice.status == "finalized" else "local"
-
-
 def _out(invoice: Invoice, lines: list[InvoiceLine], stripe_enabled: bool) -> InvoiceOut:
-    return InvoiceOut(
-        collection=_collection(invoice, stripe_enabled),
-        id=invoice.id,
-        number=invoice.number,
-        customer_id=invoice.customer_id,
-        period=invoice.period,
-        period_start=invoice.period_start,
-        period_end=invoice.period_end,
-        status=invoice.status,
-        currency=invoice.currency,
-        subtotal_minor=invoice.subtotal_minor,
-        total_minor=invoice.total_minor,
-        stripe_invoice_id=invoice.stripe_invoice_id,
-        stripe_status=invoice.stripe_status,
-        finalized_at=invoice.finalized_at,
-        lines=[InvoiceLineOut.model_validate(line, from_attributes=True) for line in lines],
-    )
+    return invoice_out(invoice, lines, stripe_enabled=stripe_enabled)
 
 
-def _preview_out(rated: RatedInvoice) -> InvoiceOut:
-    return InvoiceOut(
-        id=None,
-        number=None,
-        customer_id=rated.customer_id,
-        period=str(rated.period),
-        period_start=rated.period.start,
-        period_end=rated.period.end,
-        status="preview",
-        collection="preview: not an invoice yet",
-        currency=rated.currency,
-        subtotal_minor=rated.subtotal_minor,
-        total_minor=rated.total_minor,
-        lines=[
-            InvoiceLineOut(position=i, **_line_fields(line))
-            for i, line in enumerate(rated.lines, start=1)
-        ],
-    )
-
-
-def _line_fields(line: Any) -> dict[str, Any]:
-    return {name: getattr(line, name) for name in InvoiceLineOut.model_fields if name != "position"}
+def seller(request: Request) -> SellerSnapshot:
+    """The seller profile of the running app's settings."""
+    return seller_snapshot(request_settings(request))
 
 
 @router.post(
@@ -120,16 +79,36 @@ def _line_fields(line: Any) -> dict[str, Any]:
     },
 )
 async def close_period(
-    actor: Finance, request: Request, session: SessionDep, clock: ClockDep, period: str
+    actor: Finance,
+    request: Request,
+    session: SessionDep,
+    clock: ClockDep,
+    period: str,
+    dry_run: Annotated[
+        bool,
+        Query(
+            description="Rehearse: return the invoices a close would write now, for any "
+            "month (open, ended or closed), and write nothing"
+        ),
+    ] = False,
 ) -> CloseOut:
-    """Write and finalize one invoice per customer for the month. Closing again is a no-op
-    for the customers already invoiced. A customer whose plan cannot be priced exactly is
-    listed in `not_ratable` and not invoiced; the others are."""
+    """Write and finalize one invoice per customer for the month, each with the seller
+    profile, the customer's billing details and tax treatment as they are now, issued now and
+    due after the payment terms. Closing again is a no-op for the customers already
+    invoiced. A customer whose plan cannot be priced exactly is listed in `not_ratable` and
+    not invoiced; the others are. With `dry_run=true` nothing is written (no invoice, no
+    number, no audit entry) and `invoices` shows what a close would write at this moment."""
     grace = timedelta(hours=request_settings(request).billing_grace_hours)
     result = await service.close_period(
-        session, actor, Period.parse(period), grace=grace, now=clock.now()
+        session,
+        actor,
+        Period.parse(period),
+        grace=grace,
+        seller=seller(request),
+        now=clock.now(),
+        dry_run=dry_run,
     )
-    return CloseOut(**result.__dict__)
+    return close_out(result, stripe_enabled=stripe_gateway(request) is not None)
 
 
 @router.get("/invoices", responses=_ERRORS)
@@ -149,9 +128,7 @@ async def list_invoices(
         period=Period.parse(period) if period else None,
         status=status,
     )
-    return InvoiceList(
-        data=[InvoiceSummary.model_validate(i, from_attributes=True) for i in invoices]
-    )
+    return InvoiceList(data=[invoice_summary(i) for i in invoices])
 
 
 @router.get(
@@ -164,14 +141,17 @@ async def list_invoices(
 )
 async def preview_invoice(
     _: Finance,
+    request: Request,
     session: SessionDep,
     clock: ClockDep,
     customer: DbId,
     period: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None,
 ) -> InvoiceOut:
-    """The period's invoice to date (default: the open period), rated as closing would."""
+    """The period's invoice to date (default: the open period), rated, taxed and addressed
+    as closing now would; not yet issued, so without number or dates."""
     p = Period.parse(period) if period else Period.containing(clock.now())
-    return _preview_out(await service.preview(session, customer, p))
+    draft = await service.preview(session, customer, p, seller=seller(request), now=clock.now())
+    return draft_out(draft, preview=True)
 
 
 @router.get(

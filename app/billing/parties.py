@@ -15,7 +15,10 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TypedDict
 
-__all__ = ["BillToSnapshot", "SellerSnapshot", "tax_on"]
+from app.config import Settings
+from app.orm import Customer
+
+__all__ = ["BillToSnapshot", "SellerSnapshot", "bill_to_snapshot", "seller_snapshot", "tax_on"]
 
 
 class SellerSnapshot(TypedDict):
@@ -44,3 +47,30 @@ def tax_on(subtotal_minor: int, rate_percent: Decimal | None) -> int:
         return 0
     exact = Decimal(subtotal_minor) * rate_percent / 100
     return int(exact.to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def seller_snapshot(settings: Settings) -> SellerSnapshot:
+    """The seller profile as configured now (``TOLLGATE_SELLER_*``,
+    ``TOLLGATE_PAYMENT_TERMS_DAYS``, ``TOLLGATE_PAYMENT_INSTRUCTIONS``). The endpoint or the
+    CLI builds it and hands it to the close: services never read settings."""
+    return SellerSnapshot(
+        name=settings.seller_name,
+        address=settings.seller_address,
+        email=settings.seller_email,
+        tax_id=settings.seller_tax_id,
+        payment_terms_days=settings.payment_terms_days,
+        payment_instructions=settings.payment_instructions,
+    )
+
+
+def bill_to_snapshot(customer: Customer) -> BillToSnapshot:
+    """The customer's billing details as they are now."""
+    return BillToSnapshot(
+        customer_id=customer.id,
+        name=customer.name,
+        legal_name=customer.legal_name,
+        billing_email=customer.billing_email or customer.email,
+        address=customer.address,
+        country=customer.country,
+        tax_id=customer.tax_id,
+    )

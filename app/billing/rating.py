@@ -95,11 +95,8 @@ class RatedInvoice:
 
     @property
     def subtotal_minor(self) -> int:
+        """Before tax: the tax depends on the customer's treatment (``drafts.py``)."""
         return sum(line.amount_minor for line in self.lines)
-
-    @property
-    def total_minor(self) -> int:
-        return self.subtotal_minor
 
 
 async def aggregate_usage(

@@ -29,6 +29,7 @@ from app.billing.stripe_gateway import (
     StripeGateway,
 )
 from app.errors import BadRequest
+from app.money.display import plain
 from app.money.periods import Period
 from app.orm import Customer, Invoice, InvoiceLine, StripeEvent
 
@@ -88,6 +89,23 @@ async def sync_invoices(
 _PUSHED_FIELDS = ("number", "status", "stripe_invoice_id", "stripe_status")
 
 
+def _tax_line(invoice: Invoice) -> tuple[PushLine, ...]:
+    """The invoice's tax as one more Stripe invoice item, so that Stripe collects (and the
+    reconciliation compares) the same total; its own idempotency key (``tax-{id}``)."""
+    if invoice.tax_minor == 0:
+        return ()
+    rate = "" if invoice.tax_rate is None else f" {plain(invoice.tax_rate)}%"
+    return (
+        PushLine(
+            local_id=f"tax-{invoice.id}",
+            description=f"Tax{rate}",
+            amount_minor=invoice.tax_minor,
+            period_start=int(invoice.period_start.timestamp()),
+            period_end=int(invoice.period_end.timestamp()),
+        ),
+    )
+
+
 async def _push_one(
     sessionmaker: async_sessionmaker[AsyncSession],
     gateway: StripeGateway,
@@ -126,7 +144,8 @@ async def _push_one(
                 )
                 for line in lines
                 if line.amount_minor != 0
-            ),
+            )
+            + _tax_line(invoice),
         )
         pushed: PushedInvoice = await asyncio.to_thread(gateway.push_invoice, push)
         before = snapshot(invoice, *_PUSHED_FIELDS)

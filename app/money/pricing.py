@@ -501,5 +501,18 @@ def describe(component: PriceComponent) -> str:
             parts.append(part)
         text = f"{component.pricing} per {_unit_name(unit, _ONE)}: {', '.join(parts)}"
     if component.included > 0:
-        text += f" (first {_fmt(component.included)} included)"
+        text += f" (first {_shown_quantity(component.included)} included)"
     return text
+
+
+_SHOWN_PLACES = Decimal("0.000001")
+_SHOWN = Context(prec=100)  # wide enough for any bounded quantity; never traps
+
+
+def _shown_quantity(value: Decimal) -> str:
+    """A quantity for a description: at most 6 decimal places (the invoice's quantity
+    scale), rounded half up, significant digits only. A prorated included quantity is exact
+    to 28 digits in the rating; a description shows ``966.209304``, never all of them."""
+    rounded = value.quantize(_SHOWN_PLACES, rounding=ROUND_HALF_UP, context=_SHOWN)
+    text = f"{rounded.normalize(context=_SHOWN):f}"
+    return "0" if text in ("-0", "0") else text

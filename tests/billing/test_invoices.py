@@ -238,9 +238,17 @@ async def test_invoice_csv_and_period_export(
     one = await client.get(f"/finance/invoices/{invoice['id']}.csv", headers=bearer(finance))
     assert one.status_code == 200 and one.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(one.text)))
-    assert [(r["invoice_number"], r["quantity"], r["amount_minor"]) for r in rows] == [
-        (invoice["number"], "3.000000", "75")
-    ]
+    assert [
+        (r["invoice_number"], r["quantity"], r["unit_price"], r["amount"], r["amount_minor"])
+        for r in rows
+    ] == [(invoice["number"], "3", "0.25", "0.75", "75")]
+    (row,) = rows
+    assert (row["invoice_subtotal"], row["invoice_tax"], row["invoice_total"]) == (
+        "0.75",
+        "0.00",
+        "0.75",
+    )
+    assert row["issued_at"] == invoice["issued_at"].replace("Z", "+00:00")
     export = await client.get(f"/finance/periods/{SEPT}/lines.csv", headers=bearer(finance))
     assert len(list(csv.DictReader(io.StringIO(export.text)))) == 1
     assert (
@@ -407,8 +415,8 @@ async def test_variants_priced_separately(
     await _close(client, finance, SEPT)
     invoice = await _invoice_for(client, finance, ivy.customer_id)
     assert [(x["variant"], x["quantity"], x["amount_minor"]) for x in invoice["lines"]] == [
-        ("fp32", "100.000000", 200),
-        ("int8", "100.000000", 100),
+        ("fp32", "100", 200),
+        ("int8", "100", 100),
     ]
 
 

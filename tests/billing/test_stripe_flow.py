@@ -198,3 +198,46 @@ async def test_without_stripe_invoices_stay_local(pg_url: str, pg_sync: object) 
             assert sync.json()["error"]["type"] == "stripe_not_configured"
             hook = await client.post("/webhooks/stripe", content=b"{}")
             assert hook.status_code == 503
+
+
+async def test_a_taxed_invoice_is_collected_with_its_tax(
+    app: FastAPI, client: httpx.AsyncClient, standin: StripeStandin
+) -> None:
+    """The tax is one more invoice item (its own idempotency key), so Stripe collects the
+    same total as the local invoice and the reconciliation matches."""
+    admin = await make_key(app, "ops", (Scope.admin,))
+    finance = await make_key(app, "fin", (Scope.finance,))
+    plan = await create_plan(
+        client,
+        admin,
+        name="eu",
+        currency="eur",
+        components=[{"unit": "request", "pricing": "per_unit", "unit_price": "0.08"}],
+    )
+    key = await make_key(app, "acme")
+    await assign(
+        app, key.customer_id, plan["id"], datetime(2026, 8, 1, tzinfo=UTC), immediately=True
+    )
+    patched = await client.patch(
+        f"/admin/customers/{key.customer_id}", json={"tax_rate": "19"}, headers=bearer(admin)
+    )
+    assert patched.status_code == 200
+    await add_usage(app, key, SEPT_5, count=3)
+    assert (await client.post("/finance/periods/2026-09/close", headers=bearer(finance))).is_success
+    for _ in range(2):  # the second run pushes nothing more
+        assert (await client.post("/finance/sync", headers=bearer(finance))).is_success
+    (invoice,) = await _invoices(client, finance)
+    assert invoice["total_minor"] == 29
+    remote = standin.invoices[invoice["stripe_invoice_id"]]
+    assert remote["total"] == 29
+    items = standin.items_of(remote["id"])
+    assert sorted((i["description"], i["amount"]) for i in items) == [
+        ("0.08 per request", 24),
+        ("Tax 19%", 5),
+    ]
+    report = (
+        await client.get(
+            "/finance/reports/reconciliation", params={"period": "2026-09"}, headers=bearer(finance)
+        )
+    ).json()
+    assert report["all_match"] is True

@@ -6,7 +6,6 @@ no longer accepts such amounts, so the old versions are written straight to the 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -167,12 +166,13 @@ async def test_the_largest_amounts_that_fit_are_invoiced_exactly(
     (invoice_id,) = close.json()["created"]
     invoice = (await client.get(f"/finance/invoices/{invoice_id}", headers=bearer(finance))).json()
     fee, usage = invoice["lines"]
-    assert Decimal(fee["amount"]) == Decimal("99999999999999.9999999999")
-    assert fee["amount_minor"] == 10**16
-    assert Decimal(usage["amount"]) == Decimal("0.0000000007") and usage["amount_minor"] == 0
+    assert fee["exact_amount"] == "99999999999999.9999999999"
+    assert fee["amount_minor"] == 10**16 and fee["amount"] == "100000000000000.00"
+    assert usage["exact_amount"] == "0.0000000007" and usage["amount_minor"] == 0
+    assert usage["amount"] == "0.00"
     assert invoice["total_minor"] == 10**16
-    previewed = [Decimal(line["amount"]) for line in preview.json()["lines"]]
-    assert previewed == [Decimal(fee["amount"]), Decimal(usage["amount"])]
+    previewed = [line["exact_amount"] for line in preview.json()["lines"]]
+    assert previewed == [fee["exact_amount"], usage["exact_amount"]]
 
 
 async def test_one_unratable_customer_does_not_hold_up_the_close(

@@ -210,4 +210,4 @@ async def test_two_processes_share_limits_ledger_and_revocation(
     assert total[0] == total[1] == 32
     # The invoice reflects exactly the 20 requests served across both processes.
     invoice = await _preview(pg_url, customer_id)
-    assert invoice.total_minor == 20 * 100
+    assert invoice.subtotal_minor == 20 * 100
