@@ -3,7 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
+
+from app.money.display import minor_string
 
 
 class InvoiceLineOut(BaseModel):
@@ -82,10 +84,23 @@ class ReconcileLine(BaseModel):
     invoice_id: int
     number: str | None
     customer_id: int
+    currency: str
     local_total_minor: int
     stripe_invoice_id: str | None
     stripe_total_minor: int | None
     result: str
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def local_total(self) -> str:
+        return minor_string(self.local_total_minor, self.currency)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def stripe_total(self) -> str | None:
+        if self.stripe_total_minor is None:
+            return None
+        return minor_string(self.stripe_total_minor, self.currency)
 
 
 class ReconcileReport(BaseModel):
