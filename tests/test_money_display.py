@@ -50,6 +50,9 @@ def test_with_currency_groups_thousands() -> None:
         ("0.0015000000", "0.0015"),
         ("1E+3", "1000"),
         ("966.2093040621266427718040621", "966.2093040621266427718040621"),
+        # past the default 28-digit context: an invoice line's NUMERIC(30, 10) amount
+        ("99999999999999999999.9999999999", "99999999999999999999.9999999999"),
+        ("1.00000000000000000000000000001000", "1.00000000000000000000000000001"),
     ],
 )
 def test_plain_has_no_exponent_and_no_trailing_zeros(value: str, shown: str) -> None:
