@@ -506,13 +506,15 @@ def keys_rotate(
 
 
 def _plan_row(plan: Plan, versions: list[PlanVersion]) -> dict[str, object]:
+    from app.money.display import plain
+
     return {
         "id": plan.id,
         "name": plan.name,
         "archived": plan.archived_at is not None,
         "version": versions[-1].version,
         "currency": versions[-1].currency,
-        "base_fee": str(versions[-1].base_fee),
+        "base_fee": plain(versions[-1].base_fee),  # "5", as the API shows it
         "components": versions[-1].components,
     }
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import HTTPConnection
 
@@ -35,6 +36,19 @@ class ModelOverride(BaseModel):
     max_queue_delay_ms: float | None = Field(default=None, ge=0)
     device: Literal["auto", "cpu", "cuda"] | None = None
     cpu_graph: CpuGraph | None = None
+
+
+class CurrencyCostRates(BaseModel):
+    """The margin report's cost model in one more currency, in ``TOLLGATE_COST_RATES``
+    (JSON keyed by ISO 4217 code), e.g. ``{"eur": {"gpu_hour": "2.30", "cpu_hour": "0.05",
+    "fixed_monthly": "0"}}``: what the operator's device hours and fixed costs attributed
+    to that currency's business cost, in that currency. No exchange rate is ever applied."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpu_hour: Decimal = Field(ge=0, allow_inf_nan=False)
+    cpu_hour: Decimal = Field(ge=0, allow_inf_nan=False)
+    fixed_monthly: Decimal = Field(default=Decimal(0), ge=0, allow_inf_nan=False)
 
 
 class Settings(BaseSettings):
@@ -120,6 +134,9 @@ class Settings(BaseSettings):
     cost_gpu_hour: Decimal = Field(default=Decimal("2.50"), ge=0)
     cost_cpu_hour: Decimal = Field(default=Decimal("0.05"), ge=0)
     cost_fixed_monthly: Decimal = Field(default=Decimal(0), ge=0)
+    # The cost model in other currencies (JSON, keyed by currency). A currency with revenue
+    # and no rates here shows its revenue with cost and margin null: never converted.
+    cost_rates: dict[str, CurrencyCostRates] = Field(default_factory=dict)
 
     # Stripe collection. Without an API key invoices stay local (and say so).
     stripe_api_key: str | None = None
@@ -131,6 +148,30 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Production refuses the embedded SQLite database unless this says otherwise.
     allow_sqlite: bool = False
+
+    @field_validator("cost_rates", mode="after")
+    @classmethod
+    def _cost_rates_by_currency(
+        cls, value: dict[str, CurrencyCostRates]
+    ) -> dict[str, CurrencyCostRates]:
+        out: dict[str, CurrencyCostRates] = {}
+        for code, rates in value.items():
+            currency = code.lower()
+            if not re.fullmatch("[a-z]{3}", currency):
+                raise ValueError(f"{code!r} is not a three-letter currency code")
+            if currency in out:
+                raise ValueError(f"{currency!r} is given twice")
+            out[currency] = rates
+        return out
+
+    @model_validator(mode="after")
+    def _cost_currency_rates_once(self) -> Settings:
+        if self.cost_currency in self.cost_rates:
+            raise ValueError(
+                f"TOLLGATE_COST_RATES repeats the cost currency {self.cost_currency!r}, whose "
+                "rates are TOLLGATE_COST_GPU_HOUR, _CPU_HOUR and _FIXED_MONTHLY: give them once"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_unsafe_outside_development(self) -> Settings:

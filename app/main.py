@@ -16,6 +16,7 @@ from app.auth.authenticator import Authenticator
 from app.auth.deps import check_protected_routes
 from app.auth.last_used import LastUsedTracker
 from app.billing.endpoints import router as finance_router
+from app.billing.reports import router as reports_router
 from app.billing.stripe_gateway import StripeGateway
 from app.billing.webhooks import router as webhooks_router
 from app.clock import Clock, SystemClock
@@ -203,6 +204,7 @@ def create_app(
     app.include_router(audit_router)
     app.include_router(models_admin_router)
     app.include_router(finance_router)
+    app.include_router(reports_router)
     app.include_router(webhooks_router)
     app.include_router(ops_router)
     if settings.hot_path:

@@ -97,9 +97,7 @@ def test_plans_and_billing_commands(tmp_path: Path) -> None:
     assert again.returncode == 1
     assert "already exists" in again.stderr
     listed = [json.loads(x) for x in _tollgate("plans", "list", env=env).stdout.splitlines()]
-    assert [(p["name"], p["version"], p["base_fee"]) for p in listed] == [
-        ("starter", 1, "5.0000000000")
-    ]
+    assert [(p["name"], p["version"], p["base_fee"]) for p in listed] == [("starter", 1, "5")]
     closed = _tollgate("billing", "close", "2026-01", env=env)
     assert closed.returncode == 0, closed.stderr
     assert json.loads(closed.stdout)["period"] == "2026-01"

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import case, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.billing.schemas import RevenueReport, RevenueRow
+from app.billing.report_schemas import RevenueReport, RevenueRow
 from app.db.sums import joined, split_sum
 from app.money.periods import Period
 from app.orm import Customer, Invoice, InvoiceLine, Plan, PlanVersion

@@ -14,7 +14,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
+
+from app.money.display import minor_string
 
 from app.billing.drafts import DRAFT_NUMBER, DraftInvoice
 from app.billing.service import CloseResult
@@ -297,55 +299,6 @@ def close_out(result: CloseResult, *, stripe_enabled: bool) -> CloseOut:
     )
 
 
-class RevenueRow(BaseModel):
-    key: str
-    currency: str
-    amount_minor: int
-
-
-class RevenueReport(BaseModel):
-    period: str
-    by_plan: list[RevenueRow]
-    by_customer: list[RevenueRow]
-    by_model: list[RevenueRow]
-    total: list[RevenueRow]
-
-
-class MarginLine(BaseModel):
-    key: str
-    revenue_minor: int
-    compute_seconds: Decimal
-    cost_minor: int
-    margin_minor: int
-
-
-class BreakEven(BaseModel):
-    investment: Decimal
-    yearly_upkeep: Decimal
-    monthly_revenue_minor: int
-    monthly_operating_cost_minor: int
-    months: Decimal | None = Field(
-        description="Payback period C / (R - O - M/12) in months; null when it never pays back"
-    )
-    horizon_months: int
-    required_monthly_revenue_minor: int = Field(
-        description="O + M/12 + C/H: the monthly revenue that recovers C within H months"
-    )
-
-
-class MarginReport(BaseModel):
-    period: str
-    currency: str
-    revenue_minor: int
-    compute_cost_minor: int
-    fixed_cost_minor: int
-    operating_cost_minor: int
-    margin_minor: int
-    by_model: list[MarginLine]
-    by_plan: list[MarginLine]
-    break_even: BreakEven
-
-
 class SyncOut(BaseModel):
     pushed: list[int]
     failed: dict[str, str]
@@ -355,10 +308,23 @@ class ReconcileLine(BaseModel):
     invoice_id: int
     number: str | None
     customer_id: int
+    currency: str
     local_total_minor: int
     stripe_invoice_id: str | None
     stripe_total_minor: int | None
     result: str
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def local_total(self) -> str:
+        return minor_string(self.local_total_minor, self.currency)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def stripe_total(self) -> str | None:
+        if self.stripe_total_minor is None:
+            return None
+        return minor_string(self.stripe_total_minor, self.currency)
 
 
 class ReconcileReport(BaseModel):

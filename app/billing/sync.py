@@ -262,6 +262,7 @@ class ReconcileRow:
     stripe_invoice_id: str | None
     stripe_total_minor: int | None
     result: str  # match | mismatch | not_pushed | missing_in_stripe
+    currency: str
 
 
 async def reconcile(
@@ -298,6 +299,7 @@ async def reconcile(
                 invoice.stripe_invoice_id,
                 stripe_total,
                 result,
+                invoice.currency,
             )
         )
     return rows

@@ -133,15 +133,14 @@ class SpendTracker:
         row[0] += 1
         row[1] += items
         if usage_spend(plan, projected) > plan.spend_cap:
+            headers = spend_headers(spent, plan)
+            # Plain decimals, as in the headers: never "0E-10" or "500.0000000000".
+            spend, cap = headers["x-usage-spend-period-to-date"], headers["x-usage-spend-cap"]
             raise QuotaExceeded(
                 f"this request would take the period's usage charges past the plan's cap of "
-                f"{plan.spend_cap} {plan.currency.upper()}",
-                details={
-                    "spend": str(spent),
-                    "cap": str(plan.spend_cap),
-                    "currency": plan.currency,
-                },
-                headers=spend_headers(spent, plan),
+                f"{cap} {plan.currency.upper()}",
+                details={"spend": spend, "cap": cap, "currency": plan.currency},
+                headers=headers,
             )
         usage.totals[(model, variant)] = row
         return usage_spend(plan, usage.totals), plan.spend_cap

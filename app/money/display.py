@@ -16,7 +16,7 @@ The database keeps the exact values; only their rendering changes here.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Annotated
 
 from pydantic import PlainSerializer, WithJsonSchema
@@ -43,7 +43,11 @@ def plain(value: Decimal) -> str:
     0.0015000000 -> "0.0015", 1E+3 -> "1000"; never "-0"."""
     if not value.is_finite():
         return str(value)
-    text = f"{value.normalize():f}"
+    with localcontext() as context:
+        # normalize() rounds to the context's precision (28 digits by default); an
+        # invoice line's NUMERIC(30, 10) amount has up to 30: keep every digit.
+        context.prec = max(context.prec, len(value.as_tuple().digits))
+        text = f"{value.normalize():f}"
     return "0" if text in ("-0", "0") else text
 
 

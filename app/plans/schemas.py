@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from app.money.display import PlainDecimal
 from app.validation import DbId, PerMinute, Text
 
 
@@ -68,9 +69,9 @@ class ComponentIn(BaseModel):
 
 
 class TierOut(BaseModel):
-    up_to: Decimal | None
-    unit_price: Decimal
-    flat_fee: Decimal
+    up_to: PlainDecimal | None
+    unit_price: PlainDecimal
+    flat_fee: PlainDecimal
 
 
 class ComponentOut(BaseModel):
@@ -79,10 +80,10 @@ class ComponentOut(BaseModel):
 
     unit: str
     pricing: str
-    unit_price: Decimal | None
-    package_size: Decimal | None
+    unit_price: PlainDecimal | None
+    package_size: PlainDecimal | None
     tiers: list[TierOut]
-    included: Decimal
+    included: PlainDecimal
     model: str | None
     variant: str | None
 
@@ -132,12 +133,13 @@ class PlanVersionOut(BaseModel):
     id: int
     version: int
     currency: str
+    # Plain decimal strings ("49", "0.0015"), never the column's "49.0000000000".
     # allow_inf_nan: a non-finite amount stored before inputs were bounded still reads.
-    base_fee: Decimal = Field(allow_inf_nan=True)
+    base_fee: PlainDecimal = Field(allow_inf_nan=True)
     components: list[ComponentOut]
     requests_per_minute: int | None
     items_per_minute: int | None
-    spend_cap: Decimal | None = Field(allow_inf_nan=True)
+    spend_cap: PlainDecimal | None = Field(allow_inf_nan=True)
     created_at: datetime
 
 

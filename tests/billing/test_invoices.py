@@ -133,7 +133,9 @@ async def test_mixed_plans_close_exactly_and_once(
             "/finance/reports/revenue", params={"period": SEPT}, headers=bearer(finance)
         )
     ).json()
-    assert report["total"] == [{"key": "total", "currency": "usd", "amount_minor": 18144}]
+    assert report["total"] == [
+        {"key": "total", "currency": "usd", "amount_minor": 18144, "amount": "181.44"}
+    ]
     assert {r["key"]: r["amount_minor"] for r in report["by_plan"]} == {
         "metered v1": 1494,
         "tiered v1": 16650,

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from app.config import Settings
 from app.keys.schemas import CreatedKey, Scope
 from app.main import create_app
+from app.money.display import minor_string
 from tests.billing.helpers import add_usage, assign, create_plan
 from tests.conftest import bearer, make_key
 from tests.stripe_standin.server import StripeStandin, event, sign_webhook
@@ -98,6 +99,9 @@ async def test_push_reconcile_and_rerun_without_duplicates(
     ).json()
     assert report["all_match"] is True
     assert [line["result"] for line in report["lines"]] == ["match", "match"]
+    for line in report["lines"]:
+        shown = minor_string(line["local_total_minor"], line["currency"])
+        assert line["local_total"] == line["stripe_total"] == shown, line
 
 
 async def test_push_interrupted_halfway_completes_on_rerun(

@@ -219,6 +219,10 @@ async def test_spend_cap_stops_billable_calls_with_402(
     refused = responses[3]
     assert refused.json()["error"]["type"] == "quota_exceeded"
     assert refused.headers["x-usage-spend-cap"] == "2"
+    # The body shows the amounts as the headers do, not as the NUMERIC column holds them.
+    error = refused.json()["error"]
+    assert error["details"] == {"spend": "2", "cap": "2", "currency": "usd"}, error
+    assert error["message"].endswith("cap of 2 USD"), error
     rows = await ledger(app)
     assert [(r.status_code, r.billable) for r in rows][-1] == (402, False)
 

@@ -22,6 +22,7 @@ from app.config import Settings
 from app.inference.predictor import LoadedModules
 from app.keys.schemas import CreatedKey, Scope
 from app.main import create_app
+from app.money.display import minor_string
 from app.orm import CustomerPlan, Invoice, InvoiceLine, PlanVersion
 from app.orm.base import ExactNumeric
 from app.resources import resources
@@ -328,11 +329,19 @@ async def test_revenue_and_margin_reports_sum_past_int64_exactly(any_db: FastAPI
             "/finance/reports/margin", params={"period": "2026-09"}, headers=bearer(finance)
         )
     assert margin.status_code == 200, margin.text
-    assert margin.json()["revenue_minor"] == sum(amounts)
-    assert [r["revenue_minor"] for r in margin.json()["by_plan"]] == [sum(amounts)]
+    (section,) = margin.json()["sections"]
+    assert section["revenue_minor"] == sum(amounts)
+    assert [r["revenue_minor"] for r in section["by_plan"]] == [sum(amounts)]
     assert report.status_code == 200, report.text
     body = report.json()
-    assert body["total"] == [{"key": "total", "currency": "usd", "amount_minor": sum(amounts)}]
+    assert body["total"] == [
+        {
+            "key": "total",
+            "currency": "usd",
+            "amount_minor": sum(amounts),
+            "amount": minor_string(sum(amounts), "usd"),
+        }
+    ]
     assert sum(amounts) > 2**63  # the point of the test
     assert [r["amount_minor"] for r in body["by_model"]] == [sum(amounts)]
     assert sorted(r["amount_minor"] for r in body["by_customer"]) == sorted(amounts)
