@@ -124,7 +124,10 @@ class MarginReport(BaseModel):
 
 class SyncOut(BaseModel):
     pushed: list[int]
-    failed: dict[str, str]
+    failed: dict[str, str] = Field(description="Invoice id -> why its push or void failed")
+    voided: list[int] = Field(default=[], description="Invoices voided in Stripe")
+    credit_notes_pushed: list[int] = Field(default=[], description="Credit notes created in Stripe")
+    credit_notes_failed: dict[str, str] = {}
 
 
 class ReconcileLine(BaseModel):
