@@ -82,7 +82,8 @@ def _lines(start: datetime, end: datetime) -> list[InvoiceLine]:
     ]
 
 
-def sample() -> tuple[bytes, bytes]:
+def sample_invoice() -> tuple[Invoice, list[InvoiceLine], Customer]:
+    """A finalized EUR invoice at 19 % with a long, wrapping description."""
     start, end = datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 10, 1, tzinfo=UTC)
     lines = _lines(start, end)
     subtotal = sum(line.amount_minor for line in lines)
@@ -108,6 +109,13 @@ def sample() -> tuple[bytes, bytes]:
         bill_to=BILL_TO,
     )
     customer = Customer(id=7, name="acme", email="dev@acme-robotics.example")
+    return invoice, lines, customer
+
+
+def sample_credit_note(
+    invoice: Invoice,
+) -> tuple[CreditNote, list[tuple[CreditNoteLine, int | None]]]:
+    """A credit note on ``invoice``: part of line 2 and a goodwill credit on the whole."""
     credit = [(1250, 2), (500, None)]
     note_subtotal = sum(amount for amount, _ in credit)
     note_tax = tax_on(note_subtotal, Decimal(19))
@@ -149,6 +157,12 @@ def sample() -> tuple[bytes, bytes]:
             None,
         ),
     ]
+    return note, note_lines
+
+
+def sample() -> tuple[bytes, bytes]:
+    invoice, lines, customer = sample_invoice()
+    note, note_lines = sample_credit_note(invoice)
     return invoice_pdf(invoice, lines, customer), credit_note_pdf(
         note, note_lines, invoice, customer
     )

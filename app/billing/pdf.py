@@ -22,9 +22,10 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from fpdf import FPDF, FontFace
+from fpdf.enums import MethodReturnValue
 
 from app.money.display import plain, with_currency
 from app.orm import CreditNote, CreditNoteLine, Customer, Invoice, InvoiceLine
@@ -208,8 +209,14 @@ def _draw(doc: _Document, numbered: bool) -> _Pdf:
             cells.cell(row.amount)
     pdf.line(_MARGIN, pdf.get_y(), _MARGIN + _WIDTH, pdf.get_y())
 
-    # Totals, kept together on one page.
-    needed = 8 + 7 * len(doc.totals)
+    # Totals and payment terms, kept together on one page.
+    pdf.set_font("Helvetica", "", 9)
+    needed = 8.0 + 7 * len(doc.totals) + 6
+    for text in doc.closing:
+        height = pdf.multi_cell(
+            _WIDTH, 4.6, pdf_text(text), dry_run=True, output=MethodReturnValue.HEIGHT
+        )
+        needed += 1.5 + float(cast(float, height))
     if pdf.get_y() + needed > pdf.page_break_trigger:
         pdf.add_page()
     pdf.ln(3)

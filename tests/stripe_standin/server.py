@@ -13,7 +13,8 @@ with other parameters is refused with 400 ``idempotency_error``).
 Supported: customers (create, retrieve, list), invoice items (create, retrieve, list),
 invoices (create, retrieve, list, lines, finalize, pay, void), credit notes (create with
 ``invoice_line_item`` / ``custom_line_item`` lines or ``amount``, retrieve, list).
-Failures and slow responses can be injected with :meth:`StripeStandin.fail_next` and :meth:`StripeStandin.delay_next`.
+Failures and slow responses can be injected with :meth:`StripeStandin.fail_next` and
+:meth:`StripeStandin.delay_next`.
 
 Module helpers :func:`sign_webhook` and :func:`event` build webhook requests the way Stripe
 sends them.
