@@ -124,6 +124,28 @@ async def _usage(app: FastAPI) -> None:
     await add_usage(app, key, datetime(2026, 9, 5, tzinfo=UTC), count=4)
 
 
+INVOICE, UNPAID = 1, 2  # the close's invoice; one more, inserted, to void
+WHOLE_CREDIT = {"reason": "goodwill", "amount_minor": 25}
+
+
+def _unpaid_invoice(pg_sync: Engine) -> None:
+    """An issued, unpaid invoice of an earlier month, the same in both runs."""
+    with pg_sync.begin() as conn:
+        conn.execute(
+            insert(Invoice).values(
+                number="TG-2026-000900",
+                customer_id=CUSTOMER,
+                period="2026-08",
+                period_start=datetime(2026, 8, 1, tzinfo=UTC),
+                period_end=datetime(2026, 9, 1, tzinfo=UTC),
+                status="finalized",
+                currency="usd",
+                subtotal_minor=500,
+                total_minor=500,
+            )
+        )
+
+
 def _prefix(pg_sync: Engine, key_id: int) -> str:
     with pg_sync.connect() as conn:
         prefix = conn.scalar(select(ApiKey.prefix).where(ApiKey.id == key_id))
@@ -167,6 +189,12 @@ async def _through_the_api(
     await _usage(app)
     await call("POST", f"/finance/periods/{PERIOD}/close")
     await call("POST", f"/finance/sync?period={PERIOD}")
+    credit = {"reason": "outage", "lines": [{"invoice_line_position": 1, "amount_minor": 100}]}
+    await call("POST", f"/finance/invoices/{INVOICE}/credit-notes", credit, 201)
+    await call("POST", f"/finance/invoices/{INVOICE}/credit-notes", WHOLE_CREDIT, 201)
+    _unpaid_invoice(pg_sync)
+    await call("POST", f"/finance/invoices/{UNPAID}/void", {"reason": "duplicate"})
+    await call("POST", f"/finance/sync?period={PERIOD}")
 
 
 async def _through_the_cli(
@@ -198,12 +226,17 @@ async def _through_the_cli(
     await _usage(app)
     await run("billing", "close", PERIOD)
     await run("billing", "sync", PERIOD)
+    await run("billing", "credit", str(INVOICE), "--reason", "outage", "--line", "1=100")
+    await run("billing", "credit", str(INVOICE), "--reason", "goodwill", "--amount", "25")
+    _unpaid_invoice(pg_sync)
+    await run("billing", "void", str(UNPAID), "--reason", "duplicate")
+    await run("billing", "sync", PERIOD)
 
 
 # What cannot match between two runs, wherever it appears (rows or audit snapshots).
 _UNCOMPARABLE = {"hash", "prefix", "last_four", "actor", "actor_key_id", "request_id"}
 _MOMENT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})?")
-_STRIPE_ID = re.compile(r"(cus|in|ii|evt)_[A-Za-z0-9]+")
+_STRIPE_ID = re.compile(r"(cus|in|ii|evt|cn)_[A-Za-z0-9]+")
 
 
 def _when(moment: datetime, now: datetime) -> str:
@@ -274,6 +307,12 @@ async def test_api_and_cli_writes_leave_the_same_rows_and_audit_entries(
         "period.close",
         "invoice.push",
         "stripe.sync",
+        "credit_note.create",
+        "credit_note.create",
+        "invoice.void",
+        "credit_note.push",
+        "credit_note.push",
+        "stripe.sync",
     ]
     for table in by_api:
         assert by_cli[table] == by_api[table], table
@@ -282,6 +321,9 @@ async def test_api_and_cli_writes_leave_the_same_rows_and_audit_entries(
     old_key = by_cli["api_keys"][KEY - 1]
     assert old_key["revoked_at"] == "past" and old_key["replaced_by"] == ROTATED_TO
     assert by_cli["invoices"][0]["stripe_invoice_id"] == "in_<stripe>"
+    assert [n["stripe_credit_note_id"] for n in by_cli["credit_notes"]] == ["cn_<stripe>"] * 2
+    assert [n["total_minor"] for n in by_cli["credit_notes"]] == [100, 25]
+    assert by_cli["invoices"][1]["status"] == "void"
     update = by_cli["audit_log"][actions.index("plan.update")]
     assert (update["before"]["base_fee"], update["after"]["base_fee"]) == ("2", "3")
     with pg_sync.connect() as conn:

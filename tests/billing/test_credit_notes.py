@@ -607,3 +607,22 @@ async def test_credit_note_push_is_idempotent_across_failures(
     with pg_sync.connect() as conn:
         actions = list(conn.scalars(select(AuditEntry.action)))
     assert actions.count("credit_note.push") == 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["credit", "1", "--reason", "x", "--line", "nonsense"],
+        ["credit", "1", "--reason", "x", "--line", "1=0"],
+        ["credit", "1", "--reason", "x", "--line", "1=5", "--amount", "5"],
+        ["credit", "1", "--reason", "x"],
+        ["void", "1", "--reason", " "],
+    ],
+)
+def test_cli_refuses_bad_corrections_before_touching_anything(args: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    result = CliRunner().invoke(cli, ["billing", *args])
+    assert result.exit_code == 2, result.output
