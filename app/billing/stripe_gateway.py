@@ -25,6 +25,10 @@ Steps 1 and 2 look for existing objects by metadata as well as relying on idempo
 because Stripe forgets keys after 24 hours. An invoice found in a non-draft state (open, paid,
 void, uncollectible) is reported as it is; nothing is added to it.
 
+Corrections (``void_invoice``, ``push_credit_note``) follow the same rules: keys
+``tollgate-void-{local_id}`` and ``tollgate-credit-note-{local_id}``, and a credit note is
+looked for by ``metadata.tollgate_credit_note_id`` before one is created.
+
 Invoices use ``collection_method="send_invoice"`` with ``days_until_due=30`` and
 ``auto_advance=False``: customers need no saved payment method, Stripe never charges or emails
 on its own, and the caller decides when to send or mark paid.
@@ -88,6 +92,10 @@ class PushCreditNote:
     lines: tuple[PushCreditLine, ...]
     tax_minor: int
     tax_label: str
+
+    @property
+    def total_minor(self) -> int:
+        return sum(line.amount_minor for line in self.lines) + self.tax_minor
 
 
 def _custom_line(description: str, amount_minor: int) -> stripe.params.CreditNoteCreateParamsLine:
@@ -358,17 +366,22 @@ class StripeGateway:
                     lines.append(_custom_line(line.description, line.amount_minor))
             if note.tax_minor:
                 lines.append(_custom_line(note.tax_label, note.tax_minor))
-            created = self._client.v1.credit_notes.create(
-                {
-                    "invoice": note.stripe_invoice_id,
-                    "lines": lines,
-                    "memo": note.memo,
-                    "metadata": {
-                        "tollgate_credit_note_id": note.local_id,
-                        "tollgate_number": note.number,
-                    },
+            params: stripe.params.CreditNoteCreateParams = {
+                "invoice": note.stripe_invoice_id,
+                "lines": lines,
+                "memo": note.memo,
+                "metadata": {
+                    "tollgate_credit_note_id": note.local_id,
+                    "tollgate_number": note.number,
                 },
-                {"idempotency_key": f"tollgate-credit-note-{note.local_id}"},
+            }
+            invoice = self._client.v1.invoices.retrieve(note.stripe_invoice_id)
+            if invoice.status == "paid":
+                # Stripe must be told where a paid invoice's credit goes; Tollgate settles
+                # it outside Stripe (refund or next invoice), never on the Stripe balance.
+                params["out_of_band_amount"] = note.total_minor
+            created = self._client.v1.credit_notes.create(
+                params, {"idempotency_key": f"tollgate-credit-note-{note.local_id}"}
             )
         return created.id
 

@@ -626,3 +626,28 @@ def test_cli_refuses_bad_corrections_before_touching_anything(args: list[str]) -
 
     result = CliRunner().invoke(cli, ["billing", *args])
     assert result.exit_code == 2, result.output
+
+
+async def test_a_paid_invoices_credit_is_settled_outside_stripe(
+    client: httpx.AsyncClient,
+    finance: CreatedKey,
+    invoices: dict[str, Json],
+    standin: StripeStandin,
+    pg_sync: Engine,
+) -> None:
+    ben = invoices["ben"]["id"]
+    await _sync(client, finance)
+    stripe_id = (await client.get(f"/finance/invoices/{ben}", headers=bearer(finance))).json()[
+        "stripe_invoice_id"
+    ]
+    standin.invoices[stripe_id]["status"] = "paid"  # as after invoice.paid
+    _status(pg_sync, ben, "paid")
+    note = await _credit(client, finance, ben, {"reason": "refund", "amount_minor": 110})
+    pushed = await _sync(client, finance)
+    assert pushed["credit_notes_pushed"] == [note["id"]], pushed
+    (remote,) = standin.credit_notes.values()
+    assert (remote["type"], remote["amount"], remote["out_of_band_amount"]) == (
+        "post_payment",
+        110,
+        110,
+    )

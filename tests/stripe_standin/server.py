@@ -1076,6 +1076,18 @@ class StripeStandin:
                 f"must be positive and at most the invoice total ({invoice['total']}).",
                 param="amount",
             )
+        out_of_band = params.get("out_of_band_amount")
+        settled = sum(
+            _int(params[name], name)
+            for name in ("credit_amount", "refund_amount", "out_of_band_amount")
+            if params.get(name) not in (None, "")
+        )
+        if invoice["status"] == "paid" and settled != amount:
+            raise ApiError(
+                400,
+                f"The sum of credit amount, refund amount and out of band amount ({settled}) "
+                f"must equal the credit note amount ({amount}).",
+            )
         now = int(time.time())
         note = fixture("credit_note")
         note_id = _new_id("cn")
@@ -1096,7 +1108,7 @@ class StripeStandin:
             memo=params.get("memo"),
             metadata=_metadata(params),
             number=f"{invoice['number']}-CN-{len(self.credit_notes_of(invoice['id'])) + 1:02d}",
-            out_of_band_amount=None,
+            out_of_band_amount=None if out_of_band in (None, "") else _int(out_of_band, "x"),
             pdf=None,
             reason=params.get("reason"),
             shipping_cost=None,
