@@ -682,7 +682,8 @@ def _gateway() -> object:
 def billing_sync(
     period: Annotated[str | None, typer.Argument(help="Only this YYYY-MM")] = None,
 ) -> None:
-    """Push finalized invoices to Stripe. Safe to re-run after any failure."""
+    """Push finalized invoices, voids and credit notes to Stripe. Safe to re-run after any
+    failure."""
     from app.billing.stripe_gateway import StripeGateway
     from app.billing.sync import SyncResult, sync_invoices
     from app.errors import AppError
@@ -706,8 +707,18 @@ def billing_sync(
             await engine.dispose()
 
     result = asyncio.run(run())
-    typer.echo(json.dumps({"pushed": result.pushed, "failed": result.failed}))
-    if result.failed:
+    typer.echo(
+        json.dumps(
+            {
+                "pushed": result.pushed,
+                "failed": result.failed,
+                "voided": result.voided,
+                "credit_notes_pushed": result.credit_notes_pushed,
+                "credit_notes_failed": result.credit_notes_failed,
+            }
+        )
+    )
+    if result.failed or result.credit_notes_failed:
         raise typer.Exit(1)
 
 
@@ -732,6 +743,85 @@ def billing_reconcile(period: Annotated[str, typer.Argument(help="YYYY-MM")]) ->
         )
     if any(row.result != "match" for row in rows):
         raise typer.Exit(1)
+
+
+@billing_cli.command("void")
+def billing_void(
+    invoice_id: Annotated[int, typer.Argument()],
+    reason: Annotated[str, typer.Option(help="Why the invoice is void (kept on it)")],
+) -> None:
+    """Void an issued, unpaid invoice without credit notes; the next sync voids it in
+    Stripe."""
+    from app.billing.corrections import void_invoice
+    from app.billing.credit_schemas import VoidIn
+
+    body = _parse(VoidIn, reason=reason)
+
+    async def work(session: AsyncSession) -> dict[str, object]:
+        invoice = await void_invoice(session, CLI, invoice_id, body.reason, now=SystemClock().now())
+        return {
+            "id": invoice.id,
+            "number": invoice.number,
+            "status": invoice.status,
+            "voided_at": invoice.voided_at.isoformat() if invoice.voided_at else None,
+            "void_reason": invoice.void_reason,
+        }
+
+    typer.echo(json.dumps(_run_or_exit(work)))
+
+
+def _credit_line(text: str) -> dict[str, object]:
+    position, sep, amount = text.partition("=")
+    if not sep or not position.strip().isdigit() or not amount.strip().lstrip("-").isdigit():
+        typer.echo(
+            f"invalid --line {text!r}: expected POSITION=AMOUNT_MINOR, e.g. 2=1250", err=True
+        )
+        raise typer.Exit(2)
+    return {"invoice_line_position": int(position), "amount_minor": int(amount)}
+
+
+@billing_cli.command("credit")
+def billing_credit(
+    invoice_id: Annotated[int, typer.Argument()],
+    reason: Annotated[str, typer.Option(help="Why the credit is given (printed on it)")],
+    line: Annotated[
+        list[str] | None,
+        typer.Option(help="POSITION=AMOUNT_MINOR: credit an invoice line (before tax); repeatable"),
+    ] = None,
+    amount: Annotated[
+        int | None,
+        typer.Option(help="Credit the invoice as a whole, in minor units before tax"),
+    ] = None,
+) -> None:
+    """Issue a credit note (CN-YYYY-NNNNNN) on an issued or paid invoice, never more than
+    what remains creditable; the next sync creates it in Stripe."""
+    from app.billing.corrections import create_credit_note, get_credit_note
+    from app.billing.credit_schemas import CreditNoteCreate
+
+    data: dict[str, object] = {"reason": reason}
+    if line:
+        data["lines"] = [_credit_line(text) for text in line]
+    if amount is not None:
+        data["amount_minor"] = amount
+    body = _parse(CreditNoteCreate, **data)
+
+    async def work(session: AsyncSession) -> dict[str, object]:
+        note = await create_credit_note(session, CLI, invoice_id, body, now=SystemClock().now())
+        view = await get_credit_note(session, note.id)
+        return {
+            "id": note.id,
+            "number": note.number,
+            "invoice_id": note.invoice_id,
+            "subtotal_minor": note.subtotal_minor,
+            "tax_minor": note.tax_minor,
+            "total_minor": note.total_minor,
+            "lines": [
+                {"invoice_line_position": position, "amount_minor": cn_line.amount_minor}
+                for cn_line, position in view.lines
+            ],
+        }
+
+    typer.echo(json.dumps(_run_or_exit(work)))
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from app.audit.endpoints import router as audit_router
 from app.auth.authenticator import Authenticator
 from app.auth.deps import check_protected_routes
 from app.auth.last_used import LastUsedTracker
+from app.billing.corrections_endpoints import router as corrections_router
 from app.billing.endpoints import router as finance_router
 from app.billing.reports import router as reports_router
 from app.billing.stripe_gateway import StripeGateway
@@ -205,6 +206,7 @@ def create_app(
     app.include_router(models_admin_router)
     app.include_router(finance_router)
     app.include_router(reports_router)
+    app.include_router(corrections_router)
     app.include_router(webhooks_router)
     app.include_router(ops_router)
     if settings.hot_path:

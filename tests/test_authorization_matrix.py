@@ -75,6 +75,13 @@ EXPECTED: dict[tuple[str, str], dict[str, int | str]] = {
     ("GET", "/finance/reports/margin"): FINANCE,
     ("POST", "/finance/sync"): FINANCE,
     ("GET", "/finance/reports/reconciliation"): FINANCE,
+    ("POST", "/finance/invoices/{invoice_id}/void"): FINANCE,
+    ("POST", "/finance/invoices/{invoice_id}/credit-notes"): FINANCE,
+    ("GET", "/finance/invoices/{invoice_id}/credit-notes"): FINANCE,
+    ("GET", "/finance/credit-notes"): FINANCE,
+    ("GET", "/finance/credit-notes/{credit_note_id}"): FINANCE,
+    ("GET", "/finance/credit-notes/{credit_note_id}.pdf"): FINANCE,
+    ("GET", "/finance/credit-notes/{credit_note_id}.csv"): FINANCE,
     ("POST", "/webhooks/stripe"): SIGNED,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
@@ -115,6 +122,7 @@ async def test_authorization_matrix(app: FastAPI, client: httpx.AsyncClient) -> 
         "name": "no-such-model",
         "version": "1",
         "invoice_id": "999",
+        "credit_note_id": "999",
         "period": "2026-09",
     }
     failures = []

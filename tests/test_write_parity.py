@@ -132,6 +132,28 @@ async def _usage(app: FastAPI) -> None:
     await add_usage(app, key, datetime(2026, 9, 5, tzinfo=UTC), count=4)
 
 
+INVOICE, UNPAID = 1, 2  # the close's invoice; one more, inserted, to void
+WHOLE_CREDIT = {"reason": "goodwill", "amount_minor": 25}
+
+
+def _unpaid_invoice(pg_sync: Engine) -> None:
+    """An issued, unpaid invoice of an earlier month, the same in both runs."""
+    with pg_sync.begin() as conn:
+        conn.execute(
+            insert(Invoice).values(
+                number="TG-2026-000900",
+                customer_id=CUSTOMER,
+                period="2026-08",
+                period_start=datetime(2026, 8, 1, tzinfo=UTC),
+                period_end=datetime(2026, 9, 1, tzinfo=UTC),
+                status="finalized",
+                currency="usd",
+                subtotal_minor=500,
+                total_minor=500,
+            )
+        )
+
+
 def _prefix(pg_sync: Engine, key_id: int) -> str:
     with pg_sync.connect() as conn:
         prefix = conn.scalar(select(ApiKey.prefix).where(ApiKey.id == key_id))
@@ -178,6 +200,12 @@ async def _through_the_api(
     await call("POST", f"/finance/periods/{PERIOD}/close?dry_run=true")  # writes nothing
     await call("POST", f"/finance/periods/{PERIOD}/close")
     await call("POST", f"/finance/sync?period={PERIOD}")
+    credit = {"reason": "outage", "lines": [{"invoice_line_position": 1, "amount_minor": 100}]}
+    await call("POST", f"/finance/invoices/{INVOICE}/credit-notes", credit, 201)
+    await call("POST", f"/finance/invoices/{INVOICE}/credit-notes", WHOLE_CREDIT, 201)
+    _unpaid_invoice(pg_sync)
+    await call("POST", f"/finance/invoices/{UNPAID}/void", {"reason": "duplicate"})
+    await call("POST", f"/finance/sync?period={PERIOD}")
 
 
 async def _through_the_cli(
@@ -216,12 +244,17 @@ async def _through_the_cli(
     await run("billing", "close", PERIOD, "--dry-run")
     await run("billing", "close", PERIOD)
     await run("billing", "sync", PERIOD)
+    await run("billing", "credit", str(INVOICE), "--reason", "outage", "--line", "1=100")
+    await run("billing", "credit", str(INVOICE), "--reason", "goodwill", "--amount", "25")
+    _unpaid_invoice(pg_sync)
+    await run("billing", "void", str(UNPAID), "--reason", "duplicate")
+    await run("billing", "sync", PERIOD)
 
 
 # What cannot match between two runs, wherever it appears (rows or audit snapshots).
 _UNCOMPARABLE = {"hash", "prefix", "last_four", "actor", "actor_key_id", "request_id"}
 _MOMENT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})?")
-_STRIPE_ID = re.compile(r"(cus|in|ii|evt)_[A-Za-z0-9]+")
+_STRIPE_ID = re.compile(r"(cus|in|ii|evt|cn)_[A-Za-z0-9]+")
 
 
 def _when(moment: datetime, now: datetime) -> str:
@@ -294,6 +327,12 @@ async def test_api_and_cli_writes_leave_the_same_rows_and_audit_entries(
         "period.close",
         "invoice.push",
         "stripe.sync",
+        "credit_note.create",
+        "credit_note.create",
+        "invoice.void",
+        "credit_note.push",
+        "credit_note.push",
+        "stripe.sync",
     ]
     for table in by_api:
         assert by_cli[table] == by_api[table], table
@@ -307,6 +346,11 @@ async def test_api_and_cli_writes_leave_the_same_rows_and_audit_entries(
     assert by_cli["invoices"][0]["tax_rate"] == by_api["invoices"][0]["tax_rate"]
     assert by_cli["invoices"][0]["bill_to"]["legal_name"] == "Acme Inc."
     assert by_cli["invoices"][0]["tax_minor"] > 0
+    assert [n["stripe_credit_note_id"] for n in by_cli["credit_notes"]] == ["cn_<stripe>"] * 2
+    # Credited before tax, taxed at the invoice's 19 %: 100 + 19, 25 + 4.75 -> 5.
+    assert [n["subtotal_minor"] for n in by_cli["credit_notes"]] == [100, 25]
+    assert [n["total_minor"] for n in by_cli["credit_notes"]] == [119, 30]
+    assert by_cli["invoices"][1]["status"] == "void"
     update = by_cli["audit_log"][actions.index("plan.update")]
     assert (update["before"]["base_fee"], update["after"]["base_fee"]) == ("2", "3")
     with pg_sync.connect() as conn:

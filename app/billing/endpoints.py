@@ -213,14 +213,21 @@ async def sync_to_stripe(
     request: Request,
     period: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None,
 ) -> SyncOut:
-    """Push finalized invoices not yet in Stripe. Safe to repeat after any failure."""
+    """Push finalized invoices not yet in Stripe, void in Stripe the invoices voided here, and
+    create the credit notes not yet in Stripe. Safe to repeat after any failure."""
     result = await sync_invoices(
         database(request).sessionmaker,
         _gateway(request),
         actor,
         Period.parse(period) if period else None,
     )
-    return SyncOut(pushed=result.pushed, failed={str(k): v for k, v in result.failed.items()})
+    return SyncOut(
+        pushed=result.pushed,
+        failed={str(k): v for k, v in result.failed.items()},
+        voided=result.voided,
+        credit_notes_pushed=result.credit_notes_pushed,
+        credit_notes_failed={str(k): v for k, v in result.credit_notes_failed.items()},
+    )
 
 
 @router.get(

@@ -28,7 +28,14 @@ class RevenueReport(BaseModel):
     by_plan: list[RevenueRow]
     by_customer: list[RevenueRow]
     by_model: list[RevenueRow]
-    total: list[RevenueRow]
+    total: list[RevenueRow] = Field(description="Per currency: invoiced less credited")
+    invoiced: list[RevenueRow] = Field(
+        default=[], description="Per currency: the invoices' subtotals, before credit notes"
+    )
+    credited: list[RevenueRow] = Field(
+        default=[],
+        description="Per currency: what credit notes on these invoices took off (before tax)",
+    )
 
 
 class MarginLine(BaseModel):

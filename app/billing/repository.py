@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
 from sqlalchemy import case, literal, select
@@ -10,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.billing.report_schemas import RevenueReport, RevenueRow
 from app.db.sums import joined, split_sum
 from app.money.periods import Period
-from app.orm import Customer, Invoice, InvoiceLine, Plan, PlanVersion
+from app.orm import CreditNote, CreditNoteLine, Customer, Invoice, InvoiceLine, Plan, PlanVersion
 
 _BILLABLE_STATUSES = ("finalized", "paid")
 
@@ -32,9 +33,65 @@ model; a plan's base fee is "(base fee)"; usage priced without a model filter is
 "(all models)"."""
 
 
+INVOICE_CREDIT = "(invoice credit)"
+"""What ``by_plan`` and ``by_model`` call a credit note line on an invoice as a whole."""
+
+
+async def _credits(session: AsyncSession, p: Period) -> dict[str, dict[tuple[str, str], int]]:
+    """What credit notes on the period's billable invoices took off, by the report's keys
+    (``(key, currency) -> amount_minor``, before tax): a line credited against an invoice
+    line counts under that line's plan and model; a credit on the invoice as a whole under
+    ``INVOICE_CREDIT``."""
+    rows = await session.execute(
+        select(
+            CreditNoteLine.amount_minor,
+            Invoice.currency,
+            CreditNoteLine.invoice_line_id,
+            Plan.name,
+            PlanVersion.version,
+            Customer.name,
+            LINE_MODEL,
+        )
+        .join(CreditNote, CreditNote.id == CreditNoteLine.credit_note_id)
+        .join(Invoice, Invoice.id == CreditNote.invoice_id)
+        .join(Customer, Customer.id == Invoice.customer_id)
+        .outerjoin(InvoiceLine, InvoiceLine.id == CreditNoteLine.invoice_line_id)
+        .outerjoin(PlanVersion, PlanVersion.id == InvoiceLine.plan_version_id)
+        .outerjoin(Plan, Plan.id == PlanVersion.plan_id)
+        .where(Invoice.period == str(p), Invoice.status.in_(_BILLABLE_STATUSES))
+    )
+    out: dict[str, dict[tuple[str, str], int]] = {
+        name: defaultdict(int) for name in ("plan", "customer", "model", "total")
+    }
+    for amount, currency, line_id, plan, version, customer, model in rows.all():
+        on_line = line_id is not None
+        out["plan"][(f"{plan} v{version}" if on_line else INVOICE_CREDIT, currency)] += amount
+        out["customer"][(customer, currency)] += amount
+        out["model"][(model if on_line else INVOICE_CREDIT, currency)] += amount
+        out["total"][("total", currency)] += amount
+    return out
+
+
+def _net(rows: list[RevenueRow], credits: dict[tuple[str, str], int]) -> list[RevenueRow]:
+    """``rows`` less ``credits``, key by key; a credited key with no revenue row (a credit
+    on the invoice as a whole) becomes a negative row of its own."""
+    left = dict(credits)
+    out = []
+    for row in rows:
+        credit = left.pop((row.key, row.currency), 0)
+        out.append(
+            RevenueRow(key=row.key, currency=row.currency, amount_minor=row.amount_minor - credit)
+        )
+    for (key, currency), credit in sorted(left.items()):
+        out.append(RevenueRow(key=key, currency=currency, amount_minor=-credit))
+    return out
+
+
 async def revenue(session: AsyncSession, p: Period) -> RevenueReport:
-    """Invoiced revenue (finalized and paid invoices) for a period, by plan, customer and
-    model, summed exactly in SQL (``split_sum``) per currency."""
+    """Invoiced revenue (finalized and paid invoices) for a period, net of the credit notes
+    issued on those invoices, by plan, customer and model, summed exactly per currency
+    (``split_sum`` in SQL; credits in Python). Amounts are before tax. ``invoiced`` and
+    ``credited`` give the two parts of ``total``."""
     base = (
         select(*split_sum(InvoiceLine.amount_minor), Invoice.currency)
         .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
@@ -61,13 +118,19 @@ async def revenue(session: AsyncSession, p: Period) -> RevenueReport:
         ]
 
     total_rows = (await session.execute(base.group_by(Invoice.currency))).all()
+    invoiced = [
+        RevenueRow(key="total", currency=c, amount_minor=joined(hi, lo)) for hi, lo, c in total_rows
+    ]
+    credits = await _credits(session, p)
     return RevenueReport(
         period=str(p),
-        by_plan=await grouped(Plan.name, PlanVersion.version),
-        by_customer=await grouped(Customer.name),
-        by_model=await grouped(LINE_MODEL),
-        total=[
-            RevenueRow(key="total", currency=c, amount_minor=joined(hi, lo))
-            for hi, lo, c in total_rows
+        by_plan=_net(await grouped(Plan.name, PlanVersion.version), credits["plan"]),
+        by_customer=_net(await grouped(Customer.name), credits["customer"]),
+        by_model=_net(await grouped(LINE_MODEL), credits["model"]),
+        total=_net(invoiced, credits["total"]),
+        invoiced=invoiced,
+        credited=[
+            RevenueRow(key="credited", currency=c, amount_minor=amount)
+            for (_, c), amount in sorted(credits["total"].items())
         ],
     )

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, Field, computed_field
-
-from app.money.display import minor_string
 
 from app.billing.drafts import DRAFT_NUMBER, DraftInvoice
 from app.billing.service import CloseResult
@@ -301,7 +298,10 @@ def close_out(result: CloseResult, *, stripe_enabled: bool) -> CloseOut:
 
 class SyncOut(BaseModel):
     pushed: list[int]
-    failed: dict[str, str]
+    failed: dict[str, str] = Field(description="Invoice id -> why its push or void failed")
+    voided: list[int] = Field(default=[], description="Invoices voided in Stripe")
+    credit_notes_pushed: list[int] = Field(default=[], description="Credit notes created in Stripe")
+    credit_notes_failed: dict[str, str] = {}
 
 
 class ReconcileLine(BaseModel):

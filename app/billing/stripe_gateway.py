@@ -25,6 +25,10 @@ Steps 1 and 2 look for existing objects by metadata as well as relying on idempo
 because Stripe forgets keys after 24 hours. An invoice found in a non-draft state (open, paid,
 void, uncollectible) is reported as it is; nothing is added to it.
 
+Corrections (``void_invoice``, ``push_credit_note``) follow the same rules: keys
+``tollgate-void-{local_id}`` and ``tollgate-credit-note-{local_id}``, and a credit note is
+looked for by ``metadata.tollgate_credit_note_id`` before one is created.
+
 Invoices use ``collection_method="send_invoice"`` with ``days_until_due=30`` and
 ``auto_advance=False``: customers need no saved payment method, Stripe never charges or emails
 on its own, and the caller decides when to send or mark paid.
@@ -70,6 +74,37 @@ class PushedInvoice:
     status: str
     total_minor: int
     number: str | None
+
+
+@dataclass(frozen=True)
+class PushCreditLine:
+    invoice_line_local_id: str | None  # None: a credit on the invoice as a whole
+    description: str
+    amount_minor: int
+
+
+@dataclass(frozen=True)
+class PushCreditNote:
+    local_id: str
+    number: str
+    stripe_invoice_id: str
+    memo: str
+    lines: tuple[PushCreditLine, ...]
+    tax_minor: int
+    tax_label: str
+
+    @property
+    def total_minor(self) -> int:
+        return sum(line.amount_minor for line in self.lines) + self.tax_minor
+
+
+def _custom_line(description: str, amount_minor: int) -> stripe.params.CreditNoteCreateParamsLine:
+    return {
+        "type": "custom_line_item",
+        "description": description,
+        "quantity": 1,
+        "unit_amount": amount_minor,
+    }
 
 
 class StripeError(Exception):
@@ -287,6 +322,92 @@ class StripeGateway:
         with _translated("invoice list"):
             page = self._client.v1.invoices.list({"customer": customer_stripe_id, "limit": _PAGE})
             return [_pushed(invoice) for invoice in page.auto_paging_iter()]
+
+    # ----------------------------------------------------------------- corrections
+
+    def void_invoice(self, stripe_invoice_id: str, local_id: str) -> PushedInvoice:
+        """Void a Stripe invoice for a locally voided one (key ``tollgate-void-{local_id}``).
+        An invoice already void in Stripe is reported as it is: re-running is harmless."""
+        with _translated(f"invoice void ({local_id})"):
+            invoice = self._client.v1.invoices.retrieve(stripe_invoice_id)
+            if invoice.status == "void":
+                return _pushed(invoice)
+            invoice = self._client.v1.invoices.void_invoice(
+                stripe_invoice_id, options={"idempotency_key": f"tollgate-void-{local_id}"}
+            )
+        return _pushed(invoice)
+
+    def push_credit_note(self, note: PushCreditNote) -> str:
+        """Create the Stripe credit note for a local one; returns its ``cn_`` id.
+
+        Safe to re-run: a credit note whose ``metadata.tollgate_credit_note_id`` is the local
+        id is found among the invoice's before anything is created, and the create carries
+        the key ``tollgate-credit-note-{local_id}``. A line credited against an invoice line
+        names Stripe's line item (found by its ``metadata.tollgate_line_id``); a credit on
+        the invoice as a whole, and the tax, are custom lines."""
+        with _translated(f"credit note push ({note.local_id})"):
+            found = self._find_credit_note(note)
+            if found is not None:
+                return found
+            stripe_lines = self._stripe_line_ids(note.stripe_invoice_id)
+            lines: list[stripe.params.CreditNoteCreateParamsLine] = []
+            for line in note.lines:
+                item = stripe_lines.get(line.invoice_line_local_id or "")
+                if item is not None:
+                    lines.append(
+                        {
+                            "type": "invoice_line_item",
+                            "invoice_line_item": item,
+                            "amount": line.amount_minor,
+                            "description": line.description,
+                        }
+                    )
+                else:
+                    lines.append(_custom_line(line.description, line.amount_minor))
+            if note.tax_minor:
+                lines.append(_custom_line(note.tax_label, note.tax_minor))
+            params: stripe.params.CreditNoteCreateParams = {
+                "invoice": note.stripe_invoice_id,
+                "lines": lines,
+                "memo": note.memo,
+                "metadata": {
+                    "tollgate_credit_note_id": note.local_id,
+                    "tollgate_number": note.number,
+                },
+            }
+            invoice = self._client.v1.invoices.retrieve(note.stripe_invoice_id)
+            if invoice.status == "paid":
+                # Stripe must be told where a paid invoice's credit goes; Tollgate settles
+                # it outside Stripe (refund or next invoice), never on the Stripe balance.
+                params["out_of_band_amount"] = note.total_minor
+            created = self._client.v1.credit_notes.create(
+                params, {"idempotency_key": f"tollgate-credit-note-{note.local_id}"}
+            )
+        return created.id
+
+    def _find_credit_note(self, note: PushCreditNote) -> str | None:
+        page = self._client.v1.credit_notes.list(
+            {"invoice": note.stripe_invoice_id, "limit": _PAGE}
+        )
+        for credit_note in page.auto_paging_iter():
+            metadata = credit_note.metadata
+            if (
+                metadata is not None
+                and "tollgate_credit_note_id" in metadata
+                and str(metadata["tollgate_credit_note_id"]) == note.local_id
+            ):
+                return credit_note.id
+        return None
+
+    def _stripe_line_ids(self, stripe_invoice_id: str) -> dict[str, str]:
+        """Tollgate invoice line id -> Stripe invoice line item id."""
+        page = self._client.v1.invoices.line_items.list(stripe_invoice_id, {"limit": _PAGE})
+        out = {}
+        for item in page.auto_paging_iter():
+            metadata = item.metadata
+            if metadata is not None and "tollgate_line_id" in metadata:
+                out[str(metadata["tollgate_line_id"])] = item.id
+        return out
 
     # ----------------------------------------------------------------- webhooks
 

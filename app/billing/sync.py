@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.service import Actor, record, snapshot
+from app.billing.credit_sync import push_corrections
 from app.billing.errors import MalformedEvent
 from app.billing.stripe_gateway import (
     PushedInvoice,
@@ -43,7 +44,10 @@ class UnknownInvoice(BadRequest):
 @dataclass
 class SyncResult:
     pushed: list[int] = field(default_factory=list)
-    failed: dict[int, str] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)  # invoice id -> push or void failure
+    voided: list[int] = field(default_factory=list)
+    credit_notes_pushed: list[int] = field(default_factory=list)
+    credit_notes_failed: dict[int, str] = field(default_factory=dict)
 
 
 async def sync_invoices(
@@ -52,7 +56,8 @@ async def sync_invoices(
     actor: Actor,
     period: Period | None = None,
 ) -> SyncResult:
-    """Push every finalized invoice not yet in Stripe (optionally of one period). Each push
+    """Push every finalized invoice not yet in Stripe (optionally of one period), then the
+    corrections (``credit_sync``: voids, credit notes). Each push
     commits with its own audit row (``invoice.push``); the run as a whole is recorded last
     (``stripe.sync``: what was pushed and what failed)."""
     result = SyncResult()
@@ -71,6 +76,11 @@ async def sync_invoices(
             # Left for the next run: every call it made is idempotent.
             log.warning("stripe push failed", extra={"invoice_id": invoice_id, "error": str(exc)})
             result.failed[invoice_id] = str(exc)
+    corrections = await push_corrections(sessionmaker, gateway, actor, period)
+    result.voided = corrections.voided
+    result.failed.update(corrections.void_failed)
+    result.credit_notes_pushed = corrections.credit_notes
+    result.credit_notes_failed = corrections.credit_notes_failed
     async with sessionmaker() as session, session.begin():
         await record(
             session,
@@ -81,6 +91,9 @@ async def sync_invoices(
             after={
                 "pushed": result.pushed,
                 "failed": {str(k): v for k, v in result.failed.items()},
+                "voided": result.voided,
+                "credit_notes_pushed": result.credit_notes_pushed,
+                "credit_notes_failed": {str(k): v for k, v in result.credit_notes_failed.items()},
             },
         )
     return result

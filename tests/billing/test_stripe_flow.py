@@ -89,7 +89,13 @@ async def test_push_reconcile_and_rerun_without_duplicates(
     assert sorted(i["total_minor"] for i in local) == [370, 410]
 
     again = await client.post("/finance/sync", headers=bearer(finance))
-    assert again.json() == {"pushed": [], "failed": {}}
+    assert again.json() == {
+        "pushed": [],
+        "failed": {},
+        "voided": [],
+        "credit_notes_pushed": [],
+        "credit_notes_failed": {},
+    }
     assert len(standin.invoices) == 2 and len(standin.invoice_items) == 4
 
     report = (

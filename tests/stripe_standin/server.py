@@ -11,8 +11,10 @@ successful response is replayed for a repeated key with the same parameters; the
 with other parameters is refused with 400 ``idempotency_error``).
 
 Supported: customers (create, retrieve, list), invoice items (create, retrieve, list),
-invoices (create, retrieve, list, lines, finalize, pay, void). Failures and slow responses can
-be injected with :meth:`StripeStandin.fail_next` and :meth:`StripeStandin.delay_next`.
+invoices (create, retrieve, list, lines, finalize, pay, void), credit notes (create with
+``invoice_line_item`` / ``custom_line_item`` lines or ``amount``, retrieve, list).
+Failures and slow responses can be injected with :meth:`StripeStandin.fail_next` and
+:meth:`StripeStandin.delay_next`.
 
 Module helpers :func:`sign_webhook` and :func:`event` build webhook requests the way Stripe
 sends them.
@@ -293,6 +295,7 @@ class StripeStandin:
         self.customers: dict[str, dict[str, Any]] = {}
         self.invoices: dict[str, dict[str, Any]] = {}
         self.invoice_items: dict[str, dict[str, Any]] = {}
+        self.credit_notes: dict[str, dict[str, Any]] = {}
         self.requests: list[LoggedRequest] = []
         self._idempotency: dict[tuple[str, str], _IdempotentResult] = {}
         self._days_until_due: dict[str, int] = {}
@@ -316,6 +319,9 @@ class StripeStandin:
             ("POST", re.compile(r"/v1/invoices/(?P<id>[^/]+)/finalize"), self._finalize),
             ("POST", re.compile(r"/v1/invoices/(?P<id>[^/]+)/pay"), self._pay),
             ("POST", re.compile(r"/v1/invoices/(?P<id>[^/]+)/void"), self._void),
+            ("POST", re.compile(r"/v1/credit_notes"), self._create_credit_note),
+            ("GET", re.compile(r"/v1/credit_notes"), self._list_credit_notes),
+            ("GET", re.compile(r"/v1/credit_notes/(?P<id>[^/]+)"), self._get_credit_note),
         ]
 
     # ----------------------------------------------------------------- lifecycle
@@ -977,3 +983,176 @@ class StripeStandin:
         invoice["status"] = "void"
         invoice["status_transitions"]["voided_at"] = int(time.time())
         return 200, self._render_invoice(invoice)
+
+    # ----------------------------------------------------------------- credit notes
+
+    def credit_notes_of(self, invoice_id: str) -> list[dict[str, Any]]:
+        return [cn for cn in self.credit_notes.values() if cn["invoice"] == invoice_id]
+
+    def _credit_note_line(self, invoice: dict[str, Any], raw: Any, i: int) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            raise ApiError(400, "Invalid array", param=f"lines[{i}]")
+        line = fixture("credit_note_line_item")
+        kind = _required(raw, "type")
+        if kind == "invoice_line_item":
+            item_id = _required(raw, "invoice_line_item")
+            invoice_line = next(
+                (il for il in invoice["lines"]["data"] if il["id"] == item_id), None
+            )
+            if invoice_line is None:
+                raise _missing("invoice line item", item_id, f"lines[{i}][invoice_line_item]")
+            amount = _int(_required(raw, "amount"), f"lines[{i}][amount]")
+            if amount > invoice_line["amount"]:
+                raise ApiError(
+                    400,
+                    f"The credit amount for line {item_id} exceeds the line's amount.",
+                    param=f"lines[{i}][amount]",
+                )
+            line.update(
+                invoice_line_item=item_id,
+                description=raw.get("description") or invoice_line["description"],
+                unit_amount=None,
+                unit_amount_decimal=None,
+            )
+        elif kind == "custom_line_item":
+            unit_amount = _int(_required(raw, "unit_amount"), f"lines[{i}][unit_amount]")
+            quantity = _int(raw.get("quantity", 1), f"lines[{i}][quantity]")
+            amount = unit_amount * quantity
+            line.update(
+                invoice_line_item=None,
+                description=_required(raw, "description"),
+                quantity=quantity,
+                unit_amount=unit_amount,
+                unit_amount_decimal=str(unit_amount),
+            )
+        else:
+            raise ApiError(400, f"Invalid type: {kind}", param=f"lines[{i}][type]")
+        if amount <= 0:
+            raise ApiError(400, "The credit amount must be positive.", param=f"lines[{i}]")
+        line.update(
+            id=_new_id("cnli"),
+            type=kind,
+            amount=amount,
+            discount_amount=0,
+            discount_amounts=[],
+            livemode=False,
+            tax_rates=[],
+            taxes=[],
+            pretax_credit_amounts=[],
+            metadata=_metadata(raw),
+        )
+        return line
+
+    def _create_credit_note(self, params: Params) -> Response:
+        invoice = self._invoice(_required(params, "invoice"), "invoice")
+        if invoice["status"] not in ("open", "paid"):
+            raise ApiError(
+                400,
+                f"You can only create credit notes on open or paid invoices; this one is "
+                f"'{invoice['status']}'.",
+                code="invoice_not_editable" if invoice["status"] == "draft" else None,
+                param="invoice",
+            )
+        raw_lines = params.get("lines")
+        if raw_lines not in (None, ""):
+            if not isinstance(raw_lines, list) or not raw_lines:
+                raise ApiError(400, "Invalid array", param="lines")
+            lines = [self._credit_note_line(invoice, raw, i) for i, raw in enumerate(raw_lines)]
+            amount = sum(line["amount"] for line in lines)
+        elif params.get("amount") not in (None, ""):
+            amount = _int(params["amount"], "amount")
+            lines = []
+        else:
+            raise ApiError(
+                400, "Missing required param: lines or amount.", code="parameter_missing"
+            )
+        credited = sum(
+            cn["amount"] for cn in self.credit_notes_of(invoice["id"]) if cn["status"] == "issued"
+        )
+        if amount <= 0 or credited + amount > invoice["total"]:
+            raise ApiError(
+                400,
+                f"The sum of credit amount ({amount}) and earlier credit notes ({credited}) "
+                f"must be positive and at most the invoice total ({invoice['total']}).",
+                param="amount",
+            )
+        out_of_band = params.get("out_of_band_amount")
+        settled = sum(
+            _int(params[name], name)
+            for name in ("credit_amount", "refund_amount", "out_of_band_amount")
+            if params.get(name) not in (None, "")
+        )
+        if invoice["status"] == "paid" and settled != amount:
+            raise ApiError(
+                400,
+                f"The sum of credit amount, refund amount and out of band amount ({settled}) "
+                f"must equal the credit note amount ({amount}).",
+            )
+        now = int(time.time())
+        note = fixture("credit_note")
+        note_id = _new_id("cn")
+        pre_payment = invoice["status"] == "open"
+        note.update(
+            id=note_id,
+            amount=amount,
+            amount_shipping=0,
+            created=now,
+            effective_at=now,
+            currency=invoice["currency"],
+            customer=invoice["customer"],
+            customer_balance_transaction=None,
+            discount_amount=0,
+            discount_amounts=[],
+            invoice=invoice["id"],
+            livemode=False,
+            memo=params.get("memo"),
+            metadata=_metadata(params),
+            number=f"{invoice['number']}-CN-{len(self.credit_notes_of(invoice['id'])) + 1:02d}",
+            out_of_band_amount=None if out_of_band in (None, "") else _int(out_of_band, "x"),
+            pdf=None,
+            reason=params.get("reason"),
+            shipping_cost=None,
+            status="issued",
+            subtotal=amount,
+            subtotal_excluding_tax=amount,
+            total=amount,
+            total_excluding_tax=amount,
+            type="pre_payment" if pre_payment else "post_payment",
+            voided_at=None,
+            pretax_credit_amounts=[],
+            total_taxes=[],
+            refunds=[],
+            pre_payment_amount=amount if pre_payment else 0,
+            post_payment_amount=0 if pre_payment else amount,
+            lines={
+                "object": "list",
+                "data": lines,
+                "has_more": False,
+                "url": f"/v1/credit_notes/{note_id}/lines",
+            },
+        )
+        self.credit_notes[note_id] = note
+        if pre_payment:
+            invoice["pre_payment_credit_notes_amount"] = (
+                invoice.get("pre_payment_credit_notes_amount") or 0
+            ) + amount
+            invoice["amount_due"] -= amount
+            invoice["amount_remaining"] -= amount
+        else:
+            invoice["post_payment_credit_notes_amount"] = (
+                invoice.get("post_payment_credit_notes_amount") or 0
+            ) + amount
+        return 200, copy.deepcopy(note)
+
+    def _get_credit_note(self, params: Params, id: str) -> Response:
+        note = self.credit_notes.get(id)
+        if note is None:
+            raise _missing("credit_note", id)
+        return 200, copy.deepcopy(note)
+
+    def _list_credit_notes(self, params: Params) -> Response:
+        objects = list(reversed(self.credit_notes.values()))
+        for name in ("invoice", "customer"):
+            if params.get(name):
+                objects = [cn for cn in objects if cn[name] == params[name]]
+        return self._list(objects, "/v1/credit_notes", params, render=copy.deepcopy)
