@@ -32,6 +32,9 @@ class CustomerOut(BaseModel):
     status: str
     stripe_customer_id: str | None
     created_at: datetime
+    is_operator: bool = Field(
+        description="The operator account: its keys (and only its) may hold admin and finance"
+    )
 
 
 class CustomerList(BaseModel):
