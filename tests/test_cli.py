@@ -271,7 +271,9 @@ def test_migrate_creates_the_operator_account_once_and_staff_keys_are_its_only(
     assert refused.returncode == 1
     assert "only keys of the operator account may hold finance" in refused.stderr
     # Nothing of the refused command stayed (not even the customer it would have created).
-    names = [json.loads(x)["name"] for x in _tollgate("customers", "list", env=env).stdout.splitlines()]
+    names = [
+        json.loads(x)["name"] for x in _tollgate("customers", "list", env=env).stdout.splitlines()
+    ]
     assert names == ["operator"]
     both = _tollgate("keys", "create", "--operator", "--customer", "x", env=env)
     assert both.returncode == 2
