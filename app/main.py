@@ -50,6 +50,7 @@ from app.observability.logging import configure_logging
 from app.observability.metrics import Metrics, ResponseCounter
 from app.observability.middleware import RequestContextMiddleware
 from app.plans.endpoints import router as plans_router
+from app.portal.endpoints import router as billing_router
 from app.resources import State, Tollgate
 
 log = logging.getLogger("tollgate")
@@ -225,6 +226,7 @@ def create_app(
     app.include_router(inference_router)
     app.include_router(v2.router)
     app.include_router(usage_router)
+    app.include_router(billing_router)
     app.include_router(customers_router)
     app.include_router(keys_router)
     app.include_router(plans_router)
