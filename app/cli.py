@@ -88,18 +88,56 @@ def serve(
     )
 
 
+OPERATOR_NAME = "operator"
+"""The name ``tollgate migrate`` gives the operator account it creates (``--operator-name``)."""
+
+
 @cli.command()
-def migrate(revision: Annotated[str, typer.Argument()] = "head") -> None:
-    """Apply database migrations (``alembic upgrade``) to TOLLGATE_DATABASE_URL."""
+def migrate(
+    revision: Annotated[str, typer.Argument()] = "head",
+    operator_name: Annotated[
+        str, typer.Option(help="Name of the operator account, if one is created.")
+    ] = OPERATOR_NAME,
+) -> None:
+    """Apply database migrations (``alembic upgrade``) to TOLLGATE_DATABASE_URL; at head,
+    create the operator account (the customer whose keys may hold admin and finance) if
+    there is none."""
     import logging
 
+    from app.customers.schemas import CustomerCreate
     from app.db.migrate import upgrade
 
+    _parse(CustomerCreate, name=operator_name)  # a customer name like any other
     # Alembic names each revision it applies (INFO on the "alembic" logger), on stderr.
     logging.basicConfig(format="%(levelname)-5.5s [%(name)s] %(message)s")
     logging.getLogger("alembic").setLevel(logging.INFO)
     upgrade(get_settings().database_url, revision)
     typer.echo(f"database migrated to {revision}")
+    if revision == "head":
+        _ensure_operator(operator_name)
+
+
+def _ensure_operator(name: str) -> None:
+    from app.customers import service
+
+    async def work(session: AsyncSession) -> service.OperatorAccount:
+        return await service.ensure_operator_account(session, CLI, name)
+
+    found = _run_or_exit(work)
+    if found.customer is None:
+        typer.echo(
+            f"no operator account: a customer named {name!r} exists and is not made one (its "
+            f"keys would become staff keys). Create it under another name: `tollgate migrate "
+            f"--operator-name NAME` or `tollgate customers create NAME --operator`",
+            err=True,
+        )
+        return
+    state = "created" if found.created else "is"
+    typer.echo(
+        f"operator account {state} {found.customer.name!r} (id {found.customer.id}); admin "
+        "and finance keys: `tollgate keys create --operator --scope admin`",
+        err=True,
+    )
 
 
 def _parse(model: type[M], **data: object) -> M:
@@ -142,7 +180,7 @@ def _customer_json(customer: Customer) -> str:
     from app.customers.schemas import BILLING_FIELDS
     from app.money.display import plain
 
-    fields = ("id", "name", "email", "status", "stripe_customer_id", "created_at")
+    fields = ("id", "name", "email", "status", "stripe_customer_id", "created_at", "is_operator")
     data = snapshot(customer, *fields, *BILLING_FIELDS)
     if customer.tax_rate is not None:
         data["tax_rate"] = plain(customer.tax_rate)
@@ -153,7 +191,7 @@ def _key_json(key: ApiKey) -> str:
     from app.audit.service import snapshot
     from app.keys.admin import FIELDS
 
-    return json.dumps({"id": key.id, **snapshot(key, *FIELDS, "last_used_at")})
+    return json.dumps({"id": key.id, **snapshot(key, *FIELDS, "last_used_at", "legacy_staff")})
 
 
 # -- customers ----------------------------------------------------------------------------
@@ -197,6 +235,13 @@ def customers_create(
     tax_rate: TaxRateOption = None,
     tax_exempt: TaxExempt = None,
     tax_note: TaxNote = None,
+    operator: Annotated[
+        bool,
+        typer.Option(
+            help="The operator account: its keys may hold admin and finance (only while "
+            "there is none; `tollgate migrate` creates one)."
+        ),
+    ] = False,
 ) -> None:
     """Create a customer (as POST /admin/customers), with its billing details if given;
     prints it as JSON."""
@@ -220,7 +265,7 @@ def customers_create(
     )
 
     async def work(session: AsyncSession) -> str:
-        return _customer_json(await service.create_customer(session, CLI, data))
+        return _customer_json(await service.create_customer(session, CLI, data, operator=operator))
 
     typer.echo(_run_or_exit(work))
 
@@ -336,6 +381,12 @@ def keys_create(
     customer_id: Annotated[
         int | None, typer.Option(help="An existing customer's id (as the API takes it).")
     ] = None,
+    operator: Annotated[
+        bool,
+        typer.Option(
+            "--operator", help="For the operator account (admin and finance keys are its only)."
+        ),
+    ] = False,
     scope: Annotated[list[Scope], typer.Option(help="Repeat for several scopes.")] = [  # noqa: B006
         Scope.predict
     ],
@@ -361,8 +412,8 @@ def keys_create(
     from app.keys import admin
     from app.keys.schemas import KeyCreate, KeyOptions
 
-    if (customer is None) == (customer_id is None):
-        typer.echo("give either --customer NAME or --customer-id ID", err=True)
+    if [customer is not None, customer_id is not None, operator].count(True) != 1:
+        typer.echo("give one of --customer NAME, --customer-id ID or --operator", err=True)
         raise typer.Exit(2)
     if expires_in_days is not None and expires_at is not None:
         typer.echo("give --expires-in-days or --expires-at, not both", err=True)
@@ -380,7 +431,15 @@ def keys_create(
         "items_per_minute": items_per_minute,
     }
     settings = get_settings()
-    if customer_id is not None:
+    if operator:
+        for_operator = _parse(KeyOptions, **options)
+
+        async def work(session: AsyncSession) -> tuple[ApiKey, str]:
+            return await admin.issue_operator_key(
+                session, CLI, settings.secret_key, for_operator, now=SystemClock().now()
+            )
+
+    elif customer_id is not None:
         by_id = _parse(KeyCreate, customer_id=customer_id, **options)
 
         async def work(session: AsyncSession) -> tuple[ApiKey, str]:
@@ -402,7 +461,8 @@ def keys_create(
 
     key, secret = _run_or_exit(work)
     typer.echo(
-        f"created key {key.prefix}... (id {key.id}) for customer "
+        f"created key {key.prefix}... (id {key.id}) for "
+        + ("the operator account " if operator else "customer ")
         + (f"'{customer}' " if customer is not None else "")
         + f"(id {key.customer_id}), scopes {','.join(key.scopes)}"
         + (f", expires {key.expires_at.isoformat()}" if key.expires_at else ""),

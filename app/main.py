@@ -7,9 +7,11 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 import torch
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.endpoints import router as audit_router
 from app.auth.authenticator import Authenticator
@@ -34,6 +36,7 @@ from app.inference.predictor import LoadedModules
 from app.inference.registry import ModelRegistry
 from app.inference.service import InferenceService
 from app.keys.endpoints import router as keys_router
+from app.keys.repository import live_legacy_staff_keys
 from app.limits.quota import SpendTracker
 from app.limits.ratelimit import (
     FallbackRateLimiter,
@@ -49,6 +52,7 @@ from app.observability.logging import configure_logging
 from app.observability.metrics import Metrics, ResponseCounter
 from app.observability.middleware import RequestContextMiddleware
 from app.plans.endpoints import router as plans_router
+from app.portal.endpoints import router as billing_router
 from app.resources import State, Tollgate
 
 log = logging.getLogger("tollgate")
@@ -75,6 +79,30 @@ def build_limiter(settings: Settings, metrics: Metrics) -> RateLimiter:
         MemoryRateLimiter(),
         on_change=on_change,
     )
+
+
+async def warn_about_legacy_staff_keys(
+    sessionmaker: async_sessionmaker[AsyncSession], now: datetime
+) -> list[str]:
+    """Log a WARNING naming the working legacy staff keys (admin or finance keys of customers,
+    grandfathered by the migration that introduced operator accounts) until an admin
+    re-issues them; ``GET /admin/keys?legacy_staff=true`` lists them. Returns their prefixes."""
+    try:
+        async with sessionmaker() as session:
+            prefixes = await live_legacy_staff_keys(session, now)
+    except Exception:  # the database may be down at start; /readyz tells, not this
+        log.info("could not look for legacy staff keys", exc_info=True)
+        return []
+    if prefixes:
+        log.warning(
+            "%d API key(s) of customers that are not the operator account still hold admin or "
+            "finance (legacy staff keys: %s); re-issue them to the operator account "
+            "(`tollgate keys create --operator --scope ...`) and revoke these",
+            len(prefixes),
+            ", ".join(prefixes),
+            extra={"legacy_staff_keys": prefixes},
+        )
+    return prefixes
 
 
 def create_app(
@@ -161,6 +189,7 @@ def create_app(
             if settings.stripe_api_key
             else None,
         )
+        await warn_about_legacy_staff_keys(sessionmaker, app_clock.now())
         if freeze_gc:
             # Torch, the models and the routes are ~390k objects: a full collection scanned
             # them all (~160 ms on the bench VM, the p99 tail under load). Frozen, they are
@@ -199,6 +228,7 @@ def create_app(
     app.include_router(inference_router)
     app.include_router(v2.router)
     app.include_router(usage_router)
+    app.include_router(billing_router)
     app.include_router(customers_router)
     app.include_router(keys_router)
     app.include_router(plans_router)

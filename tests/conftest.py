@@ -169,7 +169,11 @@ async def make_key(
     *,
     expires_at: datetime | None = None,
     allowed_models: list[str] | None = None,
+    legacy_staff: bool = False,
 ) -> CreatedKey:
+    """A key, unaudited. Admin and finance keys are the operator account's (the first such
+    call makes ``customer`` the operator account; later ones use it whatever ``customer``
+    says); ``legacy_staff=True`` makes one of ``customer`` as the migration left it."""
     async with resources(app).sessionmaker() as session, session.begin():
         return await create_key(
             session,
@@ -178,6 +182,7 @@ async def make_key(
             scopes=scopes,
             expires_at=expires_at,
             allowed_models=allowed_models,
+            legacy_staff=legacy_staff,
         )
 
 

@@ -7,19 +7,37 @@ A route missing from ``EXPECTED`` fails the test: a new route must state who may
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
+
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import Engine, insert, text
 
 from app.keys.schemas import Scope
+from app.orm import Invoice
 from tests.conftest import bearer, make_key
 
-ROLES = ("anonymous", "dev_a", "dev_b", "admin", "finance")
+# admin, finance: keys of the operator account (its staff). billing_a: customer-a's
+# self-service key. legacy: an admin and finance key of a customer left by the migration
+# that introduced operator accounts (grandfathered until re-issued). forged: a customer's key
+# whose row says admin and finance although it is neither the operator's nor legacy (no
+# service issues one): those scopes must not count.
+ROLES = ("anonymous", "dev_a", "dev_b", "admin", "finance", "billing_a", "legacy", "forged")
+KEYS = ROLES[1:]
 PUBLIC = dict.fromkeys(ROLES, "ok")
-ANY_KEY = {"anonymous": 401, "dev_a": "ok", "dev_b": "ok", "admin": "ok", "finance": "ok"}
-PREDICT = {"anonymous": 401, "dev_a": "ok", "dev_b": "ok", "admin": 403, "finance": 403}
-ADMIN = {"anonymous": 401, "dev_a": 403, "dev_b": 403, "admin": "ok", "finance": 403}
-FINANCE = {"anonymous": 401, "dev_a": 403, "dev_b": 403, "admin": 403, "finance": "ok"}
+
+
+def _only(*allowed: str) -> dict[str, int | str]:
+    return {"anonymous": 401, **{r: "ok" if r in allowed else 403 for r in KEYS}}
+
+
+ANY_KEY = _only(*KEYS)
+PREDICT = _only("dev_a", "dev_b")
+ADMIN = _only("admin", "legacy")
+FINANCE = _only("finance", "legacy")
+BILLING = _only("billing_a")
 # Stripe authenticates webhooks by signature, not by key: every role without one gets 503
 # here (Stripe is not configured in this app) and never a change.
 SIGNED = dict.fromkeys(ROLES, 503)
@@ -40,6 +58,13 @@ EXPECTED: dict[tuple[str, str], dict[str, int | str]] = {
     ("POST", "/v2/models/{model}/infer"): PREDICT,
     ("POST", "/v2/models/{model}/versions/{version}/infer"): PREDICT,
     ("GET", "/v1/usage"): ANY_KEY,
+    ("GET", "/v1/billing/plan"): BILLING,
+    ("GET", "/v1/billing/usage"): BILLING,
+    ("GET", "/v1/billing/spend"): BILLING,
+    ("GET", "/v1/billing/invoices"): BILLING,
+    ("GET", "/v1/billing/invoices/{invoice_id}"): BILLING,
+    ("GET", "/v1/billing/invoices/{invoice_id}.csv"): BILLING,
+    ("GET", "/v1/billing/invoices/{invoice_id}.pdf"): BILLING,
     ("POST", "/admin/customers"): ADMIN,
     ("GET", "/admin/customers"): ADMIN,
     ("GET", "/admin/customers/{customer_id}"): ADMIN,
@@ -105,13 +130,23 @@ def test_every_route_has_an_entry(app: FastAPI) -> None:
     assert EXPECTED.keys() - routes == set(), "stale entries"
 
 
-async def test_authorization_matrix(app: FastAPI, client: httpx.AsyncClient) -> None:
+async def test_authorization_matrix(
+    app: FastAPI, client: httpx.AsyncClient, pg_sync: Engine
+) -> None:
     keys = {
         "dev_a": await make_key(app, "customer-a"),
         "dev_b": await make_key(app, "customer-b"),
         "admin": await make_key(app, "operator", (Scope.admin,)),
-        "finance": await make_key(app, "accounts", (Scope.finance,)),
+        "finance": await make_key(app, "operator", (Scope.finance,)),
+        "billing_a": await make_key(app, "customer-a", (Scope.billing,)),
+        "legacy": await make_key(app, "legacy-co", (Scope.admin, Scope.finance), legacy_staff=True),
+        "forged": await make_key(app, "customer-c"),
     }
+    with pg_sync.begin() as conn:
+        conn.execute(
+            text("""UPDATE api_keys SET scopes = '["admin", "finance"]' WHERE id = :id"""),
+            {"id": keys["forged"].key_id},
+        )
     # Targets for destructive admin routes, so the matrix never breaks its own callers.
     victim = await make_key(app, "victim")
     params = {
@@ -163,3 +198,54 @@ async def test_developers_see_only_their_own_usage(
     usage = (await client.get("/v1/usage", headers=bearer(mine))).json()
     assert usage["customer_id"] == mine.customer_id
     assert usage["total"]["requests"] == (1 if role == "dev_a" else 0)
+
+
+async def test_another_customers_document_is_404_like_a_missing_one(
+    app: FastAPI, client: httpx.AsyncClient, pg_sync: Engine
+) -> None:
+    """Every /v1/billing route that names a document by id: a billing key of customer-b
+    asking for customer-a's gets what a missing id gets (404, never a 403 that would say it
+    exists); customer-a gets it. Also a draft, which nobody outside finance sees."""
+    a = await make_key(app, "customer-a", (Scope.billing,))
+    b = await make_key(app, "customer-b", (Scope.billing,))
+    with pg_sync.begin() as conn:
+        ids = {
+            status: conn.scalar(
+                insert(Invoice)
+                .values(
+                    number=None if status == "draft" else "TG-2026-000001",
+                    customer_id=a.customer_id,
+                    period="2026-09" if status == "draft" else "2026-08",
+                    period_start=datetime(2026, 9, 1, tzinfo=UTC),
+                    period_end=datetime(2026, 10, 1, tzinfo=UTC),
+                    status=status,
+                    currency="usd",
+                    subtotal_minor=100,
+                    total_minor=100,
+                )
+                .returning(Invoice.id)
+            )
+            for status in ("finalized", "draft")
+        }
+    routes = [
+        path for path in app.openapi()["paths"] if path.startswith("/v1/billing/") and "{" in path
+    ]
+    assert len(routes) >= 3
+    missing = 10**9
+    for template in routes:
+
+        def at(document: int, template: str = template) -> str:
+            return re.sub(r"\{[a-z_]+\}", str(document), template)
+
+        if "{invoice_id}" in template:
+            own = await client.get(at(ids["finalized"]), headers=bearer(a))
+            assert own.status_code == 200, (template, own.text)
+        absent = (await client.get(at(missing), headers=bearer(b))).json()["error"]
+        for document, key in ((ids["finalized"], b), (ids["draft"], b), (ids["draft"], a)):
+            response = await client.get(at(document), headers=bearer(key))
+            assert response.status_code == 404, (template, document, response.text)
+            error = response.json()["error"]
+            assert error["type"] == absent["type"]
+            assert error["message"].replace(str(document), "N") == absent["message"].replace(
+                str(missing), "N"
+            )

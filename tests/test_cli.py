@@ -38,14 +38,14 @@ def test_migrate_create_and_revoke_keys(tmp_path: Path) -> None:
         "--scope",
         "predict",
         "--scope",
-        "finance",
+        "billing",
         env=env,
     )
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip().splitlines()[-1]
     assert key.startswith("tg_") and len(key) == 35
     assert key not in created.stderr
-    assert "finance,predict" in created.stderr
+    assert "billing,predict" in created.stderr
 
     revoked = _tollgate("keys", "revoke", key[:11], env=env)
     assert revoked.returncode == 0, revoked.stderr
@@ -214,6 +214,7 @@ def test_revoke_cuts_off_a_key_in_its_rotation_grace_window(tmp_path: Path) -> N
         audit = conn.execute("SELECT actor, action FROM audit_log ORDER BY id").fetchall()
     assert datetime.fromisoformat(revoked_at).replace(tzinfo=UTC) <= datetime.now(UTC)
     assert audit == [
+        ("cli", "customer.create"),  # the operator account, by migrate
         ("cli", "customer.create"),
         ("cli", "key.create"),
         ("cli", "key.rotate"),
@@ -222,6 +223,16 @@ def test_revoke_cuts_off_a_key_in_its_rotation_grace_window(tmp_path: Path) -> N
     again = _tollgate("keys", "revoke", leaked[:11], env=env)
     assert again.returncode == 1
     assert "already revoked" in again.stderr
+
+
+def _sqlite_env(db: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "TOLLGATE_DATABASE_URL": f"sqlite:///{db}",
+        "TOLLGATE_ENV": "production",
+        "TOLLGATE_ALLOW_SQLITE": "true",
+        "TOLLGATE_SECRET_KEY": TEST_SECRET,
+    }
 
 
 def test_billing_details_and_a_rehearsed_close(tmp_path: Path) -> None:
@@ -233,11 +244,7 @@ def test_billing_details_and_a_rehearsed_close(tmp_path: Path) -> None:
 
     db = tmp_path / "details.db"
     env = {
-        **os.environ,
-        "TOLLGATE_DATABASE_URL": f"sqlite:///{db}",
-        "TOLLGATE_ENV": "production",
-        "TOLLGATE_ALLOW_SQLITE": "true",
-        "TOLLGATE_SECRET_KEY": TEST_SECRET,
+        **_sqlite_env(db),
         "TOLLGATE_SELLER_NAME": "Tollgate GmbH",
         "TOLLGATE_SELLER_ADDRESS": r"Torstr. 5\n10119 Berlin",
         "TOLLGATE_PAYMENT_TERMS_DAYS": "10",
@@ -313,3 +320,75 @@ def test_billing_details_and_a_rehearsed_close(tmp_path: Path) -> None:
     from datetime import datetime, timedelta
 
     assert datetime.fromisoformat(due) - datetime.fromisoformat(issued) == timedelta(days=10)
+
+
+def test_migrate_creates_the_operator_account_once_and_staff_keys_are_its_only(
+    tmp_path: Path,
+) -> None:
+    import json
+    import sqlite3
+
+    env = _sqlite_env(tmp_path / "operator.db")
+    first = _tollgate("migrate", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "operator account created 'operator' (id 1)" in first.stderr
+    again = _tollgate("migrate", env=env)
+    assert again.returncode == 0 and "operator account is 'operator' (id 1)" in again.stderr
+    customers = [json.loads(x) for x in _tollgate("customers", "list", env=env).stdout.splitlines()]
+    assert [(c["name"], c["is_operator"]) for c in customers] == [("operator", True)]
+    with sqlite3.connect(tmp_path / "operator.db") as conn:
+        audit = conn.execute("SELECT actor, action, after FROM audit_log").fetchall()
+    assert [(a, b) for a, b, _ in audit] == [("cli", "customer.create")]
+    assert json.loads(audit[0][2])["is_operator"] is True
+
+    # A second operator account is refused.
+    second = _tollgate("customers", "create", "staff", "--operator", env=env)
+    assert second.returncode == 1
+    assert "the operator account already exists: 'operator' (id 1)" in second.stderr
+
+    # Staff keys: for the operator account only, by --operator or by its name.
+    staff = _tollgate("keys", "create", "--operator", "--scope", "admin", env=env)
+    assert staff.returncode == 0, staff.stderr
+    assert "for the operator account (id 1), scopes admin" in staff.stderr
+    by_name = _tollgate("keys", "create", "--customer", "operator", "--scope", "finance", env=env)
+    assert by_name.returncode == 0, by_name.stderr
+    refused = _tollgate("keys", "create", "--customer", "acme", "--scope", "finance", env=env)
+    assert refused.returncode == 1
+    assert "only keys of the operator account may hold finance" in refused.stderr
+    # Nothing of the refused command stayed (not even the customer it would have created).
+    names = [
+        json.loads(x)["name"] for x in _tollgate("customers", "list", env=env).stdout.splitlines()
+    ]
+    assert names == ["operator"]
+    both = _tollgate("keys", "create", "--operator", "--customer", "x", env=env)
+    assert both.returncode == 2
+
+
+def test_migrate_never_makes_an_existing_customer_the_operator(tmp_path: Path) -> None:
+    import json
+
+    env = _sqlite_env(tmp_path / "clash.db")
+    assert _tollgate("migrate", "a2a9ba0c146b", env=env).returncode == 0  # before operators
+    assert _tollgate("customers", "create", "operator", env=env).returncode != 0  # no column yet
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "clash.db") as conn:
+        conn.execute(
+            "INSERT INTO customers (name, status, created_at) VALUES ('operator', 'active', "
+            "'2026-01-01 00:00:00')"
+        )
+    clash = _tollgate("migrate", env=env)
+    assert clash.returncode == 0, clash.stderr
+    assert "no operator account: a customer named 'operator' exists" in clash.stderr
+    assert "tollgate customers create NAME --operator" in clash.stderr
+    customers = [json.loads(x) for x in _tollgate("customers", "list", env=env).stdout.splitlines()]
+    assert [(c["name"], c["is_operator"]) for c in customers] == [("operator", False)]
+    no_operator = _tollgate("keys", "create", "--operator", "--scope", "admin", env=env)
+    assert no_operator.returncode == 1 and "no operator account yet" in no_operator.stderr
+
+    made = _tollgate("customers", "create", "tollgate-staff", "--operator", env=env)
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["is_operator"] is True
+    staff = _tollgate("keys", "create", "--operator", "--scope", "admin", env=env)
+    assert staff.returncode == 0, staff.stderr
+    assert "(id 2), scopes admin" in staff.stderr

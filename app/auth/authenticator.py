@@ -23,7 +23,7 @@ from app.auth.errors import (
     KeyRevoked,
 )
 from app.auth.last_used import LastUsedTracker
-from app.auth.principal import Principal, Scope
+from app.auth.principal import STAFF_SCOPES, Principal, Scope
 from app.auth.repository import KeyRecord
 from app.auth.secrets import hash_key, looks_like_key
 from app.clock import Clock, SystemClock
@@ -79,6 +79,8 @@ class Authenticator:
             items_per_minute=record.items_per_minute
             or (record.plan.items_per_minute if record.plan else None),
             plan=record.plan,
+            is_operator=record.is_operator,
+            legacy_staff=record.legacy_staff,
         )
 
     async def _lookup(self, digest: str) -> KeyRecord | None:
@@ -124,5 +126,12 @@ class Authenticator:
 
 
 def require(principal: Principal, scope: Scope) -> None:
+    """403 unless the key holds ``scope``. The staff scopes (admin, finance) count only on a
+    key of the operator account, or a legacy staff key not yet re-issued: a customer's key
+    never acts for the operator, whatever its row says."""
     if scope.value not in principal.scopes:
         raise InsufficientScope(f"this API key lacks the '{scope.value}' scope")
+    if scope.value in STAFF_SCOPES and not principal.is_staff:
+        raise InsufficientScope(
+            f"the '{scope.value}' scope works only on keys of the operator account"
+        )

@@ -15,6 +15,13 @@ class Scope(StrEnum):
     predict = "predict"
     admin = "admin"
     finance = "finance"
+    # A customer's own plan, usage, spend and invoices (/v1/billing/...), nothing else's.
+    billing = "billing"
+
+
+STAFF_SCOPES = frozenset({Scope.admin.value, Scope.finance.value})
+"""The operator's staff scopes: only keys of the operator account may hold them (and keys
+marked ``legacy_staff``, grandfathered by the migration that introduced operator accounts)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +51,13 @@ class Principal:
     requests_per_minute: int | None = None
     items_per_minute: int | None = None
     plan: PlanSnapshot | None = None
+    # The key belongs to the operator account (its staff): admin and finance count.
+    is_operator: bool = False
+    # An admin or finance key of a customer, issued before operator accounts existed: its
+    # staff scopes still count until an admin re-issues it (see STAFF_SCOPES).
+    legacy_staff: bool = False
+
+    @property
+    def is_staff(self) -> bool:
+        """Whether the key's admin and finance scopes count."""
+        return self.is_operator or self.legacy_staff

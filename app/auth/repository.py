@@ -24,23 +24,26 @@ class KeyRecord:
     expires_at: datetime | None
     revoked_at: datetime | None
     customer_status: str
+    is_operator: bool = False
+    legacy_staff: bool = False
     requests_per_minute: int | None = None
     items_per_minute: int | None = None
     plan: PlanSnapshot | None = None
 
 
 async def find_by_hash(session: AsyncSession, key_hash: str, now: datetime) -> KeyRecord | None:
-    """The key with this hash, its customer's status and the plan in force at ``now``."""
+    """The key with this hash, its customer's status and operator flag, and the plan in
+    force at ``now``."""
     row = (
         await session.execute(
-            select(ApiKey, Customer.status)
+            select(ApiKey, Customer.status, Customer.is_operator)
             .join(Customer, Customer.id == ApiKey.customer_id)
             .where(ApiKey.hash == key_hash)
         )
     ).first()
     if row is None:
         return None
-    key, status = row
+    key, status, is_operator = row
     return KeyRecord(
         key_id=key.id,
         customer_id=key.customer_id,
@@ -51,6 +54,8 @@ async def find_by_hash(session: AsyncSession, key_hash: str, now: datetime) -> K
         expires_at=key.expires_at,
         revoked_at=key.revoked_at,
         customer_status=status,
+        is_operator=bool(is_operator),
+        legacy_staff=bool(key.legacy_staff),
         requests_per_minute=key.requests_per_minute,
         items_per_minute=key.items_per_minute,
         plan=await current_plan(session, key.customer_id, now),

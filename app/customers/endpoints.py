@@ -69,7 +69,13 @@ async def update_customer(
 
 @router.post(
     "/{customer_id}/suspend",
-    responses={**_ONE, 409: error_schema("The calling key's own customer (`own_customer`)")},
+    responses={
+        **_ONE,
+        409: error_schema(
+            "The calling key's own customer (`own_customer`), or the operator account "
+            "(`operator_account`)"
+        ),
+    },
 )
 async def suspend_customer(actor: Admin, session: SessionDep, customer_id: DbId) -> CustomerOut:
     """Every key of the customer gets 403 ``customer_suspended`` within 1 s."""

@@ -8,6 +8,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.orm import Customer
 
 
+async def get_operator(session: AsyncSession) -> Customer | None:
+    """The operator account (there is at most one)."""
+    return await session.scalar(
+        select(Customer).where(Customer.is_operator).order_by(Customer.id).limit(1)
+    )
+
+
 async def get_or_create_customer(session: AsyncSession, name: str) -> Customer:
     """The customer called ``name``, created if missing, in the caller's transaction."""
     customer, _ = await get_or_insert_customer(session, name)

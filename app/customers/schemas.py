@@ -152,6 +152,9 @@ class CustomerOut(BaseModel):
     tax_rate: PlainDecimal | None
     tax_exempt: bool
     tax_note: str | None
+    is_operator: bool = Field(
+        description="The operator account: its keys (and only its) may hold admin and finance"
+    )
 
 
 class CustomerList(BaseModel):

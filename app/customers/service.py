@@ -3,9 +3,10 @@ keys get 403 ``customer_suspended`` within the key cache TTL."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -59,6 +60,30 @@ class CustomerConflict(AppError):
     type = "customer_conflict"
 
 
+class OperatorExists(AppError):
+    status_code = 409
+    type = "operator_exists"
+
+
+async def get_operator(session: AsyncSession) -> Customer | None:
+    """The operator account: the customer whose keys may hold admin and finance (one at
+    most)."""
+    return await repository.get_operator(session)
+
+
+async def _lock_operator(session: AsyncSession) -> Customer | None:
+    """The operator account, read while holding a lock that every writer of the operator
+    flag takes, so that two commands cannot both find none and both create one. On
+    Postgres a transaction-scoped advisory lock; SQLite has one writer at a time."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _OPERATOR_LOCK})
+    return await get_operator(session)
+
+
+# An arbitrary constant: the advisory lock taken by whoever creates the operator account.
+_OPERATOR_LOCK = 0x7467_6F70  # "tgop"
+
+
 async def _name_taken(session: AsyncSession, name: str, except_id: int | None = None) -> bool:
     stmt = exists().where(Customer.name == name)
     if except_id is not None:
@@ -77,10 +102,21 @@ async def _flush_name(session: AsyncSession, name: str) -> None:
         raise
 
 
-async def create_customer(session: AsyncSession, actor: Actor, data: CustomerCreate) -> Customer:
+async def create_customer(
+    session: AsyncSession, actor: Actor, data: CustomerCreate, *, operator: bool = False
+) -> Customer:
+    """A new customer; ``operator``: the operator account, whose keys may hold admin and
+    finance (only from the CLI, and only while there is none: 409 ``operator_exists``)."""
+    if operator:
+        existing = await _lock_operator(session)
+        if existing is not None:
+            raise OperatorExists(
+                f"the operator account already exists: {existing.name!r} (id {existing.id}); "
+                f"issue staff keys with `tollgate keys create --operator --scope admin`"
+            )
     if await _name_taken(session, data.name):
         raise CustomerConflict(f"a customer named {data.name!r} already exists")
-    customer = Customer(name=data.name, email=data.email, tax_exempt=False)
+    customer = Customer(name=data.name, email=data.email, tax_exempt=False, is_operator=operator)
     _set_billing_details(customer, data)
     session.add(customer)
     await _flush_name(session, data.name)
@@ -97,8 +133,34 @@ async def ensure_customer(session: AsyncSession, actor: Actor, name: str) -> Cus
     return customer
 
 
+@dataclass(frozen=True, slots=True)
+class OperatorAccount:
+    """What ``ensure_operator_account`` found or did."""
+
+    customer: Customer | None  # None: not created, the name belongs to a customer
+    created: bool
+
+
+async def ensure_operator_account(
+    session: AsyncSession, actor: Actor, name: str
+) -> OperatorAccount:
+    """The operator account, created (and audited) under ``name`` if there is none: run by
+    ``tollgate migrate``. A customer already called ``name`` is never made the operator (its
+    keys would become staff keys): then nothing changes and ``customer`` is None."""
+    existing = await _lock_operator(session)
+    if existing is not None:
+        return OperatorAccount(existing, created=False)
+    if await _name_taken(session, name):
+        return OperatorAccount(None, created=False)
+    customer = Customer(name=name, is_operator=True)
+    session.add(customer)
+    await _flush_name(session, name)
+    await _record_created(session, actor, customer)
+    return OperatorAccount(customer, created=True)
+
+
 async def _record_created(session: AsyncSession, actor: Actor, customer: Customer) -> None:
-    after = _snapshot(customer)
+    after = {**_snapshot(customer), "is_operator": customer.is_operator}
     await record(session, actor, "customer.create", "customer", customer.id, after=after)
 
 
@@ -146,16 +208,27 @@ class OwnCustomer(AppError):
     type = "own_customer"
 
 
+class OperatorAccountSuspend(AppError):
+    status_code = 409
+    type = "operator_account"
+
+
 async def suspend_customer(session: AsyncSession, actor: Actor, customer_id: int) -> Customer:
     """Every key of the customer gets 403 ``customer_suspended`` within the key cache TTL.
 
-    A key may not suspend its own customer: that would stop the key doing it, and if it is
-    the operator's customer, every admin key with it (409 ``own_customer``). The CLI, run by
-    whoever holds the database, can."""
+    Through the API a key may not suspend its own customer: that would stop the key doing
+    it (409 ``own_customer``). Nor the operator account, whichever key asks (a legacy staff
+    key of a customer could otherwise lock every operator key out: 409 ``operator_account``).
+    The CLI, run by whoever holds the database, can do both."""
     if isinstance(actor, Principal) and actor.customer_id == customer_id:
         raise OwnCustomer(
             "a key cannot suspend its own customer (it would lock itself, and every admin "
             "key of that customer, out); use `tollgate customers suspend` to do it on purpose"
+        )
+    if isinstance(actor, Principal) and (await get_customer(session, customer_id)).is_operator:
+        raise OperatorAccountSuspend(
+            "the operator account cannot be suspended through the API (every admin and "
+            "finance key would stop); use `tollgate customers suspend` to do it on purpose"
         )
     return await set_status(session, actor, customer_id, "suspended")
 

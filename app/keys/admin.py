@@ -4,15 +4,16 @@ same ones. The secret exists only in the result of the call that creates it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import Actor, record, snapshot
-from app.auth.principal import Principal
+from app.auth.principal import STAFF_SCOPES, Principal
 from app.customers.errors import CustomerNotFound
-from app.customers.service import ensure_customer
+from app.customers.service import ensure_customer, get_operator
 from app.errors import AppError, NotFound, Unprocessable
 from app.keys import repository
 from app.keys.schemas import KeyCreate, KeyOptions, parse_key_ref
@@ -47,14 +48,51 @@ class ExpiryInThePast(Unprocessable):
     type = "expires_at_in_past"
 
 
+class OperatorOnlyScope(Unprocessable):
+    type = "operator_only_scope"
+
+
+class NoOperatorAccount(NotFound):
+    type = "no_operator_account"
+
+
+class LegacyStaffKey(AppError):
+    status_code = 409
+    type = "legacy_staff_key"
+
+
+REISSUE_HINT = (
+    "issue staff keys to the operator account: `tollgate keys create --operator --scope admin`"
+)
+
+
+def _staff(scopes: Iterable[str]) -> list[str]:
+    return sorted(set(scopes) & STAFF_SCOPES)
+
+
+def _check_scopes(customer: Customer, scopes: list[str]) -> None:
+    """Only the operator's keys may hold admin or finance: a customer's key that could would
+    see (and change) every other customer."""
+    staff = _staff(scopes)
+    if staff and not customer.is_operator:
+        raise OperatorOnlyScope(
+            f"only keys of the operator account may hold {' and '.join(staff)}; customer "
+            f"{customer.id} ({customer.name}) is not the operator account ({REISSUE_HINT}). "
+            "A customer's keys may hold predict and billing.",
+            details={"customer_id": customer.id, "scopes": staff},
+        )
+
+
 async def _issue(
     session: AsyncSession,
     actor: Actor,
     secret_key: str,
-    customer_id: int,
+    customer: Customer,
     data: KeyOptions,
     now: datetime,
 ) -> tuple[ApiKey, str]:
+    customer_id = customer.id
+    _check_scopes(customer, [s.value for s in data.scopes])
     if data.expires_at is not None and data.expires_at <= now:
         # A key born expired is a typo (a year, a time zone), never what was meant.
         raise ExpiryInThePast(
@@ -79,10 +117,12 @@ async def _issue(
 async def issue_key(
     session: AsyncSession, actor: Actor, secret_key: str, data: KeyCreate, *, now: datetime
 ) -> tuple[ApiKey, str]:
-    """A new key for an existing customer."""
-    if await session.get(Customer, data.customer_id) is None:
+    """A new key for an existing customer. Admin and finance only for the operator account
+    (422 ``operator_only_scope``)."""
+    customer = await session.get(Customer, data.customer_id)
+    if customer is None:
         raise CustomerNotFound(f"customer {data.customer_id} does not exist")
-    return await _issue(session, actor, secret_key, data.customer_id, data, now)
+    return await _issue(session, actor, secret_key, customer, data, now)
 
 
 async def issue_key_for_customer_name(
@@ -97,7 +137,21 @@ async def issue_key_for_customer_name(
     """A new key for the customer called ``customer_name``, created (and audited) if
     missing: how the CLI bootstraps an empty database with its first admin key."""
     customer = await ensure_customer(session, actor, customer_name)
-    return await _issue(session, actor, secret_key, customer.id, data, now)
+    return await _issue(session, actor, secret_key, customer, data, now)
+
+
+async def issue_operator_key(
+    session: AsyncSession, actor: Actor, secret_key: str, data: KeyOptions, *, now: datetime
+) -> tuple[ApiKey, str]:
+    """A new key for the operator account, whatever its name (``tollgate keys create
+    --operator``): how staff get their admin and finance keys."""
+    operator = await get_operator(session)
+    if operator is None:
+        raise NoOperatorAccount(
+            "there is no operator account yet: `tollgate migrate` creates one, or "
+            "`tollgate customers create NAME --operator`"
+        )
+    return await _issue(session, actor, secret_key, operator, data, now)
 
 
 async def get_key(session: AsyncSession, ref: int | str) -> ApiKey:
@@ -118,10 +172,14 @@ async def get_key(session: AsyncSession, ref: int | str) -> ApiKey:
     return key
 
 
-async def list_keys(session: AsyncSession, customer_id: int | None = None) -> list[ApiKey]:
+async def list_keys(
+    session: AsyncSession, customer_id: int | None = None, legacy_staff: bool | None = None
+) -> list[ApiKey]:
     stmt = select(ApiKey).order_by(ApiKey.id)
     if customer_id is not None:
         stmt = stmt.where(ApiKey.customer_id == customer_id)
+    if legacy_staff is not None:
+        stmt = stmt.where(ApiKey.legacy_staff.is_(legacy_staff))
     return list(await session.scalars(stmt))
 
 
@@ -141,6 +199,8 @@ async def _keep_an_admin(session: AsyncSession, actor: Actor, key: ApiKey, now: 
     customer = await session.get(Customer, key.customer_id)
     if customer is None or customer.status != "active":
         return
+    if not (customer.is_operator or key.legacy_staff):
+        return  # its admin scope does not count
     if not await repository.other_live_admin_keys(session, key.id, now):
         raise LastAdminKey(
             f"key {key.id} is the last working admin key; create another admin key first "
@@ -201,17 +261,33 @@ async def rotate(
     now: datetime,
 ) -> tuple[ApiKey, ApiKey, str]:
     """A new secret with the same customer, scopes, models, limits and expiry. The old key
-    keeps working until now + grace, then stops (its ``revoked_at`` is set to that time)."""
+    keeps working until now + grace, then stops (its ``revoked_at`` is set to that time).
+
+    Rotating re-issues: a key of a customer that is not the operator account (a legacy staff
+    key) gets its admin and finance scopes dropped, and the new key is not a legacy one. A
+    key that would keep no scope at all is refused (409 ``legacy_staff_key``): give staff a
+    key of the operator account and revoke this one."""
     old = await get_key(session, ref)
     if old.revoked_at is not None and old.revoked_at <= now:
         raise KeyConflict("a revoked key cannot be rotated")
     if old.replaced_by is not None:
         raise KeyConflict(f"key {old.id} was already rotated to key {old.replaced_by}")
+    customer = await session.get(Customer, old.customer_id)
+    assert customer is not None  # the foreign key guarantees one
+    dropped = [] if customer.is_operator else _staff(old.scopes)
+    scopes = [s for s in old.scopes if s not in dropped]
+    if not scopes:
+        raise LegacyStaffKey(
+            f"key {old.id} holds only {' and '.join(dropped)}, which a key of customer "
+            f"{customer.id} ({customer.name}) may no longer hold, so a rotation would leave it "
+            f"no scope: {REISSUE_HINT}, then revoke this key",
+            details={"key_id": old.id, "scopes": dropped},
+        )
     new, secret = await issue_key_record(
         session,
         secret_key,
         customer_id=old.customer_id,
-        scopes=old.scopes,
+        scopes=scopes,
         name=old.name,
         expires_at=old.expires_at,
         allowed_models=old.allowed_models,
@@ -231,6 +307,10 @@ async def rotate(
         "api_key",
         old.id,
         before=before,
-        after={**snapshot(old, *FIELDS), "new_key_id": new.id},
+        after={
+            **snapshot(old, *FIELDS),
+            "new_key_id": new.id,
+            **({"dropped_scopes": dropped} if dropped else {}),
+        },
     )
     return old, new, secret

@@ -50,6 +50,11 @@ class KeyOut(BaseModel):
     replaced_by: int | None
     last_used_at: datetime | None
     created_at: datetime
+    legacy_staff: bool = Field(
+        description="An admin or finance key of a customer that is not the operator account, "
+        "issued before operator accounts existed: its staff scopes keep working until it is "
+        "re-issued to the operator account (create one there, revoke this one)"
+    )
 
 
 class KeyCreated(KeyOut):
@@ -76,13 +81,21 @@ def _created(key: ApiKey, secret: str) -> KeyCreated:
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses={**_ERRORS, 404: error_schema("No such customer")},
+    responses={
+        **_ERRORS,
+        404: error_schema("No such customer"),
+        422: error_schema(
+            "Invalid body; or admin/finance for a customer that is not the operator account "
+            "(`operator_only_scope`)"
+        ),
+    },
 )
 async def create_key(
     actor: Admin, request: Request, session: SessionDep, clock: ClockDep, body: KeyCreate
 ) -> KeyCreated:
     """Issue a key for a customer with its scopes, models, rate limits and expiry. The secret
-    is in this response only; it is stored as a hash. Audited."""
+    is in this response only; it is stored as a hash. Only keys of the operator account may
+    hold `admin` or `finance`; a customer's keys hold `predict` and `billing`. Audited."""
     key, secret = await admin.issue_key(
         session, actor, request_settings(request).secret_key, body, now=clock.now()
     )
@@ -91,10 +104,19 @@ async def create_key(
 
 @router.get("", responses=_ERRORS)
 async def list_keys(
-    _: Admin, session: SessionDep, customer_id: Annotated[DbId | None, Query()] = None
+    _: Admin,
+    session: SessionDep,
+    customer_id: Annotated[DbId | None, Query()] = None,
+    legacy_staff: Annotated[
+        bool | None, Query(description="Only the legacy staff keys (true) or only the others")
+    ] = None,
 ) -> KeyList:
-    """Every key, optionally of one customer: prefixes only, never secrets."""
-    return KeyList(data=[_out(k) for k in await admin.list_keys(session, customer_id)])
+    """Every key, optionally of one customer: prefixes only, never secrets.
+    `?legacy_staff=true` lists the admin and finance keys of customers still to be re-issued
+    to the operator account."""
+    return KeyList(
+        data=[_out(k) for k in await admin.list_keys(session, customer_id, legacy_staff)]
+    )
 
 
 @router.get("/{id_or_prefix}", responses=_ONE)
@@ -130,7 +152,16 @@ async def expire_key(
     return _out(await admin.expire(session, actor, id_or_prefix, body.expires_at, now=clock.now()))
 
 
-@router.post("/{id_or_prefix}/rotate", responses={**_ONE, 409: error_schema("Revoked or rotated")})
+@router.post(
+    "/{id_or_prefix}/rotate",
+    responses={
+        **_ONE,
+        409: error_schema(
+            "Revoked or rotated; or a legacy staff key that would keep no scope "
+            "(`legacy_staff_key`)"
+        ),
+    },
+)
 async def rotate_key(
     actor: Admin,
     request: Request,
@@ -140,7 +171,9 @@ async def rotate_key(
     body: Rotate,
 ) -> Rotated:
     """Issue a replacement with the same settings; the old key keeps working for
-    ``grace_seconds`` (0: stops now). The new secret is in this response only. Audited."""
+    ``grace_seconds`` (0: stops now). The new secret is in this response only. A legacy
+    staff key's replacement loses admin and finance (a customer's keys may not hold them).
+    Audited."""
     old, new, secret = await admin.rotate(
         session,
         actor,

@@ -20,7 +20,8 @@ async def get_by_prefix(session: AsyncSession, prefix: str) -> ApiKey | None:
 
 async def other_live_admin_keys(session: AsyncSession, key_id: int, now: datetime) -> int:
     """How many other keys could still act as admin at ``now``: not revoked, not expired,
-    of an active customer, with the admin scope. Their rows are locked (Postgres) until
+    of an active customer, with the admin scope, and of the operator account (or a legacy
+    staff key). Their rows are locked (Postgres) until
     commit, so two admins revoking each other's last keys at once take turns, and the second
     sees the first's revocation."""
     rows = await session.execute(
@@ -29,6 +30,7 @@ async def other_live_admin_keys(session: AsyncSession, key_id: int, now: datetim
         .where(
             ApiKey.id != key_id,
             Customer.status == "active",
+            or_(Customer.is_operator, ApiKey.legacy_staff),
             or_(ApiKey.revoked_at.is_(None), ApiKey.revoked_at > now),
             or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
             # scopes is a JSON list: a text match narrows, the list test decides
@@ -57,3 +59,18 @@ async def mark_rotated(
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+
+async def live_legacy_staff_keys(session: AsyncSession, now: datetime) -> list[str]:
+    """The prefixes of the legacy staff keys that still work at ``now`` (not revoked, not
+    expired): admin or finance keys of customers that are not the operator account."""
+    rows = await session.scalars(
+        select(ApiKey.prefix)
+        .where(
+            ApiKey.legacy_staff,
+            or_(ApiKey.revoked_at.is_(None), ApiKey.revoked_at > now),
+            or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
+        )
+        .order_by(ApiKey.id)
+    )
+    return list(rows)

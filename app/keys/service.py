@@ -7,8 +7,9 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.principal import STAFF_SCOPES
 from app.auth.secrets import generate_key, hash_key, public_prefix
-from app.customers.repository import get_or_create_customer
+from app.customers.repository import get_operator, get_or_create_customer
 from app.keys import repository
 from app.keys.schemas import CreatedKey, Scope
 from app.orm import ApiKey
@@ -25,6 +26,7 @@ async def issue_key_record(
     allowed_models: list[str] | None = None,
     requests_per_minute: int | None = None,
     items_per_minute: int | None = None,
+    legacy_staff: bool = False,
 ) -> tuple[ApiKey, str]:
     scope_list = sorted({Scope(s).value for s in scopes})
     if not scope_list:
@@ -43,6 +45,7 @@ async def issue_key_record(
             expires_at=expires_at,
             requests_per_minute=requests_per_minute,
             items_per_minute=items_per_minute,
+            legacy_staff=legacy_staff,
         ),
     )
     return key, secret
@@ -57,11 +60,23 @@ async def create_key(
     name: str | None = None,
     expires_at: datetime | None = None,
     allowed_models: list[str] | None = None,
+    legacy_staff: bool = False,
 ) -> CreatedKey:
     """Create a key for a customer (created if missing), without an audit row: a factory for
     tests and benchmarks. Admin writes (API and CLI) go through ``app.keys.admin``, which
-    records each one. The secret is returned only here."""
-    customer = await get_or_create_customer(session, customer_name)
+    records each one and enforces who may hold what. The secret is returned only here.
+
+    A key with admin or finance is staff's, so it belongs to the operator account: the
+    existing one whatever ``customer_name`` says, or else the customer ``customer_name``,
+    made the operator account. ``legacy_staff``: instead, a key of ``customer_name`` marked
+    as the migration marks staff keys of customers issued before operator accounts."""
+    scopes = list(scopes)
+    staff = {Scope(s).value for s in scopes} & STAFF_SCOPES
+    operator = await get_operator(session) if staff and not legacy_staff else None
+    customer = operator or await get_or_create_customer(session, customer_name)
+    if staff and not legacy_staff and not customer.is_operator:
+        customer.is_operator = True
+        await session.flush()
     key, secret = await issue_key_record(
         session,
         secret_key,
@@ -70,6 +85,7 @@ async def create_key(
         name=name,
         expires_at=expires_at,
         allowed_models=allowed_models,
+        legacy_staff=legacy_staff,
     )
     return CreatedKey(
         key_id=key.id,

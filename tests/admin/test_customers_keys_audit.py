@@ -103,7 +103,7 @@ async def test_keys_are_listed_without_secrets_and_audited_without_them(
             "/admin/keys",
             json={
                 "customer_id": customer["id"],
-                "scopes": ["predict", "finance"],
+                "scopes": ["predict", "billing"],
                 "allowed_models": ["linreg"],
                 "requests_per_minute": 100,
             },
@@ -124,7 +124,7 @@ async def test_keys_are_listed_without_secrets_and_audited_without_them(
         assert secret not in response.text
         assert '"secret"' not in response.text
     assert secret not in caplog.text
-    assert listed.json()["data"][0]["scopes"] == ["finance", "predict"]
+    assert listed.json()["data"][0]["scopes"] == ["billing", "predict"]
     missing = await client.post(
         "/admin/keys", json={"customer_id": 999999, "scopes": ["predict"]}, headers=bearer(admin)
     )

@@ -91,7 +91,7 @@ async def test_admin_keys_that_cannot_work_do_not_count(
     app: FastAPI, client: httpx.AsyncClient, ops: CreatedKey, clock: ManualClock
 ) -> None:
     """An admin key of a suspended customer, or one already expired, is no way back in."""
-    elsewhere = await make_key(app, "other-ops", (Scope.admin,))
+    elsewhere = await make_key(app, "other-ops", (Scope.admin,), legacy_staff=True)
     await make_key(  # expires in 5 minutes
         app, "operator", (Scope.admin,), expires_at=clock.now() + timedelta(minutes=5)
     )
@@ -103,6 +103,41 @@ async def test_admin_keys_that_cannot_work_do_not_count(
     assert (
         await client.post(f"/admin/keys/{ops.key_id}/revoke", headers=bearer(ops))
     ).status_code == 409
+
+
+async def test_the_operator_account_cannot_be_suspended_through_the_api(
+    app: FastAPI, client: httpx.AsyncClient, ops: CreatedKey, pg_sync: Engine
+) -> None:
+    """Not even by a legacy staff key of another customer, which the own-customer rule
+    does not stop: every operator key would stop working."""
+    legacy = await make_key(app, "acme", (Scope.admin,), legacy_staff=True)
+    response = await client.post(
+        f"/admin/customers/{ops.customer_id}/suspend", headers=bearer(legacy)
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["type"] == "operator_account"
+    assert "tollgate customers suspend" in response.json()["error"]["message"]
+    assert (await client.get("/admin/keys", headers=bearer(ops))).status_code == 200
+    assert "customer.suspend" not in _audit_actions(pg_sync)
+
+
+async def test_an_admin_scope_that_does_not_count_is_no_way_back_in(
+    app: FastAPI, client: httpx.AsyncClient, ops: CreatedKey, pg_sync: Engine
+) -> None:
+    """A customer's key whose row says admin (not the operator's, not legacy) cannot act as
+    admin, so it does not keep the last operator admin key revocable."""
+    customer = await make_key(app, "acme")
+    with pg_sync.begin() as conn:
+        conn.execute(
+            text("UPDATE api_keys SET scopes = '[\"admin\"]' WHERE id = :id"),
+            {"id": customer.key_id},
+        )
+    denied = await client.get("/admin/keys", headers=bearer(customer))
+    assert denied.status_code == 403
+    assert "operator account" in denied.json()["error"]["message"]
+    last = await client.post(f"/admin/keys/{ops.key_id}/revoke", headers=bearer(ops))
+    assert last.status_code == 409
+    assert last.json()["error"]["type"] == "last_admin_key"
 
 
 @pytest.fixture
