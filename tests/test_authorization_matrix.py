@@ -15,8 +15,8 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import Engine, insert, text
 
-from app.keys.schemas import Scope
-from app.orm import Invoice
+from app.keys.schemas import CreatedKey, Scope
+from app.orm import CreditNote, Invoice
 from tests.conftest import bearer, make_key
 
 # admin, finance: keys of the operator account (its staff). billing_a: customer-a's
@@ -65,6 +65,10 @@ EXPECTED: dict[tuple[str, str], dict[str, int | str]] = {
     ("GET", "/v1/billing/invoices/{invoice_id}"): BILLING,
     ("GET", "/v1/billing/invoices/{invoice_id}.csv"): BILLING,
     ("GET", "/v1/billing/invoices/{invoice_id}.pdf"): BILLING,
+    ("GET", "/v1/billing/credit-notes"): BILLING,
+    ("GET", "/v1/billing/credit-notes/{credit_note_id}"): BILLING,
+    ("GET", "/v1/billing/credit-notes/{credit_note_id}.csv"): BILLING,
+    ("GET", "/v1/billing/credit-notes/{credit_note_id}.pdf"): BILLING,
     ("POST", "/admin/customers"): ADMIN,
     ("GET", "/admin/customers"): ADMIN,
     ("GET", "/admin/customers/{customer_id}"): ADMIN,
@@ -227,6 +231,21 @@ async def test_another_customers_document_is_404_like_a_missing_one(
             )
             for status in ("finalized", "draft")
         }
+        note = conn.scalar(
+            insert(CreditNote)
+            .values(
+                number="CN-2026-000001",
+                invoice_id=ids["finalized"],
+                customer_id=a.customer_id,
+                currency="usd",
+                reason="outage",
+                subtotal_minor=10,
+                tax_minor=0,
+                total_minor=10,
+                issued_at=datetime(2026, 9, 2, tzinfo=UTC),
+            )
+            .returning(CreditNote.id)
+        )
     routes = [
         path for path in app.openapi()["paths"] if path.startswith("/v1/billing/") and "{" in path
     ]
@@ -237,11 +256,17 @@ async def test_another_customers_document_is_404_like_a_missing_one(
         def at(document: int, template: str = template) -> str:
             return re.sub(r"\{[a-z_]+\}", str(document), template)
 
-        if "{invoice_id}" in template:
+        if "{credit_note_id}" in template:
+            # customer-a's own note answers; customer-b gets the 404 of a missing id.
+            own = await client.get(at(note), headers=bearer(a))
+            assert own.status_code == 200, (template, own.text)
+            others: tuple[tuple[int, CreatedKey], ...] = ((note, b),)
+        else:
             own = await client.get(at(ids["finalized"]), headers=bearer(a))
             assert own.status_code == 200, (template, own.text)
+            others = ((ids["finalized"], b), (ids["draft"], b), (ids["draft"], a))
         absent = (await client.get(at(missing), headers=bearer(b))).json()["error"]
-        for document, key in ((ids["finalized"], b), (ids["draft"], b), (ids["draft"], a)):
+        for document, key in others:
             response = await client.get(at(document), headers=bearer(key))
             assert response.status_code == 404, (template, document, response.text)
             error = response.json()["error"]

@@ -137,11 +137,13 @@ async def _draft_period(
     now: datetime,
 ) -> None:
     """Sort every customer into ``result``: already invoiced, without a plan, not ratable,
-    or drafted. Only reads."""
+    or drafted. Only reads. The operator account is the seller, never invoiced: it is in
+    none of the lists."""
     closed = set(
         await session.scalars(select(Invoice.customer_id).where(Invoice.period == str(period)))
     )
-    for customer in await session.scalars(select(Customer).order_by(Customer.id)):
+    customers = select(Customer).where(Customer.is_operator.is_(False)).order_by(Customer.id)
+    for customer in await session.scalars(customers):
         if customer.id in closed:
             result.already_closed.append(customer.id)
             continue

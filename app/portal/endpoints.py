@@ -11,7 +11,9 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from app.auth.deps import Billing, ProtectedRoute
+from app.billing import corrections_endpoints as credits
 from app.billing import endpoints as finance
+from app.billing.credit_schemas import CreditNoteList, CreditNoteOut
 from app.billing.schemas import InvoiceList, InvoiceOut
 from app.clock.deps import ClockDep
 from app.db.session import SessionDep
@@ -131,3 +133,58 @@ async def get_invoice(
     """One of the customer's invoices with its lines and totals (as finance sees it)."""
     await service.own_invoice(session, principal.customer_id, invoice_id)
     return await finance.get_invoice(principal, request, session, invoice_id)
+
+
+_NO_NOTE: dict[int | str, dict[str, Any]] = {
+    404: error_schema("No such credit note of this customer (`credit_note_not_found`)")
+}
+
+
+@router.get("/credit-notes", responses={**_ERRORS, 422: error_schema("Bad filter")})
+async def list_credit_notes(
+    principal: Billing,
+    session: SessionDep,
+    invoice: DbId | None = None,
+    period: Annotated[str | None, _PERIOD] = None,
+) -> CreditNoteList:
+    """The customer's credit notes, oldest first, filtered by invoice or the credited
+    invoice's period (YYYY-MM)."""
+    return await credits.list_credit_notes(
+        principal, session, invoice=invoice, customer=principal.customer_id, period=period
+    )
+
+
+@router.get(
+    "/credit-notes/{credit_note_id}.pdf",
+    responses={**_ERRORS, **_NO_NOTE, 200: {"content": {"application/pdf": {}}}},
+    response_class=Response,
+)
+async def credit_note_pdf(
+    principal: Billing, session: SessionDep, credit_note_id: DbId
+) -> Response:
+    """One of the customer's credit notes as the PDF document it was sent."""
+    await service.own_credit_note(session, principal.customer_id, credit_note_id)
+    return await credits.credit_note_pdf_route(principal, session, credit_note_id)
+
+
+@router.get(
+    "/credit-notes/{credit_note_id}.csv",
+    responses={**_ERRORS, **_NO_NOTE, 200: {"content": {"text/csv": {}}}},
+    response_class=Response,
+)
+async def credit_note_csv(
+    principal: Billing, session: SessionDep, credit_note_id: DbId
+) -> Response:
+    """One of the customer's credit notes as CSV, as finance exports it."""
+    await service.own_credit_note(session, principal.customer_id, credit_note_id)
+    return await credits.credit_note_csv_route(principal, session, credit_note_id)
+
+
+# Declared after the .pdf and .csv routes, which a bare {credit_note_id} would also match.
+@router.get("/credit-notes/{credit_note_id}", responses={**_ERRORS, **_NO_NOTE})
+async def get_credit_note(
+    principal: Billing, session: SessionDep, credit_note_id: DbId
+) -> CreditNoteOut:
+    """One of the customer's credit notes with its lines and totals."""
+    await service.own_credit_note(session, principal.customer_id, credit_note_id)
+    return await credits.get_credit_note(principal, session, credit_note_id)

@@ -7,13 +7,14 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.repository import current_plan
+from app.billing.corrections import CreditNoteNotFound
 from app.billing.errors import InvoiceNotFound, NoPlan, PlanNotRatable
 from app.billing.rating import aggregate_usage
 from app.limits.quota import SpendNotComputable, usage_spend
 from app.money.display import minor_string
 from app.money.periods import Period
 from app.money.pricing import to_minor
-from app.orm import Invoice, Plan, PlanVersion
+from app.orm import CreditNote, Invoice, Plan, PlanVersion
 from app.portal.repository import plan_assignments
 from app.portal.schemas import BillingPlan, PlanTerm, PriceComponentOut, Spend
 
@@ -99,3 +100,10 @@ async def own_invoice(session: AsyncSession, customer_id: int, invoice_id: int) 
     ):
         raise InvoiceNotFound(f"invoice {invoice_id} does not exist")
     return invoice
+
+
+async def own_credit_note(session: AsyncSession, customer_id: int, credit_note_id: int) -> None:
+    """Raise the 404 of a missing credit note unless ``credit_note_id`` is the customer's."""
+    note = await session.get(CreditNote, credit_note_id)
+    if note is None or note.customer_id != customer_id:
+        raise CreditNoteNotFound(f"credit note {credit_note_id} does not exist")

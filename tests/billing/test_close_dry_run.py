@@ -110,7 +110,8 @@ async def test_a_dry_run_of_an_ended_month_equals_the_close_that_follows(
     assert _counts(pg_sync) == before  # no invoice, no line, no number taken, no audit entry
     assert rehearsal["dry_run"] is True and rehearsal["created"] == []
     assert rehearsal["invoiced"] == [taxed, exempt, yen]
-    assert planless in rehearsal["without_plan"]
+    assert rehearsal["without_plan"] == [planless]  # the operator account is never billed
+    assert finance.customer_id not in rehearsal["invoiced"] + rehearsal["already_closed"]
     drafts = rehearsal["invoices"]
     assert [d["number"] for d in drafts] == ["(draft)"] * 3
     assert [d["id"] for d in drafts] == [None] * 3
