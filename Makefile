@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test lint bench train openapi clean
+.PHONY: install run test lint bench train openapi assets clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,3 +45,6 @@ openapi: install  ## regenerate docs/openapi.json
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+assets:  ## refresh the vendored console and /docs assets from the npm registry (committed)
+	scripts/frontend/vendor.sh

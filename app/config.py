@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     # Billing: a month can be closed this long after it ends (late usage rows settle first).
     billing_grace_hours: float = Field(default=24.0, ge=0)
 
+    # Web console (/console) sessions: signed out after this long without a page, and after
+    # this long in all.
+    console_idle_timeout_s: float = Field(default=1800.0, gt=0)
+    console_max_age_s: float = Field(default=12 * 3600.0, gt=0)
+
     # The seller on every invoice and credit note (a finalized document keeps a snapshot).
     # Multi-line values (the address, the payment instructions) may be given with "\n"
     # escapes in one environment line, or with real newlines.

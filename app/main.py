@@ -24,6 +24,9 @@ from app.billing.stripe_gateway import StripeGateway
 from app.billing.webhooks import router as webhooks_router
 from app.clock import Clock, SystemClock
 from app.config import ConfigurationError, Settings, get_settings, load_settings
+from app.console import customer as console_customer
+from app.console import router as console
+from app.console import staff as console_staff
 from app.customers.endpoints import router as customers_router
 from app.db.engine import build_engine, build_sessionmaker
 from app.errors import install_error_handlers
@@ -239,6 +242,10 @@ def create_app(
     app.include_router(corrections_router)
     app.include_router(webhooks_router)
     app.include_router(ops_router)
+    app.include_router(console.router)
+    app.include_router(console_staff.router)
+    app.include_router(console_customer.router)
+    console.install(app)
     if settings.hot_path:
         install_hot_routes(app, predict, v2.infer, v2.infer_version)
     check_protected_routes(app.router.routes)

@@ -52,7 +52,15 @@ class Authenticator:
     async def authenticate(self, presented: str) -> Principal:
         if not looks_like_key(presented):
             raise InvalidApiKey("invalid API key")
-        digest = hash_key(self._secret, presented)
+        return await self.authenticate_digest(hash_key(self._secret, presented))
+
+    def digest(self, presented: str) -> str:
+        """The stored form of a presented key (its HMAC under the server secret)."""
+        return hash_key(self._secret, presented)
+
+    async def authenticate_digest(self, digest: str) -> Principal:
+        """The principal of the key stored as ``digest``, checked exactly as a presented key
+        is (revoked, expired, customer suspended): what a console session signed in with."""
         record = await self._lookup(digest)
         if record is None or not hmac.compare_digest(record.hash, digest):
             raise InvalidApiKey("invalid API key")

@@ -11,6 +11,7 @@ from app.orm.billing import (
     InvoiceSequence,
     StripeEvent,
 )
+from app.orm.console import ConsoleSession
 from app.orm.customers import Customer
 from app.orm.keys import ApiKey
 from app.orm.plans import CustomerPlan, Plan, PlanVersion
@@ -20,6 +21,7 @@ __all__ = [
     "ApiKey",
     "AuditEntry",
     "Base",
+    "ConsoleSession",
     "CreditNote",
     "CreditNoteLine",
     "CreditNoteSequence",
