@@ -33,9 +33,10 @@ lint: install
 	$(BIN)/mypy --strict app
 	$(BIN)/lint-imports
 
-bench: install  ## bounded loopback load vs a bare FastAPI endpoint; period close over 1M rows
+bench: install  ## bounded loopback load vs a bare FastAPI endpoint; period close over 1M rows; console pages at 10k customers / 1M rows
 	$(BIN)/python -m scripts.bench
 	$(BIN)/python -m scripts.bench_close
+	$(BIN)/python -m scripts.bench_console
 
 train: install  ## rebuild the shipped model weights and manifests (deterministic)
 	$(BIN)/python -m models.train

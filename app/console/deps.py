@@ -110,6 +110,7 @@ def allow(*scopes: Scope) -> Callable[[ConsoleUser], Awaitable[ConsoleUser]]:
             raise ConsoleForbidden(f"this page needs the {names} scope")
         return user
 
+    dependency._console_scopes = scopes  # type: ignore[attr-defined] # the matrix test reads it
     return dependency
 
 
