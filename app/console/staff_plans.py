@@ -317,12 +317,8 @@ async def quote(
     if problem is not None:
         result = None
     if request.headers.get("hx-request"):
-        return render(
-            request,
-            "staff/_quote.html",
-            {"quote": result, "problem": problem},
-            200 if problem is None else 422,
-        )
+        # Always 200: htmx swaps in only successful answers, and the problem is the answer.
+        return render(request, "staff/_quote.html", {"quote": result, "problem": problem})
     return await _plan_page(
         request,
         user,
