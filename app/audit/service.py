@@ -8,7 +8,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
@@ -59,6 +59,34 @@ async def record(
     await session.flush()
 
 
+def _filters(
+    *,
+    action: str | None = None,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    actor_key_id: int | None = None,
+    actor: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[Any]:
+    conditions: list[Any] = []
+    if action is not None:
+        conditions.append(AuditEntry.action == action)
+    if target_type is not None:
+        conditions.append(AuditEntry.target_type == target_type)
+    if target_id is not None:
+        conditions.append(AuditEntry.target_id == target_id)
+    if actor_key_id is not None:
+        conditions.append(AuditEntry.actor_key_id == actor_key_id)
+    if actor is not None:
+        conditions.append(AuditEntry.actor == actor)
+    if since is not None:
+        conditions.append(AuditEntry.created_at >= since)
+    if until is not None:
+        conditions.append(AuditEntry.created_at < until)
+    return conditions
+
+
 async def search(
     session: AsyncSession,
     *,
@@ -66,21 +94,45 @@ async def search(
     target_type: str | None = None,
     target_id: str | None = None,
     actor_key_id: int | None = None,
+    actor: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = 100,
+    offset: int = 0,
 ) -> list[AuditEntry]:
-    stmt = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
-    if action is not None:
-        stmt = stmt.where(AuditEntry.action == action)
-    if target_type is not None:
-        stmt = stmt.where(AuditEntry.target_type == target_type)
-    if target_id is not None:
-        stmt = stmt.where(AuditEntry.target_id == target_id)
-    if actor_key_id is not None:
-        stmt = stmt.where(AuditEntry.actor_key_id == actor_key_id)
-    if since is not None:
-        stmt = stmt.where(AuditEntry.created_at >= since)
-    if until is not None:
-        stmt = stmt.where(AuditEntry.created_at < until)
+    """Audit rows matching every filter given, newest first."""
+    conditions = _filters(
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        actor_key_id=actor_key_id,
+        actor=actor,
+        since=since,
+        until=until,
+    )
+    stmt = (
+        select(AuditEntry)
+        .where(*conditions)
+        .order_by(AuditEntry.id.desc())
+        .offset(offset)
+        .limit(limit)
+    )
     return list(await session.scalars(stmt))
+
+
+async def count(
+    session: AsyncSession,
+    *,
+    action: str | None = None,
+    target_type: str | None = None,
+    actor: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> int:
+    """How many rows :func:`search` would find with these filters and no limit."""
+    conditions = _filters(
+        action=action, target_type=target_type, actor=actor, since=since, until=until
+    )
+    return int(
+        await session.scalar(select(func.count()).select_from(AuditEntry).where(*conditions)) or 0
+    )

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exists, select, text
+from sqlalchemy import exists, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from app.audit.service import Actor, record, snapshot
 from app.auth.principal import Principal
@@ -176,6 +177,34 @@ async def list_customers(session: AsyncSession, status: str | None = None) -> li
     if status is not None:
         stmt = stmt.where(Customer.status == status)
     return list(await session.scalars(stmt))
+
+
+def _like_pattern(text: str) -> str:
+    """``text`` as a LIKE pattern matching it anywhere, its wildcards taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+async def search_customers(
+    session: AsyncSession,
+    *,
+    query: str | None = None,
+    status: str | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[Customer], int]:
+    """One page of customers whose name contains ``query`` (case-insensitive), optionally
+    of one status, by name; and how many match in all (the console's customer list)."""
+    conditions: list[ColumnElement[bool]] = []
+    if query:
+        conditions.append(Customer.name.ilike(_like_pattern(query), escape="\\"))
+    if status is not None:
+        conditions.append(Customer.status == status)
+    total = await session.scalar(select(func.count()).select_from(Customer).where(*conditions))
+    rows = await session.scalars(
+        select(Customer).where(*conditions).order_by(Customer.name).offset(offset).limit(limit)
+    )
+    return list(rows), int(total or 0)
 
 
 async def update_customer(

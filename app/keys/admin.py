@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import Actor, record, snapshot
@@ -181,6 +181,40 @@ async def list_keys(
     if legacy_staff is not None:
         stmt = stmt.where(ApiKey.legacy_staff.is_(legacy_staff))
     return list(await session.scalars(stmt))
+
+
+async def search_keys(
+    session: AsyncSession,
+    *,
+    customer_id: int | None = None,
+    state: str | None = None,
+    now: datetime,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[tuple[ApiKey, str]], int]:
+    """One page of keys, newest first, each with its customer's name, and how many match in
+    all. ``state``: ``active`` (working at ``now``: neither revoked nor expired; a rotated
+    key still in its grace period counts) or ``revoked`` (revoked by ``now``)."""
+    conditions = []
+    if customer_id is not None:
+        conditions.append(ApiKey.customer_id == customer_id)
+    if state == "active":
+        conditions += [
+            or_(ApiKey.revoked_at.is_(None), ApiKey.revoked_at > now),
+            or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
+        ]
+    elif state == "revoked":
+        conditions.append(ApiKey.revoked_at <= now)
+    total = await session.scalar(select(func.count()).select_from(ApiKey).where(*conditions))
+    rows = await session.execute(
+        select(ApiKey, Customer.name)
+        .join(Customer, Customer.id == ApiKey.customer_id)
+        .where(*conditions)
+        .order_by(ApiKey.id.desc())
+        .offset(offset)
+        .limit(limit)
+    )
+    return [(key, name) for key, name in rows.all()], int(total or 0)
 
 
 class LastAdminKey(AppError):

@@ -87,3 +87,71 @@ async def billable_totals(
         ModelTotals(r.model or "", int(r.requests), int(r.items), int(r.compute_us))
         for r in (await session.execute(stmt)).all()
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class DayTotals:
+    day: str
+    requests: int
+    billable_requests: int
+    errors: int
+    items: int
+
+
+async def totals_by_day(session: AsyncSession, start: datetime, end: datetime) -> list[DayTotals]:
+    """Requests, billable requests, errors and items per UTC day in ``[start, end)``, all
+    customers together (the console's overview), days without usage left out."""
+    day = _day(session.get_bind().dialect.name)
+    stmt = (
+        select(
+            day.label("day"),
+            func.count().label("requests"),
+            func.sum(case((UsageEvent.billable, 1), else_=0)).label("billable"),
+            func.sum(case((UsageEvent.status_code >= 400, 1), else_=0)).label("errors"),
+            func.coalesce(func.sum(UsageEvent.items.cast(Integer)), 0).label("items"),
+        )
+        .where(UsageEvent.created_at >= start, UsageEvent.created_at < end)
+        .group_by(day)
+        .order_by(day)
+    )
+    return [
+        DayTotals(
+            str(r.day), int(r.requests), int(r.billable or 0), int(r.errors or 0), int(r.items)
+        )
+        for r in (await session.execute(stmt)).all()
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class DayModelTotals:
+    day: str
+    model: str
+    requests: int
+    items: int
+
+
+async def customer_usage_by_day_and_model(
+    session: AsyncSession, customer_id: int, start: datetime, end: datetime
+) -> list[DayModelTotals]:
+    """A customer's requests and items per UTC day and model in ``[start, end)``."""
+    day = _day(session.get_bind().dialect.name)
+    model = func.coalesce(UsageEvent.model, "")
+    stmt = (
+        select(
+            day.label("day"),
+            model.label("model"),
+            func.count().label("requests"),
+            func.coalesce(func.sum(UsageEvent.items.cast(Integer)), 0).label("items"),
+        )
+        .where(
+            UsageEvent.customer_id == customer_id,
+            UsageEvent.created_at >= start,
+            UsageEvent.created_at < end,
+        )
+        .group_by(day, model)
+        .order_by(day, model)
+    )
+    return [
+        DayModelTotals(str(r.day), str(r.model), int(r.requests), int(r.items))
+        for r in (await session.execute(stmt)).all()
+    ]
