@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test lint bench train openapi assets clean
+.PHONY: install run test lint bench train openapi assets screenshots clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,10 +18,16 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-run: install  ## migrate the embedded SQLite default, print a demo key, serve on $(HOST):$(PORT)
+run: install  ## migrate the embedded SQLite default, print demo keys and the console URL, serve on $(HOST):$(PORT)
 	$(BIN)/tollgate migrate
-	@echo "Demo predict key (shown once):"
+	@echo "Demo predict key, for the API (shown once):"
 	@$(BIN)/tollgate keys create --customer demo --name "make run demo key" 2>/dev/null
+	@echo "Demo console key (billing: the demo customer's usage, plan and invoices; shown once):"
+	@$(BIN)/tollgate keys create --customer demo --scope billing --name "make run console key" 2>/dev/null
+	@echo "Console: http://$(HOST):$(PORT)/console/ (sign in with the console key)"
+	@echo "  operator console (customers, keys, plans, billing): sign in with an admin key from"
+	@echo "  $(BIN)/tollgate keys create --operator --scope admin [--scope finance]"
+	@echo "API docs: http://$(HOST):$(PORT)/docs"
 	$(BIN)/tollgate serve --host $(HOST) --port $(PORT)
 
 test: install  ## the whole suite against Postgres on 127.0.0.1:5432 (and SQLite), one worker per core
@@ -40,6 +46,9 @@ bench: install  ## bounded loopback load vs a bare FastAPI endpoint; period clos
 
 train: install  ## rebuild the shipped model weights and manifests (deterministic)
 	$(BIN)/python -m models.train
+
+screenshots: install  ## refresh docs/console/*.png: the browser tests in headless Chromium, saving what they see
+	TOLLGATE_SCREENSHOTS=1 $(BIN)/python -m pytest -m browser tests/console
 
 openapi: install  ## regenerate docs/openapi.json
 	$(BIN)/python -m scripts.openapi > docs/openapi.json

@@ -219,6 +219,9 @@ def create_app(
         version="0.1.0",
         summary="Metered inference: PyTorch models behind API keys, with a usage ledger.",
         lifespan=lifespan,
+        # /docs is served by the console from vendored files (no CDN); ReDoc is not shipped.
+        docs_url=None,
+        redoc_url=None,
         # Observability is Prometheus and JSON logs (app/observability). FastAPI's native
         # OpenTelemetry, on by default, asks the global OTEL providers on every request
         # (~6 us of a hot request, measured in process), so it is off.

@@ -115,6 +115,22 @@ def test_the_wheel_carries_models_and_migrations(installed: Installed) -> None:
     assert not any(n.startswith(("tests/", "scripts/")) for n in names)
 
 
+def test_the_wheel_carries_the_consoles_templates_and_assets(installed: Installed) -> None:
+    """The console and /docs are served from the package: every template and static file
+    (the vendored htmx, Chart.js, Pico and Swagger UI included), none left to a CDN."""
+    names = set(zipfile.ZipFile(installed.wheel).namelist())
+    console = REPO_ROOT / "app" / "console"
+    shipped = [
+        path.relative_to(REPO_ROOT).as_posix()
+        for folder in ("templates", "static")
+        for path in (console / folder).rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    ]
+    assert "app/console/static/vendor/swagger-ui-bundle.js" in shipped
+    assert "app/console/templates/docs.html" in shipped
+    assert [name for name in shipped if name not in names] == []
+
+
 def test_the_developer_alembic_ini_and_the_app_use_the_same_migrations() -> None:
     """``alembic`` from the checkout (alembic.ini) and ``tollgate migrate`` (app.db.migrate)
     run the same scripts: in a checkout, the package is the top-level folder."""
@@ -189,6 +205,9 @@ def test_installed_wheel_migrates_creates_a_key_and_serves_on_sqlite(
         assert len(r.json()["outputs"]) == 1
         unauthenticated = httpx.post(f"{url}/v1/models/linreg/predict", json=ROW, timeout=30)
         assert unauthenticated.status_code == 401
+        # The console and /docs render from the installed package's templates and files.
+        for path in ("/console/login", "/docs", "/console/static/vendor/swagger-ui-bundle.js"):
+            assert httpx.get(f"{url}{path}", timeout=30).status_code == 200, path
     finally:
         server.terminate()
         try:

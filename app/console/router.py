@@ -13,7 +13,7 @@ from starlette.responses import RedirectResponse, Response
 
 from app.auth.deps import authenticator
 from app.clock.deps import ClockDep
-from app.console import sessions
+from app.console import docs, sessions
 from app.console.deps import (
     COOKIE,
     CSRF_FIELD,
@@ -134,8 +134,10 @@ def _forbidden(request: Request, exc: Exception) -> Response:
 
 
 def install(app: FastAPI) -> None:
-    """Mount the console's static files and its error pages (HTML, not JSON)."""
+    """Mount the console's static files, its error pages (HTML, not JSON) and ``/docs``
+    (Swagger UI from those static files: create the app with ``docs_url=None``)."""
     app.mount("/console/static", static_files(), name="console-static")
+    app.include_router(docs.router)
     app.add_exception_handler(SignInRequired, _redirect_to_login)
     app.add_exception_handler(ConsoleForbidden, _forbidden)
     app.add_exception_handler(CsrfRejected, _forbidden)
