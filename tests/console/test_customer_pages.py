@@ -313,3 +313,17 @@ async def test_a_restricted_key_cannot_mint_a_wider_one(
     assert denied.status_code == 403  # limited to cnn, like its creator
     listed = await client.get("/console/me/keys")
     assert expiry.strftime("%Y-%m-%d %H:%M") in listed.text.split(key.prefix, 1)[1]
+
+
+async def test_customer_pages_need_a_session(client: httpx.AsyncClient) -> None:
+    for method, path in (
+        ("GET", "/console/me"),
+        ("GET", "/console/me/invoices"),
+        ("GET", "/console/me/invoices/1.pdf"),
+        ("GET", "/console/me/keys"),
+        ("POST", "/console/me/keys"),
+        ("POST", "/console/me/keys/1/revoke"),
+    ):
+        response = await client.request(method, path)
+        assert response.status_code == 303, (method, path)
+        assert response.headers["location"].startswith("/console/login")
