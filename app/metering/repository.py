@@ -8,7 +8,7 @@ from sqlalchemy import Integer, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.metering.schemas import GroupBy, UsageBucket
+from app.metering.schemas import GroupBy, UsageBucket, UsageCell
 from app.orm import UsageEvent
 
 
@@ -61,6 +61,48 @@ async def usage_buckets(
             compute_ms=int(r.compute_us) / 1000,
         )
         for r in rows
+    ]
+
+
+async def usage_cells(
+    session: AsyncSession, customer_id: int, start: datetime, end: datetime
+) -> list[UsageCell]:
+    """The customer's usage in ``[start, end)`` by UTC day, model and variant, aggregated in
+    SQL on the (customer_id, created_at) index: one row per cell, never per request."""
+    day = _day(session.get_bind().dialect.name)
+    model = func.coalesce(UsageEvent.model, "")
+    variant = func.coalesce(UsageEvent.variant, "")
+    stmt = (
+        select(
+            day.label("day"),
+            model.label("model"),
+            variant.label("variant"),
+            func.count().label("requests"),
+            func.sum(case((UsageEvent.billable, 1), else_=0)).label("billable"),
+            func.sum(case((UsageEvent.status_code >= 400, 1), else_=0)).label("errors"),
+            func.coalesce(func.sum(UsageEvent.items.cast(Integer)), 0).label("items"),
+            func.coalesce(func.sum(UsageEvent.compute_us), 0).label("compute_us"),
+        )
+        .where(
+            UsageEvent.customer_id == customer_id,
+            UsageEvent.created_at >= start,
+            UsageEvent.created_at < end,
+        )
+        .group_by(day, model, variant)
+        .order_by(day, model, variant)
+    )
+    return [
+        UsageCell(
+            day=str(r.day),
+            model=str(r.model),
+            variant=str(r.variant),
+            requests=int(r.requests),
+            billable_requests=int(r.billable or 0),
+            errors=int(r.errors or 0),
+            items=int(r.items),
+            compute_us=int(r.compute_us),
+        )
+        for r in (await session.execute(stmt)).all()
     ]
 
 

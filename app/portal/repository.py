@@ -1,13 +1,14 @@
-"""Reads of one customer's plan assignments."""
+"""Reads of one customer's own records: plan assignments, issued invoices, keys."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.orm import CustomerPlan, Plan, PlanVersion
+from app.orm import ApiKey, CustomerPlan, Invoice, Plan, PlanVersion
 
 
 async def plan_assignments(
@@ -23,3 +24,42 @@ async def plan_assignments(
         .order_by(CustomerPlan.effective_from, CustomerPlan.id)
     )
     return [(effective_from, plan, version) for effective_from, plan, version in rows.all()]
+
+
+async def invoices_page(
+    session: AsyncSession,
+    customer_id: int,
+    statuses: Sequence[str],
+    *,
+    offset: int,
+    limit: int,
+) -> tuple[list[Invoice], int]:
+    """The customer's invoices in ``statuses``, newest period first, one page of them, and
+    how many there are in all (on the ``customer_id`` index)."""
+    where = (Invoice.customer_id == customer_id, Invoice.status.in_(statuses))
+    total = await session.scalar(select(func.count()).select_from(Invoice).where(*where))
+    rows = await session.scalars(
+        select(Invoice)
+        .where(*where)
+        .order_by(Invoice.period.desc(), Invoice.id.desc())
+        .offset(offset)
+        .limit(limit)
+    )
+    return list(rows), int(total or 0)
+
+
+async def keys_page(
+    session: AsyncSession, customer_id: int, *, offset: int, limit: int
+) -> tuple[list[ApiKey], int]:
+    """The customer's keys, oldest first, one page of them, and how many there are."""
+    total = await session.scalar(
+        select(func.count()).select_from(ApiKey).where(ApiKey.customer_id == customer_id)
+    )
+    rows = await session.scalars(
+        select(ApiKey)
+        .where(ApiKey.customer_id == customer_id)
+        .order_by(ApiKey.id)
+        .offset(offset)
+        .limit(limit)
+    )
+    return list(rows), int(total or 0)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,8 +16,8 @@ from app.limits.quota import SpendNotComputable, usage_spend
 from app.money.display import minor_string
 from app.money.periods import Period
 from app.money.pricing import to_minor
-from app.orm import CreditNote, Invoice, Plan, PlanVersion
-from app.portal.repository import plan_assignments
+from app.orm import ApiKey, CreditNote, Invoice, Plan, PlanVersion
+from app.portal.repository import invoices_page, keys_page, plan_assignments
 from app.portal.schemas import BillingPlan, PlanTerm, PriceComponentOut, Spend
 
 
@@ -107,3 +109,49 @@ async def own_credit_note(session: AsyncSession, customer_id: int, credit_note_i
     note = await session.get(CreditNote, credit_note_id)
     if note is None or note.customer_id != customer_id:
         raise CreditNoteNotFound(f"credit note {credit_note_id} does not exist")
+
+
+PER_PAGE = 50
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a list: its rows, the 1-based page number and the total row count."""
+
+    items: list[T]
+    page: int
+    per_page: int
+    total: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+def _page_number(page: int) -> int:
+    return max(1, page)
+
+
+async def own_invoices(
+    session: AsyncSession, customer_id: int, page: int = 1, per_page: int = PER_PAGE
+) -> Page[Invoice]:
+    """The customer's issued invoices (``VISIBLE_STATUSES``, never a draft), newest first,
+    a page at a time: what ``/v1/billing/invoices`` lists, paginated."""
+    page = _page_number(page)
+    rows, total = await invoices_page(
+        session, customer_id, VISIBLE_STATUSES, offset=(page - 1) * per_page, limit=per_page
+    )
+    return Page(rows, page, per_page, total)
+
+
+async def own_keys(
+    session: AsyncSession, customer_id: int, page: int = 1, per_page: int = PER_PAGE
+) -> Page[ApiKey]:
+    """The customer's keys (revoked and expired ones too), a page at a time. The rows carry
+    the public prefix and last four characters, never a secret (none is stored)."""
+    page = _page_number(page)
+    rows, total = await keys_page(
+        session, customer_id, offset=(page - 1) * per_page, limit=per_page
+    )
+    return Page(rows, page, per_page, total)
