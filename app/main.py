@@ -25,6 +25,7 @@ from app.billing.webhooks import router as webhooks_router
 from app.clock import Clock, SystemClock
 from app.config import ConfigurationError, Settings, get_settings, load_settings
 from app.console import customer as console_customer
+from app.console import finance as console_finance
 from app.console import router as console
 from app.console import staff as console_staff
 from app.customers.endpoints import router as customers_router
@@ -248,6 +249,7 @@ def create_app(
     app.include_router(console.router)
     app.include_router(console_staff.router)
     app.include_router(console_customer.router)
+    app.include_router(console_finance.router)
     console.install(app)
     if settings.hot_path:
         install_hot_routes(app, predict, v2.infer, v2.infer_version)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, literal, select
+from sqlalchemy import case, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing.report_schemas import RevenueReport, RevenueRow
@@ -21,6 +22,46 @@ async def invoice_customer(session: AsyncSession, invoice: Invoice) -> Customer:
     customer = await session.get(Customer, invoice.customer_id)
     assert customer is not None
     return customer
+
+
+@dataclass(frozen=True, slots=True)
+class InvoicePage:
+    """One page of invoices, newest first, each with its customer's name, and how many
+    invoices match the filters in all."""
+
+    rows: list[tuple[Invoice, str]]
+    total: int
+
+
+async def invoice_page(
+    session: AsyncSession,
+    *,
+    customer_id: int | None = None,
+    period: Period | None = None,
+    status: str | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> InvoicePage:
+    """The invoices list of the console: filtered by customer, period or status (each an
+    indexed column), newest first, one page at a time with the total; the customer's name
+    comes in the same query (no query per row)."""
+    filters = []
+    if customer_id is not None:
+        filters.append(Invoice.customer_id == customer_id)
+    if period is not None:
+        filters.append(Invoice.period == str(period))
+    if status is not None:
+        filters.append(Invoice.status == status)
+    total = await session.scalar(select(func.count()).select_from(Invoice).where(*filters))
+    rows = await session.execute(
+        select(Invoice, Customer.name)
+        .join(Customer, Customer.id == Invoice.customer_id)
+        .where(*filters)
+        .order_by(Invoice.id.desc())
+        .offset(offset)
+        .limit(limit)
+    )
+    return InvoicePage([(invoice, name) for invoice, name in rows.all()], int(total or 0))
 
 
 LINE_MODEL = case(

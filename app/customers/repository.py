@@ -39,3 +39,14 @@ async def get_or_insert_customer(session: AsyncSession, name: str) -> tuple[Cust
     customer = await session.scalar(query)
     assert customer is not None  # inserted here, or committed by the session that won
     return customer, int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+
+async def find_customer(session: AsyncSession, ref: str) -> Customer | None:
+    """The customer a person typed: its id (digits) or its exact name (names are unique);
+    None when there is none. Both lookups use a unique index."""
+    ref = ref.strip()
+    if ref.isdigit() and len(ref) <= 18:
+        found = await session.get(Customer, int(ref))
+        if found is not None:
+            return found
+    return await session.scalar(select(Customer).where(Customer.name == ref))
