@@ -35,7 +35,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from sqlalchemy import Subquery, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -49,6 +51,7 @@ from app.billing.report_schemas import (
 )
 from app.billing.repository import revenue
 from app.config import Settings
+from app.db.memo import SETTLED, settled
 from app.db.sums import joined, split_sum
 from app.money.display import minor_string
 from app.money.periods import Period
@@ -171,10 +174,17 @@ def _plan_segments() -> Subquery:
 
 
 async def margin_by_currency(
-    session: AsyncSession, period: Period, costs: CostModel, also: Iterable[str] = ()
+    session: AsyncSession,
+    period: Period,
+    costs: CostModel,
+    also: Iterable[str] = (),
+    *,
+    now: datetime | None = None,
 ) -> dict[str, CurrencyMargin]:
     """The period's margin, one section per currency with revenue or attributed cost, plus
-    every currency with cost rates (its fixed costs are a cost) and those in ``also``."""
+    every currency with cost rates (its fixed costs are a cost) and those in ``also``.
+    Given ``now``, the usage side of a period that ended before ``now - SETTLED`` is read
+    once per process (its ledger rows are final; revenue is always read live)."""
     sections: dict[str, CurrencyMargin] = {}
 
     def section(currency: str) -> CurrencyMargin:
@@ -197,7 +207,7 @@ async def margin_by_currency(
 
     segments = _plan_segments()
     seg = segments.c
-    usage = await session.execute(
+    stmt = (
         select(
             PlanVersion.currency,
             Plan.name,
@@ -233,7 +243,15 @@ async def margin_by_currency(
             UsageEvent.device,
         )
     )
-    for currency, plan, version, model, billable, device, high, low in usage.all():
+
+    async def usage() -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in (await session.execute(stmt)).all()]
+
+    if now is not None and period.end + SETTLED <= now:
+        rows = await settled(session, ("margin.usage", str(period)), usage)
+    else:
+        rows = await usage()
+    for currency, plan, version, model, billable, device, high, low in rows:
         compute_us = joined(high, low)
         on_plan = currency is not None
         s = section(currency if on_plan else costs.currency)
@@ -350,10 +368,15 @@ def _section(s: CurrencyMargin, given: BreakEvenInput) -> MarginSection:
 
 
 async def margin_report(
-    session: AsyncSession, period: Period, costs: CostModel, given: BreakEvenInput
+    session: AsyncSession,
+    period: Period,
+    costs: CostModel,
+    given: BreakEvenInput,
+    *,
+    now: datetime | None = None,
 ) -> MarginReport:
     """The margin report: a section per currency (see the module's docstring)."""
-    sections = await margin_by_currency(session, period, costs, also=(given.currency,))
+    sections = await margin_by_currency(session, period, costs, also=(given.currency,), now=now)
     return MarginReport(
         period=str(period),
         cost_currency=costs.currency,

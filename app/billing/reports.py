@@ -13,6 +13,7 @@ from app.billing.margin import BreakEvenInput, CostModel
 from app.billing.margin import margin_report as build_margin_report
 from app.billing.report_schemas import MarginReport, RevenueReport
 from app.billing.repository import revenue
+from app.clock.deps import ClockDep
 from app.config import request_settings
 from app.db.session import SessionDep
 from app.errors import error_schema
@@ -42,6 +43,7 @@ async def margin_report(
     _: Finance,
     request: Request,
     session: SessionDep,
+    clock: ClockDep,
     period: Annotated[str, Query(pattern=r"^\d{4}-\d{2}$")],
     investment: Annotated[Decimal, Query(description="One-off investment C"), _MONEY] = Decimal(0),
     yearly_upkeep: Annotated[
@@ -83,4 +85,4 @@ async def margin_report(
         yearly_upkeep=yearly_upkeep,
         horizon_months=horizon_months,
     )
-    return await build_margin_report(session, Period.parse(period), costs, given)
+    return await build_margin_report(session, Period.parse(period), costs, given, now=clock.now())

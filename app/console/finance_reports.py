@@ -117,7 +117,7 @@ async def reports(
         return render(request, "finance/reports.html", context, 422)
     given = BreakEvenInput(currency=form["currency"], **values)
     income = await revenue(session, p)
-    margin = await margin_report(session, p, costs, given)
+    margin = await margin_report(session, p, costs, given, now=clock.now())
     context.update(
         revenue=income,
         margin=margin,

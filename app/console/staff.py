@@ -4,9 +4,10 @@ whose routers join this one (so ``app.main`` registers one router for all of the
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from fastapi import APIRouter, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
 from app.billing.repository import revenue
@@ -15,8 +16,9 @@ from app.console import staff_audit, staff_customers, staff_keys, staff_models, 
 from app.console.deps import Staff
 from app.console.staff_common import chart
 from app.console.web import render
+from app.db.memo import settled, settled_before
 from app.db.session import SessionDep
-from app.metering.repository import billable_totals, totals_by_day
+from app.metering.repository import ModelTotals, billable_totals, totals_by_day
 from app.money.periods import Period
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -29,6 +31,25 @@ def day_labels(last: date, days: int) -> list[str]:
     return [(last - timedelta(days=days - 1 - i)).isoformat() for i in range(days)]
 
 
+async def _month_to_date(
+    session: AsyncSession, start: datetime, now: datetime
+) -> list[ModelTotals]:
+    """Billable totals per model since ``start``: the settled days once, the rest live."""
+    boundary = max(start, settled_before(now))
+    past = await settled(
+        session,
+        ("overview.billable", start, boundary),
+        lambda: billable_totals(session, start, boundary),
+    )
+    summed: dict[str, list[int]] = {}
+    for t in (*past, *await billable_totals(session, boundary, now)):
+        row = summed.setdefault(t.model, [0, 0, 0])
+        row[0] += t.requests
+        row[1] += t.items
+        row[2] += t.compute_us
+    return [ModelTotals(model, *row) for model, row in summed.items()]
+
+
 @router.get("/")
 async def overview(request: Request, user: Staff, session: SessionDep, clock: ClockDep) -> Response:
     """Requests, items, errors and billable requests over the last 30 days, by day; revenue
@@ -37,7 +58,14 @@ async def overview(request: Request, user: Staff, session: SessionDep, clock: Cl
     now = clock.now()
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     start = today - timedelta(days=OVERVIEW_DAYS - 1)
-    by_day = {d.day: d for d in await totals_by_day(session, start, now)}
+    # Days that ended before now - SETTLED are final: read once per process, today live.
+    boundary = max(start, min(settled_before(now), now))
+    past = await settled(
+        session,
+        ("overview.by_day", start, boundary),
+        lambda: totals_by_day(session, start, boundary),
+    )
+    by_day = {d.day: d for d in (*past, *await totals_by_day(session, boundary, now))}
     labels = day_labels(today.date(), OVERVIEW_DAYS)
     rows = [by_day.get(day) for day in labels]
     series = {
@@ -50,7 +78,7 @@ async def overview(request: Request, user: Staff, session: SessionDep, clock: Cl
     previous = Period.containing(period.start - timedelta(days=1))
     this_month = await revenue(session, period)
     last_month = await revenue(session, previous)
-    billable = sorted(await billable_totals(session, period.start, now), key=lambda t: t.model)
+    billable = sorted(await _month_to_date(session, period.start, now), key=lambda t: t.model)
     return render(
         request,
         "staff/overview.html",
