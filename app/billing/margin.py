@@ -48,6 +48,7 @@ from app.billing.report_schemas import (
     MarginLine,
     MarginReport,
     MarginSection,
+    RevenueReport,
 )
 from app.billing.repository import revenue
 from app.config import Settings
@@ -180,6 +181,7 @@ async def margin_by_currency(
     also: Iterable[str] = (),
     *,
     now: datetime | None = None,
+    income: RevenueReport | None = None,
 ) -> dict[str, CurrencyMargin]:
     """The period's margin, one section per currency with revenue or attributed cost, plus
     every currency with cost rates (its fixed costs are a cost) and those in ``also``.
@@ -195,7 +197,7 @@ async def margin_by_currency(
     for currency in (*costs.rates, *also):
         section(currency)
 
-    report = await revenue(session, period)
+    report = income if income is not None else await revenue(session, period)
     for total in report.total:
         section(total.currency).revenue_minor += total.amount_minor
     for line in report.by_model:
@@ -374,9 +376,13 @@ async def margin_report(
     given: BreakEvenInput,
     *,
     now: datetime | None = None,
+    income: RevenueReport | None = None,
 ) -> MarginReport:
-    """The margin report: a section per currency (see the module's docstring)."""
-    sections = await margin_by_currency(session, period, costs, also=(given.currency,), now=now)
+    """The margin report: a section per currency (see the module's docstring); ``income``:
+    the period's revenue report when the caller has it already."""
+    sections = await margin_by_currency(
+        session, period, costs, also=(given.currency,), now=now, income=income
+    )
     return MarginReport(
         period=str(period),
         cost_currency=costs.currency,

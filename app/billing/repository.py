@@ -128,6 +128,30 @@ def _net(rows: list[RevenueRow], credits: dict[tuple[str, str], int]) -> list[Re
     return out
 
 
+async def revenue_totals(session: AsyncSession, p: Period) -> list[RevenueRow]:
+    """``revenue(...).total`` alone (per currency, net of credit notes), without the
+    breakdowns: two aggregates, for pages that show only the totals."""
+    invoiced = await session.execute(
+        select(*split_sum(InvoiceLine.amount_minor), Invoice.currency)
+        .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
+        .where(Invoice.period == str(p), Invoice.status.in_(_BILLABLE_STATUSES))
+        .group_by(Invoice.currency)
+    )
+    credited = await session.execute(
+        select(*split_sum(CreditNoteLine.amount_minor), Invoice.currency)
+        .join(CreditNote, CreditNote.id == CreditNoteLine.credit_note_id)
+        .join(Invoice, Invoice.id == CreditNote.invoice_id)
+        .where(Invoice.period == str(p), Invoice.status.in_(_BILLABLE_STATUSES))
+        .group_by(Invoice.currency)
+    )
+    credits = {("total", c): joined(hi, lo) for hi, lo, c in credited.all()}
+    rows = [
+        RevenueRow(key="total", currency=c, amount_minor=joined(hi, lo))
+        for hi, lo, c in invoiced.all()
+    ]
+    return _net(sorted(rows, key=lambda r: r.currency), credits)
+
+
 async def revenue(session: AsyncSession, p: Period) -> RevenueReport:
     """Invoiced revenue (finalized and paid invoices) for a period, net of the credit notes
     issued on those invoices, by plan, customer and model, summed exactly per currency

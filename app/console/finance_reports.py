@@ -72,6 +72,10 @@ def margin_charts(report: MarginReport) -> dict[str, dict[str, Any]]:
     return charts
 
 
+# The page lists the largest customers; the API report and the period CSV have them all.
+TOP_CUSTOMERS = 25
+
+
 @router.get("/reports")
 async def reports(
     request: Request,
@@ -117,9 +121,12 @@ async def reports(
         return render(request, "finance/reports.html", context, 422)
     given = BreakEvenInput(currency=form["currency"], **values)
     income = await revenue(session, p)
-    margin = await margin_report(session, p, costs, given, now=clock.now())
+    margin = await margin_report(session, p, costs, given, now=clock.now(), income=income)
+    top = sorted(income.by_customer, key=lambda r: -r.amount_minor)[:TOP_CUSTOMERS]
     context.update(
         revenue=income,
+        top_customers=top,
+        more_customers=len(income.by_customer) - len(top),
         margin=margin,
         revenue_chart=revenue_chart(income),
         margin_charts=margin_charts(margin),

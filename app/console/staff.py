@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
-from app.billing.repository import revenue
+from app.billing.repository import revenue_totals
 from app.clock.deps import ClockDep
 from app.console import staff_audit, staff_customers, staff_keys, staff_models, staff_plans
 from app.console.deps import Staff
@@ -76,8 +76,8 @@ async def overview(request: Request, user: Staff, session: SessionDep, clock: Cl
     }
     period = Period.containing(now)
     previous = Period.containing(period.start - timedelta(days=1))
-    this_month = await revenue(session, period)
-    last_month = await revenue(session, previous)
+    this_month = await revenue_totals(session, period)
+    last_month = await revenue_totals(session, previous)
     billable = sorted(await _month_to_date(session, period.start, now), key=lambda t: t.model)
     return render(
         request,
@@ -97,8 +97,8 @@ async def overview(request: Request, user: Staff, session: SessionDep, clock: Cl
             "items_chart": chart(labels, [{"label": "items", "data": series["items"]}]),
             "period": period,
             "previous": previous,
-            "revenue_now": this_month.total,
-            "revenue_previous": last_month.total,
+            "revenue_now": this_month,
+            "revenue_previous": last_month,
             "billable": billable,
         },
     )

@@ -17,8 +17,10 @@ from sqlalchemy import Engine, select, text
 
 from app.billing.corrections import OverCredit, create_credit_note
 from app.billing.credit_schemas import CreditNoteCreate
+from app.billing.repository import revenue_totals
 from app.config import Settings
 from app.keys.schemas import CreatedKey, Scope
+from app.money.periods import Period
 from app.orm import AuditEntry, CreditNote, InvoiceLine
 from app.resources import resources
 from tests.billing.helpers import add_usage, assign, create_plan
@@ -469,7 +471,7 @@ async def test_credit_note_documents_and_filters(
 
 
 async def test_revenue_is_net_of_credit_notes(
-    client: httpx.AsyncClient, finance: CreatedKey, invoices: dict[str, Json]
+    app: FastAPI, client: httpx.AsyncClient, finance: CreatedKey, invoices: dict[str, Json]
 ) -> None:
     ann, ben = invoices["ann"], invoices["ben"]
 
@@ -502,6 +504,10 @@ async def test_revenue_is_net_of_credit_notes(
     assert keyed(after["by_plan"]) == {"p v1": 780 - 130, "(invoice credit)": -5}
     for section in ("by_model", "by_customer", "by_plan"):
         assert sum(keyed(after[section]).values()) == 645, section
+    # The totals-only read (the console's overview) agrees with the report.
+    async with resources(app).sessionmaker() as session:
+        totals = await revenue_totals(session, Period(2026, 9))
+    assert [(r.currency, r.amount_minor) for r in totals] == [("usd", 645)]
 
 
 # ----------------------------------------------------------------------------- Stripe
