@@ -113,9 +113,12 @@ async def _credits(session: AsyncSession, p: Period) -> dict[str, dict[tuple[str
     return out
 
 
-def _net(rows: list[RevenueRow], credits: dict[tuple[str, str], int]) -> list[RevenueRow]:
+def _net(
+    rows: list[RevenueRow], credits: dict[tuple[str, str], int], *, only_listed: bool = False
+) -> list[RevenueRow]:
     """``rows`` less ``credits``, key by key; a credited key with no revenue row (a credit
-    on the invoice as a whole) becomes a negative row of its own."""
+    on the invoice as a whole) becomes a negative row of its own, unless ``only_listed``
+    (``rows`` is a selection: the others' credits belong to rows left out)."""
     left = dict(credits)
     out = []
     for row in rows:
@@ -123,9 +126,20 @@ def _net(rows: list[RevenueRow], credits: dict[tuple[str, str], int]) -> list[Re
         out.append(
             RevenueRow(key=row.key, currency=row.currency, amount_minor=row.amount_minor - credit)
         )
-    for (key, currency), credit in sorted(left.items()):
-        out.append(RevenueRow(key=key, currency=currency, amount_minor=-credit))
+    if not only_listed:
+        for (key, currency), credit in sorted(left.items()):
+            out.append(RevenueRow(key=key, currency=currency, amount_minor=-credit))
     return out
+
+
+async def invoiced_customers(session: AsyncSession, p: Period) -> int:
+    """How many customers have a billable invoice for the period."""
+    count = await session.scalar(
+        select(func.count(func.distinct(Invoice.customer_id))).where(
+            Invoice.period == str(p), Invoice.status.in_(_BILLABLE_STATUSES)
+        )
+    )
+    return int(count or 0)
 
 
 async def revenue_totals(session: AsyncSession, p: Period) -> list[RevenueRow]:
@@ -152,19 +166,25 @@ async def revenue_totals(session: AsyncSession, p: Period) -> list[RevenueRow]:
     return _net(sorted(rows, key=lambda r: r.currency), credits)
 
 
-async def revenue(session: AsyncSession, p: Period) -> RevenueReport:
+async def revenue(
+    session: AsyncSession, p: Period, *, top_customers: int | None = None
+) -> RevenueReport:
     """Invoiced revenue (finalized and paid invoices) for a period, net of the credit notes
     issued on those invoices, by plan, customer and model, summed exactly per currency
     (``split_sum`` in SQL; credits in Python). Amounts are before tax. ``invoiced`` and
-    ``credited`` give the two parts of ``total``."""
+    ``credited`` give the two parts of ``total``. With ``top_customers``, ``by_customer``
+    holds only the customers with the most invoiced, each still net of its credits."""
     base = (
         select(*split_sum(InvoiceLine.amount_minor), Invoice.currency)
         .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
         .where(Invoice.period == str(p), Invoice.status.in_(_BILLABLE_STATUSES))
     )
 
-    async def grouped(*keys: Any) -> list[RevenueRow]:
+    async def grouped(*keys: Any, limit: int | None = None) -> list[RevenueRow]:
         stmt = base.add_columns(*keys).group_by(Invoice.currency, *keys).order_by(*keys)
+        if limit is not None:  # the largest first
+            stmt = stmt.order_by(None).order_by(func.sum(InvoiceLine.amount_minor).desc(), *keys)
+            stmt = stmt.limit(limit)
         tables = {getattr(k, "table", None) for k in keys}
         if PlanVersion.__table__ in tables or Plan.__table__ in tables:
             stmt = stmt.join(PlanVersion, PlanVersion.id == InvoiceLine.plan_version_id).join(
@@ -190,7 +210,11 @@ async def revenue(session: AsyncSession, p: Period) -> RevenueReport:
     return RevenueReport(
         period=str(p),
         by_plan=_net(await grouped(Plan.name, PlanVersion.version), credits["plan"]),
-        by_customer=_net(await grouped(Customer.name), credits["customer"]),
+        by_customer=_net(
+            await grouped(Customer.name, limit=top_customers),
+            credits["customer"],
+            only_listed=top_customers is not None,
+        ),
         by_model=_net(await grouped(LINE_MODEL), credits["model"]),
         total=_net(invoiced, credits["total"]),
         invoiced=invoiced,

@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from app.billing.margin import BreakEvenInput, CostModel, margin_report
 from app.billing.report_schemas import MarginReport, RevenueReport
-from app.billing.repository import revenue
+from app.billing.repository import invoiced_customers, revenue
 from app.clock.deps import ClockDep
 from app.config import request_settings
 from app.console.deps import FinanceUser
@@ -120,13 +120,14 @@ async def reports(
         context["errors"] = errors
         return render(request, "finance/reports.html", context, 422)
     given = BreakEvenInput(currency=form["currency"], **values)
-    income = await revenue(session, p)
+    income = await revenue(session, p, top_customers=TOP_CUSTOMERS)
+    customers = await invoiced_customers(session, p)
     margin = await margin_report(session, p, costs, given, now=clock.now(), income=income)
-    top = sorted(income.by_customer, key=lambda r: -r.amount_minor)[:TOP_CUSTOMERS]
+    top = income.by_customer
     context.update(
         revenue=income,
         top_customers=top,
-        more_customers=len(income.by_customer) - len(top),
+        more_customers=max(0, customers - len(top)),
         margin=margin,
         revenue_chart=revenue_chart(income),
         margin_charts=margin_charts(margin),

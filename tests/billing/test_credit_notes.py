@@ -17,7 +17,7 @@ from sqlalchemy import Engine, select, text
 
 from app.billing.corrections import OverCredit, create_credit_note
 from app.billing.credit_schemas import CreditNoteCreate
-from app.billing.repository import revenue_totals
+from app.billing.repository import invoiced_customers, revenue, revenue_totals
 from app.config import Settings
 from app.keys.schemas import CreatedKey, Scope
 from app.money.periods import Period
@@ -507,7 +507,12 @@ async def test_revenue_is_net_of_credit_notes(
     # The totals-only read (the console's overview) agrees with the report.
     async with resources(app).sessionmaker() as session:
         totals = await revenue_totals(session, Period(2026, 9))
+        top = await revenue(session, Period(2026, 9), top_customers=1)
+        customers = await invoiced_customers(session, Period(2026, 9))
     assert [(r.currency, r.amount_minor) for r in totals] == [("usd", 645)]
+    # The console's largest customers: the most invoiced, still net of its own credits.
+    assert keyed([r.model_dump() for r in top.by_customer]) == {"ben": 410 - 105}
+    assert customers == 2
 
 
 # ----------------------------------------------------------------------------- Stripe
