@@ -359,6 +359,7 @@ async def test_plan_editor_and_its_price_calculator(
     htmx = {"HX-Request": "true"}
     six = await client.get(f"/console/plans/{plan_id}/quote?units=6&component=0", headers=htmx)
     assert six.status_code == 200 and "<strong>41.50</strong> USD" in six.text
+    assert "exact" not in six.text  # 41.5 is 41.50: no rounding to point out
     assert "<html" not in six.text
     twenty = await client.get(f"/console/plans/{plan_id}/quote?units=20&component=0", headers=htmx)
     assert "<strong>127.50</strong>" in twenty.text
@@ -381,6 +382,29 @@ async def test_plan_editor_and_its_price_calculator(
     assert "v2" in history.text and "Save as v3" in history.text
     listed = await client.get("/console/plans")
     assert "Graduated" in listed.text and "v2" in listed.text
+
+
+async def test_the_calculator_shows_the_exact_amount_only_when_rounding_changes_it(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    _, csrf = await _admin(app, client)
+    form = {
+        "csrf_token": csrf,
+        "name": "Fractional",
+        "currency": "usd",
+        "base_fee": "0",
+        "c0_unit": "request",
+        "c0_pricing": "per_unit",
+        "c0_unit_price": "0.0015",
+    }
+    created = await client.post("/console/plans", data=form)
+    assert created.status_code == 303, created.text
+    quote = created.headers["location"] + "/quote?component=0&units="
+    htmx = {"HX-Request": "true"}
+    three = await client.get(quote + "3", headers=htmx)
+    assert "<strong>0.00</strong> USD (exact 0.0045)" in three.text
+    thousand = await client.get(quote + "1000", headers=htmx)
+    assert "<strong>1.50</strong> USD</span>" in thousand.text and "exact" not in thousand.text
 
 
 async def test_plan_editor_shows_validation_errors_next_to_the_form(
