@@ -140,7 +140,12 @@ def new_driver() -> Any:
     ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    # The page itself 1280x900, the size of the screenshots: the window's size counts the
+    # browser's own bars too, so it grows by what they take.
+    width, height = driver.execute_script("return [window.innerWidth, window.innerHeight]")
+    driver.set_window_size(2 * 1280 - width, 2 * 900 - height)
+    return driver
 
 
 def shoot(driver: Any, name: str, folder: Path = SCREENSHOTS) -> Path | None:
@@ -211,9 +216,14 @@ class Browser:
         return control
 
     def wait_until(self, condition: Any) -> Any:
+        """Until ``condition()`` holds; an element of the page being left (a form submitted
+        and the next page loading) is stale for a moment: asked again."""
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.support.ui import WebDriverWait
 
-        return WebDriverWait(self.driver, WAIT_S).until(lambda _: condition())
+        return WebDriverWait(
+            self.driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,)
+        ).until(lambda _: condition())
 
     def chart_drawn(self, css: str = "canvas[data-chart]") -> Any:
         """The chart's canvas, once console.js has drawn it (Chart.js marks it)."""

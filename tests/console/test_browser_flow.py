@@ -332,6 +332,8 @@ def test_the_whole_story_through_the_browser(browser: Browser, live: LiveApp) ->
         shoot(driver, "customer")
         browser.open("/console/")
         browser.chart_drawn()
+        assert browser.wait_for("#stat-requests").text == str(PREDICTIONS)
+        assert driver.find_element(By.ID, "stat-items").text == str(PREDICTIONS)
         shoot(driver, "overview")
         browser.open("/console/customers")
         browser.wait_for("main table")

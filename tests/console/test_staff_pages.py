@@ -59,6 +59,7 @@ async def test_overview_counts_the_last_30_days_and_draws_a_chart(
     assert page.status_code == 200
     assert re.search(r'id="stat-requests">3<', page.text)
     assert re.search(r'id="stat-billable">3<', page.text)
+    assert re.search(r'id="stat-items">3<', page.text)  # a number, not dict.items
     assert "data-chart=" in page.text and "&#34;requests&#34;" in page.text
     assert "Billable usage" in page.text and "linreg" in page.text
     _no_inline_script_or_style(page.text)
@@ -190,6 +191,7 @@ async def test_customer_page_shows_plan_keys_usage_and_spend(
     page = await client.get(f"/console/customers/{acme}")
     assert page.status_code == 200
     assert "Metered" in page.text and "v1" in page.text
+    assert "base fee 10 EUR, spend cap 50 EUR" in page.text  # plain decimals, not 1.0E+1
     assert developer.prefix in page.text and developer.secret not in page.text
     assert re.search(r'id="spend">1.00 EUR of usage', page.text)  # 4 items at 0.25
     assert "against a cap of 50.00 EUR" in page.text
