@@ -173,12 +173,13 @@ class Quote:
         self.units = plain(units)
         self.currency = currency
         self.error: str | None = None
-        self.exact = ""
+        self.exact = ""  # shown only when the invoice's rounding changes the amount
         self.amount = ""
         try:
             amount = rate(component, units)
-            self.exact = plain(amount)
             self.amount = minor_string(to_minor(amount, currency), currency)
+            if amount != Decimal(self.amount):
+                self.exact = plain(amount)
         except PricingError as exc:
             self.error = str(exc)
 

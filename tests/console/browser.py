@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import uvicorn
+from sqlalchemy.pool import NullPool
 
 from app.clock import SystemClock
 from app.config import Settings
@@ -80,6 +81,21 @@ class LiveApp:
 
         return asyncio.run(create())
 
+    def sql(self, statement: str, **params: object) -> list[Any]:
+        """Run one SQL statement on the live app's database (test set-up: back-dating rows
+        that only time could write); the rows it returns, if any."""
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.settings.database_url).set(drivername="postgresql+psycopg")
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            with engine.begin() as conn:
+                result = conn.execute(text(statement), params)
+                return list(result.all()) if result.returns_rows else []
+        finally:
+            engine.dispose()
+
 
 @contextmanager
 def live_app(pg_admin_url: str, modules: LoadedModules) -> Iterator[LiveApp]:
@@ -124,7 +140,12 @@ def new_driver() -> Any:
     ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    # The page itself 1280x900, the size of the screenshots: the window's size counts the
+    # browser's own bars too, so it grows by what they take.
+    width, height = driver.execute_script("return [window.innerWidth, window.innerHeight]")
+    driver.set_window_size(2 * 1280 - width, 2 * 900 - height)
+    return driver
 
 
 def shoot(driver: Any, name: str, folder: Path = SCREENSHOTS) -> Path | None:
@@ -184,6 +205,35 @@ class Browser:
             b for b in self.driver.find_elements(By.TAG_NAME, "button") if b.text.strip() == text
         ]
         return found
+
+    def fill(self, element_id: str, value: str) -> Any:
+        """Type ``value`` into the control with ``element_id``, replacing what it held."""
+        from selenium.webdriver.common.by import By
+
+        control = self.driver.find_element(By.ID, element_id)
+        control.clear()
+        control.send_keys(value)
+        return control
+
+    def wait_until(self, condition: Any) -> Any:
+        """Until ``condition()`` holds; an element of the page being left (a form submitted
+        and the next page loading) is stale for a moment: asked again."""
+        from selenium.common.exceptions import StaleElementReferenceException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        return WebDriverWait(
+            self.driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,)
+        ).until(lambda _: condition())
+
+    def chart_drawn(self, css: str = "canvas[data-chart]") -> Any:
+        """The chart's canvas, once console.js has drawn it (Chart.js marks it)."""
+        canvas = self.wait_for(css)
+        self.wait_until(lambda: canvas.get_attribute("data-drawn") == "1")
+        return canvas
+
+    def cookies(self) -> dict[str, str]:
+        """The browser's cookies for the app (the console session's), for a direct fetch."""
+        return {c["name"]: c["value"] for c in self.driver.get_cookies()}
 
     def sign_in(self, key: CreatedKey | str) -> None:
         """Type the key into the sign-in form's labelled field and press the button."""

@@ -59,6 +59,7 @@ async def test_overview_counts_the_last_30_days_and_draws_a_chart(
     assert page.status_code == 200
     assert re.search(r'id="stat-requests">3<', page.text)
     assert re.search(r'id="stat-billable">3<', page.text)
+    assert re.search(r'id="stat-items">3<', page.text)  # a number, not dict.items
     assert "data-chart=" in page.text and "&#34;requests&#34;" in page.text
     assert "Billable usage" in page.text and "linreg" in page.text
     _no_inline_script_or_style(page.text)
@@ -190,6 +191,7 @@ async def test_customer_page_shows_plan_keys_usage_and_spend(
     page = await client.get(f"/console/customers/{acme}")
     assert page.status_code == 200
     assert "Metered" in page.text and "v1" in page.text
+    assert "base fee 10 EUR, spend cap 50 EUR" in page.text  # plain decimals, not 1.0E+1
     assert developer.prefix in page.text and developer.secret not in page.text
     assert re.search(r'id="spend">1.00 EUR of usage', page.text)  # 4 items at 0.25
     assert "against a cap of 50.00 EUR" in page.text
@@ -359,6 +361,7 @@ async def test_plan_editor_and_its_price_calculator(
     htmx = {"HX-Request": "true"}
     six = await client.get(f"/console/plans/{plan_id}/quote?units=6&component=0", headers=htmx)
     assert six.status_code == 200 and "<strong>41.50</strong> USD" in six.text
+    assert "exact" not in six.text  # 41.5 is 41.50: no rounding to point out
     assert "<html" not in six.text
     twenty = await client.get(f"/console/plans/{plan_id}/quote?units=20&component=0", headers=htmx)
     assert "<strong>127.50</strong>" in twenty.text
@@ -381,6 +384,29 @@ async def test_plan_editor_and_its_price_calculator(
     assert "v2" in history.text and "Save as v3" in history.text
     listed = await client.get("/console/plans")
     assert "Graduated" in listed.text and "v2" in listed.text
+
+
+async def test_the_calculator_shows_the_exact_amount_only_when_rounding_changes_it(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    _, csrf = await _admin(app, client)
+    form = {
+        "csrf_token": csrf,
+        "name": "Fractional",
+        "currency": "usd",
+        "base_fee": "0",
+        "c0_unit": "request",
+        "c0_pricing": "per_unit",
+        "c0_unit_price": "0.0015",
+    }
+    created = await client.post("/console/plans", data=form)
+    assert created.status_code == 303, created.text
+    quote = created.headers["location"] + "/quote?component=0&units="
+    htmx = {"HX-Request": "true"}
+    three = await client.get(quote + "3", headers=htmx)
+    assert "<strong>0.00</strong> USD (exact 0.0045)" in three.text
+    thousand = await client.get(quote + "1000", headers=htmx)
+    assert "<strong>1.50</strong> USD</span>" in thousand.text and "exact" not in thousand.text
 
 
 async def test_plan_editor_shows_validation_errors_next_to_the_form(

@@ -30,6 +30,8 @@
       if (canvas.dataset.drawn) { return; }
       var spec = JSON.parse(canvas.getAttribute("data-chart"));
       canvas.dataset.drawn = "1";
+      // Bars stay bars when there are few of them (one month, one model).
+      spec.datasets.forEach(function (d) { if (!d.maxBarThickness) { d.maxBarThickness = 64; } });
       new Chart(canvas, {
         type: spec.type || "bar",
         data: { labels: spec.labels, datasets: spec.datasets },
