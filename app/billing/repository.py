@@ -132,6 +132,27 @@ def _net(
     return out
 
 
+async def revenue_revision(session: AsyncSession, p: Period) -> tuple[object, ...]:
+    """What the period's revenue report depends on, in two small aggregates: its invoices'
+    count per status (a close, a payment or a void moves one) and its credit notes' count and
+    newest id. Invoice lines never change, so an unchanged revision means an unchanged
+    report: the console memoizes the report under it."""
+    statuses = await session.execute(
+        select(Invoice.status, func.count())
+        .where(Invoice.period == str(p))
+        .group_by(Invoice.status)
+        .order_by(Invoice.status)
+    )
+    notes = (
+        await session.execute(
+            select(func.count(CreditNote.id), func.max(CreditNote.id))
+            .join(Invoice, Invoice.id == CreditNote.invoice_id)
+            .where(Invoice.period == str(p))
+        )
+    ).one()
+    return (tuple((status, int(n)) for status, n in statuses.all()), int(notes[0]), notes[1])
+
+
 async def invoiced_customers(session: AsyncSession, p: Period) -> int:
     """How many customers have a billable invoice for the period."""
     count = await session.scalar(

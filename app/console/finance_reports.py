@@ -16,11 +16,12 @@ from starlette.responses import Response
 
 from app.billing.margin import BreakEvenInput, CostModel, margin_report
 from app.billing.report_schemas import MarginReport, RevenueReport
-from app.billing.repository import invoiced_customers, revenue
+from app.billing.repository import invoiced_customers, revenue, revenue_revision
 from app.clock.deps import ClockDep
 from app.config import request_settings
 from app.console.deps import FinanceUser
 from app.console.web import render
+from app.db.memo import settled
 from app.db.session import SessionDep
 from app.errors import AppError
 from app.money.periods import Period
@@ -120,7 +121,13 @@ async def reports(
         context["errors"] = errors
         return render(request, "finance/reports.html", context, 422)
     given = BreakEvenInput(currency=form["currency"], **values)
-    income = await revenue(session, p, top_customers=TOP_CUSTOMERS)
+    # Memoized under the period's revision: any close, payment, void or credit note changes it.
+    revision = await revenue_revision(session, p)
+    income = await settled(
+        session,
+        ("console.revenue", str(p), TOP_CUSTOMERS, revision),
+        lambda: revenue(session, p, top_customers=TOP_CUSTOMERS),
+    )
     customers = await invoiced_customers(session, p)
     margin = await margin_report(session, p, costs, given, now=clock.now(), income=income)
     top = income.by_customer

@@ -3,9 +3,10 @@
 Ledger rows are final once they are older than the meter's commit window (a row is committed
 within seconds of its ``created_at``; ``SETTLED`` leaves ten minutes): an aggregate over a
 time range that ended before ``now - SETTLED`` can never change, so it is computed once per
-process and database and kept. Callers choose the settled part of a range (``settled_before``)
-and read the rest live. Keyed by the engine (weakly: a disposed engine takes its entries
-with it) and bounded in size.
+process and database and kept. Callers choose the settled part of a range
+(``settled_before``) and read the rest live, or key a read by a revision of everything it
+depends on. Keyed by the engine (weakly: a disposed engine takes its entries with it) and
+bounded in size.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def settled_before(now: datetime) -> datetime:
 
 async def settled(session: AsyncSession, key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
     """``compute()``'s result for ``key`` on this session's database, computed once. Only for
-    reads of rows that can no longer change."""
+    reads of rows that can no longer change, or whose key names their revision."""
     entries = _memo.setdefault(session.get_bind(), {})
     if key in entries:
         value: T = entries[key]

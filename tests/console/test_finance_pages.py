@@ -370,6 +370,20 @@ async def test_reports_show_revenue_and_margin_per_currency(
     assert len(charts) >= 3  # revenue, and margin by model for EUR and USD
     assert "Investment C" in page.text and ">1000<" in page.text
 
+    # The revenue is memoized under the period's revision: a credit note changes it.
+    eur_invoice = (
+        await client.get("/finance/invoices", params={"period": SEPT}, headers=bearer(finance))
+    ).json()["data"][0]
+    credited = await client.post(
+        f"/finance/invoices/{eur_invoice['id']}/credit-notes",
+        json={"reason": "goodwill", "amount_minor": 32},
+        headers=bearer(finance),
+    )
+    assert credited.status_code == 201, credited.text
+    again = await client.get("/console/reports", params={"period": SEPT})
+    currency = eur_invoice["currency"].upper()
+    assert f"Total {currency}<strong>2.00</strong>" in again.text
+
     default = await client.get("/console/reports")
     assert default.status_code == 200 and 'value="2026-09"' in default.text  # last month
     bad = await client.get("/console/reports", params={"investment": "-1", "currency": "e"})
