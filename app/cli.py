@@ -176,15 +176,9 @@ def _run_or_exit(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
 
 
 def _customer_json(customer: Customer) -> str:
-    from app.audit.service import snapshot
-    from app.customers.schemas import BILLING_FIELDS
-    from app.money.display import plain
+    from app.customers.service import customer_record
 
-    fields = ("id", "name", "email", "status", "stripe_customer_id", "created_at", "is_operator")
-    data = snapshot(customer, *fields, *BILLING_FIELDS)
-    if customer.tax_rate is not None:
-        data["tax_rate"] = plain(customer.tax_rate)
-    return json.dumps(data)
+    return json.dumps(customer_record(customer))
 
 
 def _key_json(key: ApiKey) -> str:

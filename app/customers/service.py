@@ -28,6 +28,15 @@ class InvalidTaxTreatment(Unprocessable):
     type = "invalid_tax_treatment"
 
 
+def customer_record(customer: Customer) -> dict[str, Any]:
+    """The customer as the CLI prints it: id, account fields, operator flag and billing
+    details (the tax rate as in the audit log)."""
+    return {
+        **snapshot(customer, "id", "created_at", "is_operator"),
+        **_snapshot(customer),
+    }
+
+
 def _snapshot(customer: Customer) -> dict[str, Any]:
     """The audited fields; the tax rate as its significant digits ("19", not "19.0000")."""
     data = snapshot(customer, *_FIELDS)

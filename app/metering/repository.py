@@ -27,6 +27,18 @@ def _day(dialect: str) -> ColumnElement[Any]:
     return func.to_char(func.date_trunc("day", UsageEvent.created_at), "YYYY-MM-DD")
 
 
+def _measures() -> tuple[ColumnElement[Any], ...]:
+    """What every usage aggregate sums, labelled: requests, billable (requests), errors
+    (status >= 400), items, compute_us."""
+    return (
+        func.count().label("requests"),
+        func.sum(case((UsageEvent.billable, 1), else_=0)).label("billable"),
+        func.sum(case((UsageEvent.status_code >= 400, 1), else_=0)).label("errors"),
+        func.coalesce(func.sum(UsageEvent.items.cast(Integer)), 0).label("items"),
+        func.coalesce(func.sum(UsageEvent.compute_us), 0).label("compute_us"),
+    )
+
+
 async def usage_buckets(
     session: AsyncSession, customer_id: int, start: datetime, end: datetime, group_by: GroupBy
 ) -> list[UsageBucket]:
@@ -35,11 +47,7 @@ async def usage_buckets(
     stmt = (
         select(
             key.label("key"),
-            func.count().label("requests"),
-            func.sum(case((UsageEvent.billable, 1), else_=0)).label("billable"),
-            func.sum(case((UsageEvent.status_code >= 400, 1), else_=0)).label("errors"),
-            func.coalesce(func.sum(UsageEvent.items.cast(Integer)), 0).label("items"),
-            func.coalesce(func.sum(UsageEvent.compute_us), 0).label("compute_us"),
+            *_measures(),
         )
         .where(
             UsageEvent.customer_id == customer_id,
@@ -77,11 +85,7 @@ async def usage_cells(
             day.label("day"),
             model.label("model"),
             variant.label("variant"),
-            func.count().label("requests"),
-            func.sum(case((UsageEvent.billable, 1), else_=0)).label("billable"),
-            func.sum(case((UsageEvent.status_code >= 400, 1), else_=0)).label("errors"),
-            func.coalesce(func.sum(UsageEvent.items.cast(Integer)), 0).label("items"),
-            func.coalesce(func.sum(UsageEvent.compute_us), 0).label("compute_us"),
+            *_measures(),
         )
         .where(
             UsageEvent.customer_id == customer_id,
@@ -147,10 +151,7 @@ async def totals_by_day(session: AsyncSession, start: datetime, end: datetime) -
     stmt = (
         select(
             day.label("day"),
-            func.count().label("requests"),
-            func.sum(case((UsageEvent.billable, 1), else_=0)).label("billable"),
-            func.sum(case((UsageEvent.status_code >= 400, 1), else_=0)).label("errors"),
-            func.coalesce(func.sum(UsageEvent.items.cast(Integer)), 0).label("items"),
+            *_measures()[:4],
         )
         .where(UsageEvent.created_at >= start, UsageEvent.created_at < end)
         .group_by(day)
