@@ -59,6 +59,22 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///var/tollgate.db"
     secret_key: str = DEV_SECRET
     models_dir: Path = Field(default_factory=shipped_models_dir)
+    # Uploaded model archives and their variants (app/catalog/store.py): a directory every
+    # replica shares (a volume or network file system), under ./var by default.
+    model_store_dir: Path = Path("var/models")
+    # Replicas re-read the model catalog when notified (Postgres LISTEN/NOTIFY) and at least
+    # this often; each reports what it serves at least every heartbeat.
+    catalog_poll_s: float = Field(default=2.0, gt=0)
+    catalog_heartbeat_s: float = Field(default=10.0, gt=0)
+    # Uploads (POST /admin/models/{name}/versions/{version}): the archive's size limit; the
+    # validation child's time and address-space limits; how far a compressed variant's
+    # accuracy (classification, 0.01 = 1 point) or R^2 (regression) may fall below the base
+    # before it is kept unpublished; seconds per timing loop when measuring speed.
+    max_archive_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    validation_timeout_s: float = Field(default=300.0, gt=0)
+    validation_memory_bytes: int = Field(default=6 * 1024**3, gt=0)
+    variant_tolerance: float = Field(default=0.01, ge=0)
+    measure_seconds: float = Field(default=0.2, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     # Request limits.

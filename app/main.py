@@ -22,6 +22,7 @@ from app.billing.endpoints import router as finance_router
 from app.billing.reports import router as reports_router
 from app.billing.stripe_gateway import StripeGateway
 from app.billing.webhooks import router as webhooks_router
+from app.catalog.store import DirectoryStore
 from app.clock import Clock, SystemClock
 from app.config import ConfigurationError, Settings, get_settings, load_settings
 from app.console import customer as console_customer
@@ -39,6 +40,7 @@ from app.inference.hot import install_hot_routes
 from app.inference.predictor import LoadedModules
 from app.inference.registry import ModelRegistry
 from app.inference.service import InferenceService
+from app.inference.sync import CatalogSync
 from app.keys.endpoints import router as keys_router
 from app.keys.repository import live_legacy_staff_keys
 from app.limits.quota import SpendTracker
@@ -132,8 +134,9 @@ def create_app(
         responses.metrics = metrics
         engine = build_engine(settings.database_url)
         sessionmaker = build_sessionmaker(engine)
+        store = DirectoryStore(settings.model_store_dir, settings.models_dir)
         registry = ModelRegistry(
-            settings.models_dir,
+            store,
             metrics,
             device=settings.device,
             max_batch_items=settings.max_batch_items,
@@ -145,7 +148,16 @@ def create_app(
             cpu_graph=settings.cpu_graph,
             modules=modules,
         )
-        registry.load_all()
+        sync = CatalogSync(
+            sessionmaker,
+            settings.database_url,
+            registry,
+            settings.models_dir,
+            app_clock,
+            poll_s=settings.catalog_poll_s,
+            heartbeat_s=settings.catalog_heartbeat_s,
+        )
+        await sync.start_up()
         registry.start()
         metrics.models_loaded.set(registry.loaded)
         meter = MeterWriter(
@@ -174,6 +186,8 @@ def create_app(
             engine=engine,
             sessionmaker=sessionmaker,
             registry=registry,
+            store=store,
+            catalog_sync=sync,
             meter=meter,
             last_used=last_used,
             authenticator=Authenticator(
@@ -194,6 +208,7 @@ def create_app(
             else None,
         )
         await warn_about_legacy_staff_keys(sessionmaker, app_clock.now())
+        sync.start()
         if freeze_gc:
             # Torch, the models and the routes are ~390k objects: a full collection scanned
             # them all (~160 ms on the bench VM, the p99 tail under load). Frozen, they are
@@ -204,6 +219,7 @@ def create_app(
         try:
             yield
         finally:
+            await sync.stop()
             await meter.stop()  # drain: every queued usage row is committed before exit
             await last_used.stop()
             await spend.stop()

@@ -22,6 +22,7 @@ from app.auth.deps import AuthResources
 from app.auth.last_used import LastUsedTracker
 from app.billing.deps import BillingResources
 from app.billing.stripe_gateway import StripeGateway
+from app.catalog.store import DirectoryStore
 from app.clock import Clock
 from app.clock.deps import ClockResources
 from app.config import Settings, SettingsResources
@@ -29,6 +30,7 @@ from app.db.session import Database
 from app.inference.deps import InferenceResources
 from app.inference.registry import ModelRegistry
 from app.inference.service import InferenceService
+from app.inference.sync import CatalogSync
 from app.limits.quota import SpendTracker
 from app.limits.ratelimit import RateLimiter
 from app.metering.month_to_date import MonthToDateGauges
@@ -46,6 +48,8 @@ class State:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     registry: ModelRegistry
+    store: DirectoryStore
+    catalog_sync: CatalogSync
     meter: MeterWriter
     last_used: LastUsedTracker
     authenticator: Authenticator

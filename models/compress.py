@@ -641,7 +641,7 @@ def write_variant(
             sample,
             len(data),
             repeats,
-            applies_to(manifest["format"], manifest["dtype"]),
+            manifest["format"] == "state_dict" and applies_to(manifest["dtype"]),
         )
     manifest["measured_env"] = {**env, "cpu_graph": graph}
     if fp16:
@@ -679,7 +679,7 @@ def remeasure(out: Path, repeats: int, env: dict[str, Any], train: Split) -> Non
         quantized = manifest.format == "quantized_state_dict"
         with allow_nondeterministic() if quantized else contextlib.nullcontext():
             timed, graph = timings(
-                module, sample, repeats, applies_to(manifest.format, manifest.dtype)
+                module, sample, repeats, manifest.format == "state_dict" and applies_to(manifest.dtype)
             )
         raw["measured"] = {**raw.get("measured", {}), **timed}
         raw["measured_env"] = {**raw.get("measured_env", {}), **env, "cpu_graph": graph}

@@ -10,10 +10,12 @@ own caches, limiters, metrics and ``ManualClock``), but the models are built onc
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -119,7 +121,12 @@ def pg_sync(pg_engine: Engine) -> Iterator[object]:
         clean_tables(conn)
 
 
+# Uploaded archives go to a scratch model store, never to ./var of the checkout.
+TEST_MODEL_STORE = Path(tempfile.gettempdir()) / f"tollgate-test-store-{os.getpid()}"
+
+
 def make_settings(database_url: str, **overrides: object) -> Settings:
+    overrides.setdefault("model_store_dir", TEST_MODEL_STORE)
     return Settings(
         env="test",
         database_url=database_url,

@@ -1,6 +1,7 @@
-"""Admin page for models: every loaded version and variant with its model card's accuracy,
-size and measured speed; load, unload and default version through the same functions as
-the ``/admin/models`` endpoints."""
+"""Admin page for models: every version and variant in the catalog with its model card's
+accuracy, size and measured speed and its state on this replica; load, unload (one variant
+at a time) and default version through the same functions as the ``/admin/models``
+endpoints."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from app.console.staff_common import AdminForm, attempt, text
 from app.console.web import render, secure
 from app.db.session import SessionDep
 from app.inference import management
+from app.inference.deps import catalog_sync
 from app.inference.deps import registry as _registry
 from app.inference.endpoints import _info
 from app.validation import MAX_MODEL_NAME, MAX_VERSION
@@ -50,13 +52,16 @@ async def _change(
     if not name or not version or len(name) > MAX_MODEL_NAME or len(version) > MAX_VERSION:
         return _page(request, user, ["give a model name and a version"], 422)
     registry = _registry(request)
+    sync = catalog_sync(request)
     call: Awaitable[object]
-    if action == "load":
-        call = management.load_model(session, user.principal, registry, name, version)
-    elif action == "unload":
-        call = management.unload_model(session, user.principal, registry, name, version)
+    if action in ("load", "unload"):
+        call = management.set_loaded(
+            session, user.principal, sync, registry, name, version, action == "load"
+        )
     else:
-        call = management.set_default_version(session, user.principal, registry, name, version)
+        call = management.set_default_version(
+            session, user.principal, sync, registry, name, version
+        )
     _, error = await attempt(session, call)
     if error is not None:
         return _page(request, user, [error.message], error.status_code)

@@ -8,10 +8,18 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import JSONResponse
 
 from app.auth.deps import BEARER_SECURITY, Authenticated, ProtectedRoute, authenticate_request
+from app.catalog.records import TensorSpec
 from app.errors import error_schema, read_body
 from app.inference.deps import Registry, inference_service
 from app.inference.registry import ModelRegistry, ServedModel
-from app.inference.schemas import ModelInfo, ModelList, PredictRequest, PredictResponse
+from app.inference.schemas import (
+    ModelInfo,
+    ModelList,
+    PredictRequest,
+    PredictResponse,
+    TensorInfo,
+    VariantCard,
+)
 from app.limits.policy import RATELIMIT_HEADERS, RETRY_AFTER_HEADER
 from app.limits.quota import SPEND_HEADERS
 from app.validation import MAX_MODEL_NAME, MAX_VERSION
@@ -35,6 +43,15 @@ class JSONBytes(JSONResponse):
         return orjson.dumps(content)
 
 
+def _tensor(t: TensorSpec) -> TensorInfo:
+    return TensorInfo(
+        name=t.name,
+        shape=list(t.shape),
+        dtype=t.dtype,
+        range=list(t.range) if t.range is not None else None,
+    )
+
+
 def _info(served: ServedModel, registry: ModelRegistry) -> ModelInfo:
     m = served.manifest
     return ModelInfo(
@@ -42,32 +59,59 @@ def _info(served: ServedModel, registry: ModelRegistry) -> ModelInfo:
         name=m.name,
         variant=served.variant,
         version=m.version,
-        versions=sorted({s.version for s in registry.list() if s.name == m.name}),
+        versions=registry.versions(m.name),
+        default_version=registry.default_version(m.name),
         available=served.available,
         unavailable_reason=served.unavailable_reason,
+        state=served.state,
+        published=m.published,
+        unpublished_reason=m.unpublished_reason,
         task=m.task,
         description=m.description,
+        preprocessing=m.preprocessing,
+        license=m.license,
         device=served.device,
         graph=served.graph,
-        inputs=[{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in m.inputs],
-        outputs=[{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in m.outputs],
+        inputs=[_tensor(t) for t in m.inputs],
+        outputs=[_tensor(t) for t in m.outputs],
         labels=list(m.labels) if m.labels is not None else None,
+        archive_format=m.archive_format,
+        archive_sha256=m.sha256,
+        dtype=m.dtype,
+        requires_device=m.requires_device,
+        size_bytes=m.size_bytes,
         metrics=dict(m.metrics),
-        weights_sha256=m.weights_sha256,
-        size_bytes=m.weights_bytes,
-        measured=dict(getattr(m, "measured", {}) or {}),
+        measured=dict(m.measured),
+        compression=m.compression,
+        variants=[
+            VariantCard(
+                id=v.ref,
+                variant=v.variant,
+                published=v.manifest.published,
+                unpublished_reason=v.manifest.unpublished_reason,
+                state=v.state,
+                dtype=v.manifest.dtype,
+                requires_device=v.manifest.requires_device,
+                size_bytes=v.manifest.size_bytes,
+                metrics=dict(v.manifest.metrics),
+                measured=dict(v.manifest.measured),
+                compression=v.manifest.compression,
+            )
+            for v in registry.list()
+            if v.name == m.name and v.version == m.version
+        ],
     )
 
 
 @router.get("/models", responses=_AUTH_ERRORS)
 async def list_models(_: Authenticated, registry: Registry) -> ModelList:
-    """Every model and variant at its default version: contract, held-out metrics, size,
-    measured speed, and whether this server can run it."""
+    """Every published model and variant at its default version: contract, held-out
+    metrics, size, measured speed, and whether this server can run it."""
     return ModelList(
         data=[
             _info(s, registry)
             for s in registry.list()
-            if s.version == registry.default_version(s.name)
+            if s.version == registry.default_version(s.name) and s.manifest.published
         ]
     )
 

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-from app.errors import NotFound, PayloadTooLarge, ServiceUnavailable, Unprocessable
+from app.catalog.errors import ModelNotFound
+from app.errors import PayloadTooLarge, ServiceUnavailable, Unprocessable
 
-
-class ModelNotFound(NotFound):
-    type = "model_not_found"
+__all__ = ["BatchTooLarge", "InvalidTensor", "ModelNotFound", "ModelUnavailable"]
 
 
 class InvalidTensor(Unprocessable):

@@ -39,10 +39,10 @@ _ATOL = 1e-4
 log = logging.getLogger(__name__)
 
 
-def applies_to(storage_format: str, dtype: str) -> bool:
-    """Whether a model stored this way runs through the CPU graph when on a CPU: float32
-    state dicts only (int8 has its own kernels; float16 is served on CUDA only)."""
-    return storage_format == "state_dict" and dtype == "float32"
+def applies_to(dtype: str) -> bool:
+    """Whether a model runs through the CPU graph when on a CPU: float32 only (int8 has its
+    own kernels; float16 is served on CUDA only)."""
+    return dtype == "float32"
 
 
 def optimize_for_cpu(

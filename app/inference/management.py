@@ -1,65 +1,63 @@
-"""Model management writes: load, unload and default version, each with its audit row.
-
-The registry lives in this process's memory, not in the database, so the change cannot share
-the audit row's transaction: the registry changes first, then the row is written in the
-caller's transaction (a failed change records nothing). The CLI cannot reach a running
-server's registry; these are the API's only write path until the registry moves into the
-database.
-"""
+"""Model management writes, as the admin API runs them: the catalog change (with its audit
+row) commits first, then this replica applies it at once; the other replicas apply it when
+notified (app/inference/sync.py), so the response can say what this replica now has."""
 
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit.service import Actor, record
+from app.audit.service import Actor
+from app.catalog import service as catalog
 from app.inference.registry import ModelRegistry, ServedModel
+from app.inference.sync import CatalogSync
 
 
-async def load_model(
-    session: AsyncSession, actor: Actor, registry: ModelRegistry, name: str, version: str
-) -> list[ServedModel]:
-    """Load (or reload) every variant of name/version from the models directory."""
-    loaded = await registry.load(name, version)
-    await record(
-        session,
-        actor,
-        "model.load",
-        "model",
-        f"{name}/{version}",
-        after={"variants": [s.ref for s in loaded]},
-    )
-    return loaded
+async def _commit_and_apply(session: AsyncSession, sync: CatalogSync) -> None:
+    # The endpoint's transaction ends here rather than after the response: the desired
+    # state must be durable before any replica acts on it.
+    await session.commit()
+    await sync.reconcile(force_report=True)
 
 
-async def unload_model(
-    session: AsyncSession, actor: Actor, registry: ModelRegistry, name: str, version: str
-) -> list[ServedModel]:
-    """New requests get 404 at once; requests already queued finish first."""
-    removed = await registry.unload(name, version)
-    await record(
-        session,
-        actor,
-        "model.unload",
-        "model",
-        f"{name}/{version}",
-        after={"variants": [s.ref for s in removed]},
-    )
-    return removed
+async def set_loaded(
+    session: AsyncSession,
+    actor: Actor,
+    sync: CatalogSync,
+    registry: ModelRegistry,
+    ref: str,
+    version: str,
+    loaded: bool,
+) -> ServedModel:
+    """Load or unload exactly ``ref`` (``cnn`` the base, ``cnn:int8`` that variant) of
+    ``version`` on every replica."""
+    await catalog.set_loaded(session, actor, ref, version, loaded)
+    await _commit_and_apply(session, sync)
+    return registry.find(ref, version)
+
+
+async def set_published(
+    session: AsyncSession,
+    actor: Actor,
+    sync: CatalogSync,
+    registry: ModelRegistry,
+    ref: str,
+    version: str,
+    published: bool,
+) -> ServedModel:
+    await catalog.set_published(session, actor, ref, version, published)
+    await _commit_and_apply(session, sync)
+    return registry.find(ref, version)
 
 
 async def set_default_version(
-    session: AsyncSession, actor: Actor, registry: ModelRegistry, name: str, version: str
+    session: AsyncSession,
+    actor: Actor,
+    sync: CatalogSync,
+    registry: ModelRegistry,
+    name: str,
+    version: str,
 ) -> ServedModel:
-    """Route requests without a version to ``version`` of ``name``."""
-    before = registry.default_version(name)
-    registry.set_default(name, version)
-    await record(
-        session,
-        actor,
-        "model.default",
-        "model",
-        name,
-        before={"version": before},
-        after={"version": version},
-    )
+    """Route requests without a version to ``version`` of ``name``, on every replica."""
+    await catalog.set_default_version(session, actor, name, version)
+    await _commit_and_apply(session, sync)
     return registry.find(name)

@@ -8,17 +8,19 @@ objects. ``decode`` validates on the event loop (numpy, no torch); ``predict`` a
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
+from app.catalog.archive import ArchiveFormat, load_archive
+from app.catalog.records import ModelCard
 from app.inference.errors import BatchTooLarge, InvalidTensor
 from app.inference.graph import CpuGraph, applies_to, optimize_for_cpu
-from models.manifest import Manifest, load_weights
 
 Array = npt.NDArray[np.float32]
 
@@ -31,53 +33,53 @@ class Prediction:
     raw: Array  # this request's slice of the output tensor, for other protocols
 
 
-class LoadedModules:
-    """Modules already built from their weights (read, checksummed, optimized for the CPU and
-    checked against eager), shared by the model registries given the same instance.
+class ArchiveChecksumError(Exception):
+    """The archive's bytes are not the ones the catalog recorded."""
 
-    Without one (the default) an app builds every model itself at start-up. A test session
-    passes one instance to every app it creates, so each model is built once per session
-    instead of once per app. Served modules are only ever called (eval mode, no state), so
-    registries on different event loops can share them. Keyed by everything the build
-    depends on: the weights' checksum, the architecture and its format, the manifest's
-    directory, the device and the CPU graph asked for.
+
+class LoadedModules:
+    """Modules already built from their archives (read, checksummed, optimized for the CPU
+    and checked against eager), shared by the model registries given the same instance.
+
+    Without one (the default) an app builds every model itself. A test session passes one
+    instance to every app it creates, so each model is built once per session instead of
+    once per app. Served modules are only ever called (eval mode, no state), so registries
+    on different event loops can share them. Keyed by everything the build depends on: the
+    archive's checksum and format, its dtype, the device and the CPU graph asked for.
     """
 
     def __init__(self) -> None:
-        self._built: dict[tuple[str, str, str, str], tuple[torch.nn.Module, CpuGraph]] = {}
+        self._built: dict[tuple[str, str, str, str, str], tuple[torch.nn.Module, CpuGraph]] = {}
 
     def get(
-        self, manifest_dir: Path, manifest: Manifest, device: torch.device, cpu_graph: CpuGraph
+        self, archive: Path, card: ModelCard, device: torch.device, cpu_graph: CpuGraph
     ) -> tuple[torch.nn.Module, CpuGraph]:
-        key = (
-            str(manifest_dir.resolve()),
-            # what load_weights builds from, besides the weights' bytes
-            f"{manifest.weights_sha256} {manifest.architecture} {manifest.format} "
-            f"{manifest.dtype} {sorted(manifest.architecture_args.items())!r} "
-            f"{manifest.raw.get('compression')!r}",
-            str(device),
-            cpu_graph,
-        )
+        key = (card.sha256, card.archive_format, card.dtype, str(device), cpu_graph)
         built = self._built.get(key)
         if built is None:
-            built = self._built[key] = build_module(manifest_dir, manifest, device, cpu_graph)
+            built = self._built[key] = build_module(archive, card, device, cpu_graph)
         return built
 
 
 def build_module(
-    manifest_dir: Path, manifest: Manifest, device: torch.device, cpu_graph: CpuGraph
+    archive: Path, card: ModelCard, device: torch.device, cpu_graph: CpuGraph
 ) -> tuple[torch.nn.Module, CpuGraph]:
-    """The module to serve on ``device`` and the CPU graph it actually runs."""
-    module = load_weights(manifest_dir, manifest).to(device)
+    """The module to serve on ``device`` and the CPU graph it actually runs. The archive is
+    checked against the catalog's sha256 first: the bytes loaded are the bytes validated."""
+    data = archive.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != card.sha256:
+        raise ArchiveChecksumError(f"{archive}: sha256 {digest} != catalog {card.sha256}")
+    module = load_archive(archive, cast(ArchiveFormat, card.archive_format), str(device))
     module.eval()
-    if device.type == "cpu" and applies_to(manifest.format, manifest.dtype):
-        return optimize_for_cpu(module, tuple(manifest.inputs[0].shape), cpu_graph)
+    if device.type == "cpu" and applies_to(card.dtype):
+        return optimize_for_cpu(module, tuple(card.inputs[0].shape), cpu_graph)
     return module, "eager"
 
 
 class Predictor:
-    def __init__(self, manifest_dir: Path, manifest: Manifest, *, max_batch_items: int) -> None:
-        self.manifest_dir = manifest_dir
+    def __init__(self, archive: Path, manifest: ModelCard, *, max_batch_items: int) -> None:
+        self.archive = archive
         self.manifest = manifest
         self.max_batch_items = max_batch_items
         self.item_shape = tuple(manifest.inputs[0].shape)
@@ -88,9 +90,7 @@ class Predictor:
         self.output_name = manifest.outputs[0].name
         self.device = torch.device("cpu")
         self.device_type = "cpu"  # self.device.type, read per request (a plain str is cheaper)
-        self.input_dtype = (
-            torch.float16 if getattr(manifest, "dtype", "float32") == "float16" else torch.float32
-        )
+        self.input_dtype = torch.float16 if manifest.dtype == "float16" else torch.float32
         self.graph: CpuGraph = "eager"  # how the forward pass runs (app/inference/graph.py)
         self._module: torch.nn.Module | None = None
 
@@ -102,9 +102,9 @@ class Predictor:
     ) -> None:
         """Build the module (or take it from ``modules``, built once there) and warm it up."""
         module, graph = (
-            modules.get(self.manifest_dir, self.manifest, device, cpu_graph)
+            modules.get(self.archive, self.manifest, device, cpu_graph)
             if modules is not None
-            else build_module(self.manifest_dir, self.manifest, device, cpu_graph)
+            else build_module(self.archive, self.manifest, device, cpu_graph)
         )
         self._module = module
         self.graph = graph

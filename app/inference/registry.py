@@ -1,10 +1,17 @@
-"""The model registry: every shipped model version and variant, loaded on its device.
+"""The models this replica serves, reconciled to the catalog (app/catalog).
 
-Models are addressed as ``name`` or ``name:variant`` (``cnn``, ``cnn:int8``), optionally with
-a version; without one, the model's default version (the newest, unless an admin set
-another). A variant that needs hardware this server lacks (``fp16`` without CUDA) is listed
-as unavailable and refused with a clear 4xx. Unloading removes a model from new requests
-and lets the ones already queued finish.
+The catalog (in the database) says which variants exist, which are published, which
+version is each model's default and which variants replicas should load; this registry
+holds what this process actually has: a :class:`ServedModel` (predictor and batcher) per
+loaded variant. :meth:`ModelRegistry.apply` moves it to a catalog snapshot: loads what is
+wanted and missing (in worker threads, so the event loop keeps serving), unloads what is no
+longer wanted (queued requests finish first). app/inference/sync.py calls it when the
+catalog changes.
+
+Models are addressed as ``name`` or ``name:variant`` (``cnn``, ``cnn:int8``), optionally
+with a version; without one, the model's default version. A variant that needs hardware
+this server lacks (``fp16`` without CUDA) is listed as unavailable and refused with a clear
+4xx.
 """
 
 from __future__ import annotations
@@ -15,19 +22,26 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from app.catalog.records import CatalogSnapshot, ModelCard, version_key
+from app.catalog.service import parse_ref
+from app.catalog.store import ModelStore
 from app.config import ModelOverride
 from app.errors import Unprocessable
 from app.inference.batcher import Batcher
-from app.inference.errors import ModelNotFound
+from app.inference.errors import ModelNotFound, ModelUnavailable
 from app.inference.graph import CpuGraph
 from app.inference.predictor import LoadedModules, Predictor
 from app.observability.metrics import Metrics
-from models.manifest import Manifest, discover
+
+__all__ = ["ModelRegistry", "ServedModel", "VariantUnavailable", "choose_device", "parse_ref"]
 
 log = logging.getLogger("tollgate.models")
+
+Key = tuple[str, str, str | None]
 
 
 class VariantUnavailable(Unprocessable):
@@ -42,26 +56,16 @@ def choose_device(preference: str) -> torch.device:
     return torch.device("cpu")
 
 
-def variant_of(manifest: Manifest) -> str | None:
-    variant: str | None = getattr(manifest, "variant", None)
-    return variant
-
-
-def requires_device(manifest: Manifest) -> str | None:
-    device: str | None = getattr(manifest, "requires_device", None)
-    return device
-
-
 @dataclass(frozen=True, slots=True)
 class ServedModel:
     name: str
     version: str
     variant: str | None
-    manifest: Manifest
-    manifest_dir: Path
-    predictor: Predictor | None  # None: listed but unavailable on this server
+    manifest: ModelCard
+    predictor: Predictor | None  # None: not serving here (see unavailable_reason)
     batcher: Batcher | None
     unavailable_reason: str | None = None
+    state: str = "loaded"  # loaded | unavailable | failed | loading | unloaded | unpublished
 
     @property
     def ref(self) -> str:
@@ -80,20 +84,23 @@ class ServedModel:
         return self.predictor is not None
 
 
-def parse_ref(ref: str) -> tuple[str, str | None]:
-    """``name`` or ``name:variant``; ``name:`` names an empty variant, which no model has."""
-    name, colon, variant = ref.partition(":")
-    return name, variant if colon else None
-
-
-def _version_key(version: str) -> tuple[int, str]:
-    return (int(version), "") if version.isdigit() else (-1, version)
+def _placeholder(card: ModelCard, state: str, reason: str) -> ServedModel:
+    return ServedModel(
+        card.name,
+        card.version,
+        card.variant,
+        card,
+        None,
+        None,
+        unavailable_reason=reason,
+        state=state,
+    )
 
 
 class ModelRegistry:
     def __init__(
         self,
-        models_dir: Path,
+        store: ModelStore,
         metrics: Metrics,
         *,
         device: str,
@@ -106,7 +113,7 @@ class ModelRegistry:
         cpu_graph: CpuGraph = "script",
         modules: LoadedModules | None = None,
     ) -> None:
-        self._models_dir = models_dir
+        self._store = store
         self._modules = modules
         self._metrics = metrics
         self._device = choose_device(device)
@@ -117,34 +124,28 @@ class ModelRegistry:
         self._overrides = overrides or {}
         self._cpu_graph: CpuGraph = cpu_graph
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="torch")
-        # name -> version -> variant -> model
-        self._models: dict[str, dict[str, dict[str | None, ServedModel]]] = {}
-        self._defaults: dict[str, str] = {}
+        self._snapshot = CatalogSnapshot(revision=-1, defaults={}, cards=())
+        self._served: dict[Key, ServedModel] = {}  # loaded, or unavailable on this hardware
+        self._failed: dict[Key, str] = {}  # wanted but failed to load: why
+        self._loading: set[Key] = set()
         self._started = False
-        self._admin_lock = asyncio.Lock()
+        self._apply_lock = asyncio.Lock()
 
     # -- loading -----------------------------------------------------------------------
 
-    def _build(self, manifest_dir: Path, manifest: Manifest) -> ServedModel:
-        variant = variant_of(manifest)
-        needs = requires_device(manifest)
-        ref = f"{manifest.name}:{variant}" if variant else manifest.name
-        override = self._overrides.get(ref) or self._overrides.get(manifest.name)
+    def _build(self, card: ModelCard) -> ServedModel:
+        override = self._overrides.get(card.ref) or self._overrides.get(card.name)
         device = choose_device(override.device) if override and override.device else self._device
-        if needs == "cuda" and device.type != "cuda":
-            return ServedModel(
-                manifest.name,
-                manifest.version,
-                variant,
-                manifest,
-                manifest_dir,
-                None,
-                None,
-                unavailable_reason=f"the {variant} variant needs a CUDA GPU; this server has none",
+        if card.requires_device == "cuda" and device.type != "cuda":
+            return _placeholder(
+                card,
+                "unavailable",
+                f"the {card.variant or 'base'} variant needs a CUDA GPU; this server has none",
             )
-        if getattr(manifest, "format", "state_dict") == "quantized_state_dict":
+        if card.dtype == "qint8":
             device = torch.device("cpu")  # int8 kernels here are x86 CPU kernels
-        predictor = Predictor(manifest_dir, manifest, max_batch_items=self._max_batch_items)
+        archive = self._store.local_path(card.archive_uri)
+        predictor = Predictor(archive, card, max_batch_items=self._max_batch_items)
         cpu_graph = override.cpu_graph if override and override.cpu_graph else self._cpu_graph
         predictor.load(device, cpu_graph, self._modules)
         max_items = self._batch_max_items
@@ -161,14 +162,21 @@ class ModelRegistry:
             max_delay_s=max_delay_s,
             queue_size=self._batch_queue_size,
         )
-        return ServedModel(
-            manifest.name, manifest.version, variant, manifest, manifest_dir, predictor, batcher
-        )
+        return ServedModel(card.name, card.version, card.variant, card, predictor, batcher)
+
+    def _try_build(self, card: ModelCard) -> ServedModel | None:
+        try:
+            return self._build(card)
+        except Exception as exc:  # a broken or missing archive fails that variant only
+            log.exception(
+                "model failed to load", extra={"model": card.ref, "version": card.version}
+            )
+            self._failed[card.key] = f"{type(exc).__name__}: {exc}"
+            return None
 
     def _add(self, served: ServedModel) -> None:
-        self._models.setdefault(served.name, {}).setdefault(served.version, {})[served.variant] = (
-            served
-        )
+        self._served[(served.name, served.version, served.variant)] = served
+        self._failed.pop((served.name, served.version, served.variant), None)
         if served.batcher is not None and self._started:
             served.batcher.start()
         self._metrics.models_loaded.set(self.loaded)
@@ -182,123 +190,177 @@ class ModelRegistry:
             },
         )
 
-    def load_all(self) -> None:
-        for manifest_dir, manifest in discover(self._models_dir):
-            self._add(self._build(manifest_dir, manifest))
+    def apply_now(self, snapshot: CatalogSnapshot) -> None:
+        """Load everything ``snapshot`` wants, on this thread (start-up, before serving)."""
+        self._snapshot = snapshot
+        for card in snapshot.wanted():
+            if card.key not in self._served:
+                served = self._try_build(card)
+                if served is not None:
+                    self._add(served)
+
+    async def apply(self, snapshot: CatalogSnapshot) -> None:
+        """Move to ``snapshot``: new requests see its routing at once; variants no longer
+        wanted are unloaded after their queued requests finish; wanted ones are loaded in a
+        worker thread. Serialized: one reconcile at a time."""
+        async with self._apply_lock:
+            if snapshot.revision < self._snapshot.revision:
+                return  # an older read finishing late
+            self._snapshot = snapshot
+            wanted = {c.key: c for c in snapshot.wanted()}
+            gone = [k for k in self._served if k not in wanted or self._stale(k, wanted[k])]
+            removed = [self._served.pop(k) for k in gone]
+            for key in [k for k in self._failed if k not in wanted]:
+                del self._failed[key]
+            self._metrics.models_loaded.set(self.loaded)
+            for old in removed:
+                if old.batcher is not None:
+                    await old.batcher.drain()
+                    await old.batcher.stop()
+                log.info("model unloaded", extra={"model": old.ref, "version": old.version})
+            for key, card in wanted.items():
+                if key in self._served:
+                    continue
+                self._loading.add(key)
+                try:
+                    served = await asyncio.to_thread(self._try_build, card)
+                finally:
+                    self._loading.discard(key)
+                if served is not None and self._snapshot is snapshot:
+                    self._add(served)
+
+    def _stale(self, key: Key, card: ModelCard) -> bool:
+        """A served variant whose archive the catalog no longer names (never for an
+        immutable version; a safety net)."""
+        return self._served[key].manifest.sha256 != card.sha256
 
     def start(self) -> None:
         self._started = True
-        for served in self.list(include_unavailable=False):
-            assert served.batcher is not None
-            served.batcher.start()
+        for served in self._served.values():
+            if served.batcher is not None:
+                served.batcher.start()
 
     async def close(self) -> None:
-        for served in self.list(include_unavailable=False):
-            assert served.batcher is not None
-            await served.batcher.stop()
+        for served in list(self._served.values()):
+            if served.batcher is not None:
+                await served.batcher.stop()
         self._executor.shutdown(wait=True)
 
     # -- lookup ------------------------------------------------------------------------
 
     @property
-    def loaded(self) -> int:
-        return len(self.list(include_unavailable=False))
+    def snapshot(self) -> CatalogSnapshot:
+        return self._snapshot
 
-    def list(self, *, include_unavailable: bool = True) -> list[ServedModel]:
-        out = []
-        for name in sorted(self._models):
-            for version in sorted(self._models[name], key=_version_key):
-                for variant in sorted(self._models[name][version], key=lambda v: v or ""):
-                    served = self._models[name][version][variant]
-                    if include_unavailable or served.available:
-                        out.append(served)
-        return out
+    @property
+    def loaded(self) -> int:
+        return sum(1 for s in self._served.values() if s.available)
+
+    def _view(self, card: ModelCard) -> ServedModel:
+        served = self._served.get(card.key)
+        if served is not None:
+            return served
+        if not card.published:
+            return _placeholder(
+                card,
+                "unpublished",
+                f"{card.ref} version {card.version} is not "
+                f"published: {card.unpublished_reason or 'no reason given'}",
+            )
+        if not card.loaded:
+            return _placeholder(card, "unloaded", f"{card.ref} version {card.version} is unloaded")
+        if card.key in self._failed:
+            return _placeholder(
+                card,
+                "failed",
+                f"{card.ref} version {card.version} failed to "
+                f"load on this replica: {self._failed[card.key]}",
+            )
+        return _placeholder(card, "loading", f"{card.ref} version {card.version} is loading")
+
+    def list(self, *, include_unavailable: bool = True) -> builtins.list[ServedModel]:
+        """Every variant in the catalog, as this replica has it, sorted by name, version
+        and variant (``include_unavailable=False``: only those serving here)."""
+        cards = sorted(
+            self._snapshot.cards, key=lambda c: (c.name, version_key(c.version), c.variant or "")
+        )
+        views = [self._view(c) for c in cards]
+        return [v for v in views if include_unavailable or v.available]
 
     def default_version(self, name: str) -> str | None:
-        versions = self._models.get(name)
-        if not versions:
-            return None
-        chosen = self._defaults.get(name)
-        return chosen if chosen in versions else max(versions, key=_version_key)
+        return self._snapshot.default_version(name)
+
+    def versions(self, name: str) -> builtins.list[str]:
+        return sorted({c.version for c in self._snapshot.cards if c.name == name}, key=version_key)
 
     def find(self, ref: str, version: str | None = None) -> ServedModel:
-        """The model for ``name[:variant]`` (available or not); 404 if it does not exist."""
+        """The variant for ``name[:variant]`` at ``version`` (default: the model's default
+        version), as this replica has it, served or not; 404 if the catalog has none."""
         name, variant = parse_ref(ref)
-        versions = self._models.get(name)
-        if not versions:
+        cards = [c for c in self._snapshot.cards if c.name == name]
+        if not cards:
             raise ModelNotFound(f"model '{name}' does not exist", details={"model": name})
-        chosen = version or self.default_version(name)
-        assert chosen is not None
-        variants = versions.get(chosen)
-        if variants is None:
+        chosen = version or self._snapshot.default_version(name)
+        in_version = [c for c in cards if c.version == chosen]
+        if not in_version:
             raise ModelNotFound(
                 f"model '{name}' has no version '{chosen}'",
-                details={"model": name, "versions": sorted(versions, key=_version_key)},
+                details={"model": name, "versions": self.versions(name)},
             )
-        served = variants.get(variant)
-        if served is None:
+        card = next((c for c in in_version if c.variant == variant), None)
+        if card is None:
             raise ModelNotFound(
                 f"model '{name}' version {chosen} has no variant '{variant}'",
-                details={"model": name, "variants": sorted(v or "" for v in variants)},
+                details={"model": name, "variants": sorted(c.variant or "" for c in in_version)},
             )
-        return served
+        return self._view(card)
 
     def get(self, ref: str, version: str | None = None) -> ServedModel:
-        """A model that can serve now: 404 if unknown, 422 if unavailable here."""
+        """A variant that can serve now: 404 if unknown, unpublished or unloaded; 422 if
+        this hardware cannot run it; 503 while it loads or if it failed to load here."""
         served = self.find(ref, version)
-        if not served.available:
-            raise VariantUnavailable(served.unavailable_reason or f"{ref} is unavailable")
-        return served
+        if served.available:
+            return served
+        reason = served.unavailable_reason or f"{ref} is unavailable"
+        if served.state in ("unpublished", "unloaded"):
+            raise ModelNotFound(reason, details={"model": served.ref, "state": served.state})
+        if served.state == "unavailable":
+            raise VariantUnavailable(reason)
+        raise ModelUnavailable(reason, details={"model": served.ref, "state": served.state})
 
-    # -- administration ----------------------------------------------------------------
+    # -- state -------------------------------------------------------------------------
 
-    def set_default(self, name: str, version: str) -> None:
-        if version not in self._models.get(name, {}):
-            raise ModelNotFound(f"model '{name}' has no loaded version '{version}'")
-        self._defaults[name] = version
+    def actual(self) -> builtins.list[dict[str, Any]]:
+        """What this replica has of every variant the catalog wants loaded."""
+        return [
+            {
+                "model": v.ref,
+                "version": v.version,
+                "state": v.state,
+                "device": v.device,
+                "graph": v.graph,
+                "reason": v.unavailable_reason,
+            }
+            for v in self.list()
+            if v.manifest.published and v.manifest.loaded
+        ]
 
-    async def load(self, name: str, version: str) -> builtins.list[ServedModel]:
-        """Load (or reload) every variant of name/version from the models directory.
+    def readiness(self) -> tuple[bool, str]:
+        """Ready while every published, wanted variant of every model's default version is
+        loaded here (or cannot run on this hardware at all, like fp16 without CUDA)."""
+        if self._snapshot.revision < 0:
+            return False, "catalog not read yet"
+        missing = [
+            f"{v.ref}@{v.version} {v.state}"
+            for v in self.list()
+            if v.manifest.published
+            and v.manifest.loaded
+            and v.version == self.default_version(v.name)
+            and v.state not in ("loaded", "unavailable")
+        ]
+        if missing:
+            return False, "not loaded: " + ", ".join(missing)
+        return True, f"{self.loaded} loaded"
 
-        Reading weights, building the CPU graph and the warm-up run in a worker thread, so
-        the event loop keeps serving other models meanwhile; loads and unloads are
-        serialized."""
-        async with self._admin_lock:
-            found = [
-                (d, m)
-                for d, m in discover(self._models_dir)
-                if m.name == name and m.version == version
-            ]
-            if not found:
-                raise ModelNotFound(f"no manifest for model '{name}' version '{version}'")
-            loaded = []
-            for manifest_dir, manifest in found:
-                existing = self._models.get(name, {}).get(version, {}).get(variant_of(manifest))
-                if existing is not None and existing.available:
-                    loaded.append(existing)
-                    continue
-                served = await asyncio.to_thread(self._build, manifest_dir, manifest)
-                self._add(served)
-                loaded.append(served)
-            return loaded
-
-    async def unload(self, name: str, version: str) -> builtins.list[ServedModel]:
-        """Stop routing new requests to name/version; queued requests finish first."""
-        async with self._admin_lock:
-            return await self._unload(name, version)
-
-    async def _unload(self, name: str, version: str) -> builtins.list[ServedModel]:
-        variants = self._models.get(name, {}).pop(version, None)
-        if variants is None:
-            raise ModelNotFound(f"model '{name}' has no loaded version '{version}'")
-        if not self._models[name]:
-            del self._models[name]
-            self._defaults.pop(name, None)
-        elif self._defaults.get(name) == version:
-            del self._defaults[name]
-        self._metrics.models_loaded.set(self.loaded)
-        for served in variants.values():
-            if served.batcher is not None:
-                await served.batcher.drain()
-                await served.batcher.stop()
-        return list(variants.values())
+    def archive_path(self, card: ModelCard) -> Path:
+        return self._store.local_path(card.archive_uri)

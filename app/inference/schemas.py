@@ -40,18 +40,49 @@ class TensorInfo(BaseModel):
     name: str
     shape: list[int]
     dtype: str
+    range: list[float] | None = Field(
+        default=None,
+        description="The declared value range [low, high]; inputs outside it are refused",
+    )
+
+
+class VariantCard(BaseModel):
+    """One variant of the same version, as its model card sums it up."""
+
+    id: str
+    variant: str | None
+    published: bool
+    unpublished_reason: str | None
+    state: str
+    dtype: str
+    requires_device: str | None
+    size_bytes: int
+    metrics: dict[str, float]
+    measured: dict[str, float]
+    compression: dict[str, Any] | None
 
 
 class ModelInfo(BaseModel):
+    """A variant's model card: its contract, what it measured, and its state."""
+
     id: str = Field(description="What to call: name, or name:variant")
     name: str
     variant: str | None
     version: str
     versions: list[str]
-    available: bool
+    default_version: str | None = Field(description="The version served when none is named")
+    available: bool = Field(description="Whether this replica can serve it now")
     unavailable_reason: str | None
+    state: str = Field(
+        description="On this replica: loaded, loading, failed, unavailable (needs hardware "
+        "this replica lacks), unloaded (an admin unloaded it) or unpublished"
+    )
+    published: bool = Field(description="Whether callers may use it")
+    unpublished_reason: str | None
     task: str
     description: str
+    preprocessing: str
+    license: str
     device: str
     graph: str = Field(
         description="How the forward pass runs: script (optimized TorchScript, CPU), "
@@ -60,11 +91,26 @@ class ModelInfo(BaseModel):
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
     labels: list[str] | None
-    metrics: dict[str, float]
-    weights_sha256: str
+    archive_format: str = Field(description="torchscript or torch_export")
+    archive_sha256: str
+    dtype: str = Field(description="float32, float16 or qint8 (weights)")
+    requires_device: str | None
     size_bytes: int
+    metrics: dict[str, float] = Field(
+        description="Quality on held-out data: accuracy (classification) or r2 and mae"
+    )
     measured: dict[str, float] = Field(
-        default_factory=dict, description="Measured speed and size (see the manifest)"
+        default_factory=dict,
+        description="Measured size and speed: size_bytes, cpu_items_per_s_batch1, "
+        "cpu_items_per_s_batch32 and, where measured on a GPU, gpu_items_per_s_batch32",
+    )
+    compression: dict[str, Any] | None = Field(
+        default=None, description="How a variant was built from the base (method, notes)"
+    )
+    variants: list[VariantCard] = Field(
+        default_factory=list,
+        description="Every variant of this version (the base included), published or not, "
+        "with what each measured: compare before calling",
     )
 
 

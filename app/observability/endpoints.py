@@ -16,8 +16,9 @@ router = APIRouter(tags=["operations"], route_class=ProtectedRoute)
 
 
 class LoadedModels(Protocol):
-    @property
-    def loaded(self) -> int: ...
+    """The model registry, as readiness sees it."""
+
+    def readiness(self) -> tuple[bool, str]: ...
 
 
 class OpsResources(Protocol):
@@ -41,18 +42,21 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Ledger unreachable or no models"}})
+@router.get(
+    "/readyz",
+    responses={503: {"description": "Ledger unreachable, or a published default model not loaded"}},
+)
 async def readyz(request: Request) -> JSONResponse:
-    """Readiness: the ledger database answers and models are loaded."""
+    """Readiness: the ledger database answers, and every published variant of every model's
+    default version that the catalog wants loaded is loaded on this replica."""
     checks: dict[str, str] = {}
     try:
         await ping(database(request).engine)
         checks["ledger"] = "ok"
     except Exception as exc:
         checks["ledger"] = f"unreachable: {type(exc).__name__}"
-    loaded = ops_resources(request).registry.loaded
-    checks["models"] = f"{loaded} loaded" if loaded else "none loaded"
-    ready = checks["ledger"] == "ok" and loaded > 0
+    models_ready, checks["models"] = ops_resources(request).registry.readiness()
+    ready = checks["ledger"] == "ok" and models_ready
     return JSONResponse(
         {"status": "ready" if ready else "not_ready", "checks": checks},
         status_code=200 if ready else 503,

@@ -11,6 +11,13 @@ from app.orm.billing import (
     InvoiceSequence,
     StripeEvent,
 )
+from app.orm.catalog import (
+    CatalogModel,
+    CatalogRevision,
+    ModelReplica,
+    ModelVariant,
+    ModelVersion,
+)
 from app.orm.console import ConsoleSession
 from app.orm.customers import Customer
 from app.orm.keys import ApiKey
@@ -21,6 +28,8 @@ __all__ = [
     "ApiKey",
     "AuditEntry",
     "Base",
+    "CatalogModel",
+    "CatalogRevision",
     "ConsoleSession",
     "CreditNote",
     "CreditNoteLine",
@@ -30,6 +39,9 @@ __all__ = [
     "Invoice",
     "InvoiceLine",
     "InvoiceSequence",
+    "ModelReplica",
+    "ModelVariant",
+    "ModelVersion",
     "Plan",
     "PlanVersion",
     "StripeEvent",

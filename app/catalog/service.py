@@ -1,0 +1,241 @@
+"""Catalog writes: each one changes the desired state, records its audit row and bumps the
+revision in the caller's transaction. Replicas apply the change when it commits
+(app/inference/sync.py), so the audit log says what was asked of every replica, and
+``/admin/models`` says what each one did."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit.service import Actor, record
+from app.catalog import repository
+from app.catalog.errors import ModelNotFound
+from app.catalog.records import CatalogSnapshot, ModelCard, card_from, version_key
+from app.catalog.store import BUILTIN
+from app.orm import CatalogModel, ModelVariant, ModelVersion
+
+log = logging.getLogger("tollgate.catalog")
+
+BUILTIN_ACTOR = "builtin"
+# Keys of a shipped manifest that describe one variant's file, not the version's contract.
+_VARIANT_KEYS = ("archive", "weights", "variant", "base", "format", "dtype", "requires_device")
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    """``name`` or ``name:variant``; ``name:`` names an empty variant, which no model has."""
+    name, colon, variant = ref.partition(":")
+    return name, variant if colon else None
+
+
+def _shipped(models_dir: Path) -> dict[str, dict[str, list[tuple[str, dict[str, Any]]]]]:
+    """name -> version -> [(directory relative to models_dir, manifest)], base first."""
+    found: dict[str, dict[str, list[tuple[str, dict[str, Any]]]]] = {}
+    for path in sorted(models_dir.glob("*/*/manifest.json")):
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        if "archive" not in manifest:
+            continue
+        rel = path.parent.relative_to(models_dir).as_posix()
+        entries = found.setdefault(manifest["name"], {}).setdefault(manifest["version"], [])
+        entries.append((rel, manifest))
+    for versions in found.values():
+        for entries in versions.values():
+            entries.sort(key=lambda e: e[1].get("variant") or "")
+    return found
+
+
+async def seed_builtin(session: AsyncSession, models_dir: Path) -> list[str]:
+    """Register the models shipped in the package that the catalog has never had (a model
+    name already there is left as the admins left it). Safe to run from every replica at
+    once: the loser of a race sees the winner's rows. Returns the names added."""
+    added = []
+    known = set((await session.scalars(select(CatalogModel.name))).all())
+    for name, versions in _shipped(models_dir).items():
+        if name in known:
+            continue
+        try:
+            async with session.begin_nested():
+                session.add(CatalogModel(name=name, default_version=None))
+                await session.flush()
+                for version in sorted(versions, key=version_key):
+                    await _add_builtin_version(session, name, version, versions[version])
+        except IntegrityError:
+            continue  # another replica seeded it first
+        added.append(name)
+    if added:
+        await repository.bump_revision(session)
+        log.info("shipped models registered", extra={"models": added})
+    return added
+
+
+async def _add_builtin_version(
+    session: AsyncSession, name: str, version: str, entries: list[tuple[str, dict[str, Any]]]
+) -> None:
+    base = next((m for _, m in entries if m.get("variant") is None), entries[0][1])
+    contract = {k: v for k, v in base.items() if k not in _VARIANT_KEYS}
+    row = ModelVersion(
+        model_name=name, version=version, manifest=contract, source="builtin", created_by="builtin"
+    )
+    session.add(row)
+    await session.flush()
+    for rel, manifest in entries:
+        archive = manifest["archive"]
+        variant = manifest.get("variant")
+        compression = dict(manifest.get("compression") or {})
+        if variant is not None:
+            compression["description"] = manifest["description"]
+        session.add(
+            ModelVariant(
+                version_id=row.id,
+                variant=variant or "",
+                archive_format=archive["format"],
+                archive_uri=f"{BUILTIN}{rel}/{archive['file']}",
+                archive_sha256=archive["sha256"],
+                archive_bytes=archive["bytes"],
+                dtype=manifest.get("dtype", "float32"),
+                requires_device=manifest.get("requires_device"),
+                published=True,
+                unpublished_reason=None,
+                loaded=True,
+                metrics=manifest.get("metrics", {}),
+                measured=manifest.get("measured", {}),
+                compression=compression or None,
+            )
+        )
+    await session.flush()
+
+
+async def _variant(
+    session: AsyncSession, ref: str, version: str
+) -> tuple[ModelVersion, ModelVariant]:
+    name, variant = parse_ref(ref)
+    row = await repository.find_version(session, name, version)
+    if row is None:
+        raise ModelNotFound(
+            f"model '{name}' has no version '{version}'",
+            details={"model": name, "version": version},
+        )
+    found = await repository.find_variant(session, row.id, variant)
+    if found is None:
+        raise ModelNotFound(
+            f"model '{name}' version {version} has no variant '{variant}'",
+            details={"model": name, "version": version, "variant": variant},
+        )
+    return row, found
+
+
+async def set_loaded(
+    session: AsyncSession, actor: Actor, ref: str, version: str, loaded: bool
+) -> ModelCard:
+    """Ask every replica to load (or unload) exactly the variant ``ref`` of ``version``:
+    ``cnn`` is the base model only, ``cnn:int8`` the int8 variant only."""
+    version_row, variant_row = await _variant(session, ref, version)
+    before = variant_row.loaded
+    variant_row.loaded = loaded
+    await session.flush()
+    await record(
+        session,
+        actor,
+        "model.load" if loaded else "model.unload",
+        "model",
+        f"{ref}/{version}",
+        before={"loaded": before},
+        after={"loaded": loaded},
+    )
+    await repository.bump_revision(session)
+    return repository.to_card(version_row, variant_row)
+
+
+async def set_published(
+    session: AsyncSession, actor: Actor, ref: str, version: str, published: bool
+) -> ModelCard:
+    """Publish a variant (callers may use it; replicas load it) or take it out of service."""
+    version_row, variant_row = await _variant(session, ref, version)
+    before = {"published": variant_row.published, "reason": variant_row.unpublished_reason}
+    variant_row.published = published
+    if published:
+        variant_row.unpublished_reason = None
+    elif variant_row.unpublished_reason is None:
+        variant_row.unpublished_reason = "unpublished by an admin"
+    await session.flush()
+    await record(
+        session,
+        actor,
+        "model.publish" if published else "model.unpublish",
+        "model",
+        f"{ref}/{version}",
+        before=before,
+        after={"published": published},
+    )
+    await repository.bump_revision(session)
+    return repository.to_card(version_row, variant_row)
+
+
+async def set_default_version(
+    session: AsyncSession, actor: Actor, name: str, version: str
+) -> str | None:
+    """Serve ``version`` to requests that name no version. Returns the previous choice."""
+    model = await session.get(CatalogModel, name, with_for_update=True)
+    if model is None:
+        raise ModelNotFound(f"model '{name}' does not exist", details={"model": name})
+    if await repository.find_version(session, name, version) is None:
+        raise ModelNotFound(
+            f"model '{name}' has no version '{version}'",
+            details={"model": name, "version": version},
+        )
+    before = model.default_version
+    model.default_version = version
+    await session.flush()
+    await record(
+        session,
+        actor,
+        "model.default",
+        "model",
+        name,
+        before={"version": before},
+        after={"version": version},
+    )
+    await repository.bump_revision(session)
+    return before
+
+
+def shipped_snapshot(models_dir: Path) -> CatalogSnapshot:
+    """The shipped models as a fresh catalog would hold them, read from the package alone:
+    what a replica serves when the database cannot be read at start-up (revision 0, so the
+    first successful read of the real catalog replaces it)."""
+    cards = []
+    for versions in _shipped(models_dir).values():
+        for version, entries in versions.items():
+            base = next((m for _, m in entries if m.get("variant") is None), entries[0][1])
+            contract = {k: v for k, v in base.items() if k not in _VARIANT_KEYS}
+            for rel, manifest in entries:
+                archive = manifest["archive"]
+                compression = dict(manifest.get("compression") or {})
+                if manifest.get("variant") is not None:
+                    compression["description"] = manifest["description"]
+                cards.append(
+                    card_from(
+                        contract,
+                        version=version,
+                        variant=manifest.get("variant"),
+                        archive_format=archive["format"],
+                        archive_uri=f"{BUILTIN}{rel}/{archive['file']}",
+                        sha256=archive["sha256"],
+                        size_bytes=archive["bytes"],
+                        dtype=manifest.get("dtype", "float32"),
+                        requires_device=manifest.get("requires_device"),
+                        published=True,
+                        unpublished_reason=None,
+                        loaded=True,
+                        metrics=manifest.get("metrics", {}),
+                        measured=manifest.get("measured", {}),
+                        compression=compression or None,
+                    )
+                )
+    return CatalogSnapshot(revision=0, defaults={}, cards=tuple(cards))
