@@ -1,0 +1,1 @@
+"""Bring-your-own-model: uploaded archives, their manifests, validation and variants."""

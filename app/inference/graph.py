@@ -69,7 +69,9 @@ def optimize_for_cpu(
 
 
 def _build(module: torch.nn.Module, item_shape: tuple[int, ...], mode: CpuGraph) -> torch.nn.Module:
-    clone = copy.deepcopy(module).eval()
+    clone = copy.deepcopy(module)
+    if not isinstance(clone, torch.fx.GraphModule):  # torch.export modules refuse eval()
+        clone.eval()
     if mode == "channels_last":
         # Module.to(memory_format=...) is documented but missing from torch's type stubs.
         channels_last: torch.nn.Module = clone.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

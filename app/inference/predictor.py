@@ -70,8 +70,8 @@ def build_module(
     digest = hashlib.sha256(data).hexdigest()
     if digest != card.sha256:
         raise ArchiveChecksumError(f"{archive}: sha256 {digest} != catalog {card.sha256}")
+    # eval mode already (a torch.export module was fixed at export and refuses eval())
     module = load_archive(archive, cast(ArchiveFormat, card.archive_format), str(device))
-    module.eval()
     if device.type == "cpu" and applies_to(card.dtype):
         return optimize_for_cpu(module, tuple(card.inputs[0].shape), cpu_graph)
     return module, "eager"
