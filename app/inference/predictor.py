@@ -18,6 +18,7 @@ import torch
 
 from app.inference.errors import BatchTooLarge, InvalidTensor
 from app.inference.graph import CpuGraph, applies_to, optimize_for_cpu
+from app.inference.warmup import warm_up
 from models.manifest import Manifest, load_weights
 
 Array = npt.NDArray[np.float32]
@@ -110,7 +111,7 @@ class Predictor:
         self.graph = graph
         self.device = device
         self.device_type = device.type
-        self.predict(np.zeros((1, *self.item_shape), dtype=np.float32))  # warm-up
+        warm_up(self)  # at load time, never billed (app/inference/warmup.py)
 
     def decode(self, inputs: Any) -> Array:
         try:
