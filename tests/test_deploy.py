@@ -339,7 +339,8 @@ def test_dashboard_usage_is_month_to_date_from_the_ledger() -> None:
         "compute_seconds",
     }
     # Every replica reports the same ledger rows: max across them, never a sum.
-    assert all(e.startswith("max by (model) (") for e in usage)
+    # Per model and variant (each variant its own series, base variant "")
+    assert all(e.startswith("max by (model, variant) (") for e in usage)
     refused = [e for e in exprs if "tollgate_http_responses_total" in e]
     assert any('status=~"401|402|429"' in e for e in refused)
 

@@ -32,7 +32,19 @@ async def test_sqlite_end_to_end(tmp_path: Path) -> None:
             assert {r.status_code for r in responses} == {200}
             usage = (await client.get("/v1/usage", headers=bearer(key))).json()
             assert usage["total"]["requests"] == 30
+            # Usage by model keeps variants apart here too (the key is built in SQL).
+            int8 = await client.post(
+                "/v1/models/cnn:int8/predict",
+                json={"inputs": [[[0.5] * 28] * 28] * 3},
+                headers=bearer(key),
+            )
+            assert int8.status_code == 200, int8.text
+            for group_by, keys in (("model", ["cnn:int8", "linreg"]), ("variant", ["", "int8"])):
+                report = await client.get(
+                    "/v1/usage", params={"group_by": group_by}, headers=bearer(key)
+                )
+                assert [b["key"] for b in report.json()["data"]] == keys, group_by
             assert (await client.get("/readyz")).status_code == 200
         rows = await ledger(app)
-        assert len(rows) == 30 and len({r.request_id for r in rows}) == 30
+        assert len(rows) == 31 and len({r.request_id for r in rows}) == 31
         assert rows[0].created_at.tzinfo is not None

@@ -136,6 +136,17 @@ def variant_matches(component_variant: str | None, row_variant: str | None) -> b
     return component_variant == row_variant
 
 
+def line_target(model: str | None, variant: str | None) -> str:
+    """What a usage line prices, as its description names it: the model and the variant
+    (``cnn, variant int8``; ``cnn, variant fp32 (base)``), ``all variants`` when the component
+    has no variant filter, so an invoice never leaves open which variant was billed; "" for
+    a component that prices every model and variant."""
+    if variant is None:
+        return f"{model}, all variants" if model else ""
+    named = f"variant {variant}" + (" (base)" if variant == BASE_VARIANT else "")
+    return f"{model}, {named}" if model else f"all models, {named}"
+
+
 def _quantity(component: PriceComponent, usage: list[UsageAggregate]) -> Decimal:
     matching = [
         u
@@ -192,7 +203,7 @@ def rate_segment(
             component = replace(component, included=component.included * share)
         quantity = _quantity(component, usage)
         amount = rate(component, quantity)
-        target = ", ".join(x for x in (component.model, component.variant) if x)
+        target = line_target(component.model, component.variant)
         lines.append(
             _check_fits(
                 RatedLine(

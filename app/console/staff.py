@@ -34,20 +34,21 @@ def day_labels(last: date, days: int) -> list[str]:
 async def _month_to_date(
     session: AsyncSession, start: datetime, now: datetime
 ) -> list[ModelTotals]:
-    """Billable totals per model since ``start``: the settled days once, the rest live."""
+    """Billable totals per model and variant since ``start``: the settled days once, the
+    rest live."""
     boundary = max(start, settled_before(now))
     past = await settled(
         session,
         ("overview.billable", start, boundary),
         lambda: billable_totals(session, start, boundary),
     )
-    summed: dict[str, list[int]] = {}
+    summed: dict[tuple[str, str], list[int]] = {}
     for t in (*past, *await billable_totals(session, boundary, now)):
-        row = summed.setdefault(t.model, [0, 0, 0])
+        row = summed.setdefault((t.model, t.variant), [0, 0, 0])
         row[0] += t.requests
         row[1] += t.items
         row[2] += t.compute_us
-    return [ModelTotals(model, *row) for model, row in summed.items()]
+    return [ModelTotals(model, variant, *row) for (model, variant), row in summed.items()]
 
 
 @router.get("/")
@@ -78,7 +79,7 @@ async def overview(request: Request, user: Staff, session: SessionDep, clock: Cl
     previous = Period.containing(period.start - timedelta(days=1))
     this_month = await revenue_totals(session, period)
     last_month = await revenue_totals(session, previous)
-    billable = sorted(await _month_to_date(session, period.start, now), key=lambda t: t.model)
+    billable = sorted(await _month_to_date(session, period.start, now), key=lambda t: t.ref)
     return render(
         request,
         "staff/overview.html",

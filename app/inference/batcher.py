@@ -20,7 +20,7 @@ import numpy as np
 
 from app.errors import ServiceUnavailable
 from app.inference.predictor import Array, Prediction, Predictor
-from app.observability.metrics import Metrics
+from app.observability.metrics import Metrics, metric_variant
 from app.tasks import BackgroundLoop
 
 
@@ -52,14 +52,16 @@ class Batcher:
         self._max_delay_s = max_delay_s
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
         self._carry: _Job | None = None
-        self._loop = BackgroundLoop(f"batcher-{predictor.manifest.name}", self._run_next_batch)
+        m = predictor.manifest
+        ref = f"{m.name}:{m.variant}" if m.variant else m.name
+        self._loop = BackgroundLoop(f"batcher-{ref}", self._run_next_batch)
         self._in_flight = 0  # submitted and not yet answered
         self._stopped = False
         self._idle = asyncio.Event()
         self._idle.set()
-        name, version = predictor.manifest.name, predictor.manifest.version
-        self._batch_size = metrics.batch_size.labels(name, version)
-        self._queue_time = metrics.queue_seconds.labels(name, version)
+        labels = (m.name, metric_variant(m.variant), m.version)
+        self._batch_size = metrics.batch_size.labels(*labels)
+        self._queue_time = metrics.queue_seconds.labels(*labels)
 
     def start(self) -> None:
         self._loop.start()

@@ -291,6 +291,10 @@ def encode_response(
     body: dict[str, Any] = {"model_name": model, "model_version": served.version}
     if request.id is not None:
         body["id"] = request.id
+    if served.variant is not None:
+        # The variant served, besides the name asked for (``cnn:int8``): V2 parameters are
+        # strings, numbers or booleans, never null, so the base model has none.
+        body["parameters"] = {"variant": served.variant}
     body["outputs"] = outputs
     header = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:

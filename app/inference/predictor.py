@@ -21,6 +21,7 @@ from app.catalog.archive import ArchiveFormat, load_archive
 from app.catalog.records import ModelCard
 from app.inference.errors import BatchTooLarge, InvalidTensor
 from app.inference.graph import CpuGraph, applies_to, optimize_for_cpu
+from app.inference.warmup import warm_up
 
 Array = npt.NDArray[np.float32]
 
@@ -50,6 +51,7 @@ class LoadedModules:
 
     def __init__(self) -> None:
         self._built: dict[tuple[str, str, str, str, str], tuple[torch.nn.Module, CpuGraph]] = {}
+        self._warmed: set[tuple[int, int]] = set()
 
     def get(
         self, archive: Path, card: ModelCard, device: torch.device, cpu_graph: CpuGraph
@@ -59,6 +61,15 @@ class LoadedModules:
         if built is None:
             built = self._built[key] = build_module(archive, card, device, cpu_graph)
         return built
+
+    def claim_warm_up(self, module: torch.nn.Module, max_batch_items: int) -> bool:
+        """True the first time ``module`` is warmed up to ``max_batch_items`` (the caller
+        warms it); False once it has been."""
+        key = (id(module), max_batch_items)
+        if key in self._warmed:
+            return False
+        self._warmed.add(key)
+        return True
 
 
 def build_module(
@@ -101,16 +112,19 @@ class Predictor:
         modules: LoadedModules | None = None,
     ) -> None:
         """Build the module (or take it from ``modules``, built once there) and warm it up."""
-        module, graph = (
-            modules.get(self.archive, self.manifest, device, cpu_graph)
-            if modules is not None
-            else build_module(self.archive, self.manifest, device, cpu_graph)
-        )
+        if modules is not None:
+            module, graph = modules.get(self.archive, self.manifest, device, cpu_graph)
+            # a shared module warms once, for the first registry that takes it
+            warm = modules.claim_warm_up(module, self.max_batch_items)
+        else:
+            module, graph = build_module(self.archive, self.manifest, device, cpu_graph)
+            warm = True
         self._module = module
         self.graph = graph
         self.device = device
         self.device_type = device.type
-        self.predict(np.zeros((1, *self.item_shape), dtype=np.float32))  # warm-up
+        if warm:
+            warm_up(self)  # at load time, never billed (app/inference/warmup.py)
 
     def decode(self, inputs: Any) -> Array:
         try:

@@ -25,8 +25,34 @@ class Usage(BaseModel):
 
 
 class PredictResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "019af3c2b1e40a7d5c9e2f13b8a6d04c",
+                    "model": "cnn:int8",
+                    "variant": "int8",
+                    "version": "1",
+                    "device": "cpu",
+                    "outputs": [
+                        {
+                            "label": "7",
+                            "logits": [-3.1, -1.2, 0.4, 1.0, -2.2, -0.7, -4.0, 9.8, -0.3, 1.5],
+                        }
+                    ],
+                    "usage": {"items": 1, "compute_ms": 0.41},
+                }
+            ]
+        }
+    )
+
     request_id: str
-    model: str
+    model: str = Field(
+        description="The model served, as called: name, or name:variant (``cnn:int8``)"
+    )
+    variant: str | None = Field(
+        description="The variant served (``int8``); null for the base (uncompressed) model"
+    )
     version: str
     device: str
     outputs: list[dict[str, Any]] = Field(

@@ -28,7 +28,7 @@ from app.limits.policy import RateLimited, limits_for, ratelimit_headers, retry_
 from app.limits.quota import QuotaExceeded, SpendTracker, spend_headers
 from app.limits.ratelimit import RateLimiter
 from app.metering.writer import LedgerUnavailable, MeterWriter, UsageRow
-from app.observability.metrics import Metrics
+from app.observability.metrics import Metrics, metric_variant
 
 log = logging.getLogger("tollgate.inference")
 
@@ -59,7 +59,7 @@ class InferenceService:
         self.metrics = metrics
         self.limiter = limiter
         self.spend = spend
-        self._series_cache: dict[tuple[str, str, str], _Series] = {}
+        self._series_cache: dict[tuple[str, str, str, str], _Series] = {}
 
     async def predict(
         self,
@@ -88,7 +88,9 @@ class InferenceService:
         )
         body = {
             "request_id": request_id,
-            "model": served.name,
+            # the ref served (``cnn:int8``), so a caller sees which variant answered
+            "model": served.ref,
+            "variant": served.variant,
             "version": served.version,
             "device": served.device,
             "outputs": prediction.outputs,
@@ -172,16 +174,17 @@ class InferenceService:
 
     def _series(self, served: ServedModel) -> _Series:
         """The labelled metric children of a successful request (``labels()`` costs more
-        than the update itself; looked up once per model version and device)."""
-        key = (served.name, served.version, served.device)
+        than the update itself; looked up once per model variant, version and device)."""
+        variant = metric_variant(served.variant)
+        key = (served.name, variant, served.version, served.device)
         series = self._series_cache.get(key)
         if series is None:
             m = self.metrics
             series = _Series(
                 inference_duration=m.inference_duration.labels(*key),
-                requests_ok=m.requests_total.labels(served.name, served.version, "200"),
-                request_duration=m.request_duration.labels(served.name),
-                items=m.items_total.labels(served.name, served.version),
+                requests_ok=m.requests_total.labels(served.name, variant, served.version, "200"),
+                request_duration=m.request_duration.labels(served.name, variant),
+                items=m.items_total.labels(served.name, variant, served.version),
             )
             self._series_cache[key] = series
         return series
@@ -232,8 +235,9 @@ class InferenceService:
         endpoint: str,
     ) -> None:
         name = served.name if served else "unknown"
+        variant = metric_variant(served.variant) if served else ""
         version = served.version if served else ""
-        self._count(name, version, status, started_ns)
+        self._count(name, variant, version, status, started_ns)
         try:
             await self.meter.record(
                 self._row(
@@ -254,9 +258,9 @@ class InferenceService:
                 extra={"request_id": request_id, "status": status},
             )
 
-    def _count(self, model: str, version: str, status: int, started_ns: int) -> None:
-        self.metrics.requests_total.labels(model, version, str(status)).inc()
-        self.metrics.request_duration.labels(model).observe(
+    def _count(self, model: str, variant: str, version: str, status: int, started_ns: int) -> None:
+        self.metrics.requests_total.labels(model, variant, version, str(status)).inc()
+        self.metrics.request_duration.labels(model, variant).observe(
             (time.perf_counter_ns() - started_ns) / 1e9
         )
 

@@ -101,7 +101,11 @@ class InferOutput(BaseModel):
 
 
 class InferResponse(BaseModel):
-    model_name: str
+    model_name: str = Field(description="The model as called: name, or name:variant")
     model_version: str
     id: str | None = None
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description="variant: the variant served (int8, pruned, ...); absent for the base model",
+    )
     outputs: list[InferOutput]

@@ -3,7 +3,8 @@
 Counters such as tollgate_items_total restart with each process and count every served
 item, billable or not; what a customer is billed for lives in the ledger. So a background
 task sums the ledger's billable rows of the current UTC month (the billing period) every
-``refresh_s`` seconds and sets ``tollgate_billable_month_to_date{model, unit}``. Every
+``refresh_s`` seconds and sets ``tollgate_billable_month_to_date{model, variant, unit}``
+(``variant`` "" for the base model, as on every per-model series). Every
 process and replica reads the same rows: dashboards take the max across them, not the sum.
 A failed read keeps the last values (the refreshed-at gauge shows how old they are).
 
@@ -29,9 +30,12 @@ UNITS = ("requests", "items", "compute_seconds")
 SETTLED = timedelta(minutes=10)
 
 
-def _add(into: dict[str, list[int]], totals: list[ModelTotals]) -> None:
+_Key = tuple[str, str]  # model, variant
+
+
+def _add(into: dict[_Key, list[int]], totals: list[ModelTotals]) -> None:
     for t in totals:
-        row = into.setdefault(t.model, [0, 0, 0])
+        row = into.setdefault((t.model, t.variant), [0, 0, 0])
         row[0] += t.requests
         row[1] += t.items
         row[2] += t.compute_us
@@ -49,10 +53,10 @@ class MonthToDateGauges:
         self._clock = clock or SystemClock()
         self._metrics = metrics
         self._refresh_s = refresh_s
-        self._shown: set[str] = set()
-        # Totals of the month's rows created before _settled_until, per model.
+        self._shown: set[_Key] = set()
+        # Totals of the month's rows created before _settled_until, per model and variant.
         self._period: Period | None = None
-        self._settled: dict[str, list[int]] = {}
+        self._settled: dict[_Key, list[int]] = {}
         self._settled_until: datetime | None = None
         self._lock = asyncio.Lock()  # one refresh at a time: settled totals add up once
         # A failed read is logged by the loop and keeps the last values.
@@ -81,18 +85,18 @@ class MonthToDateGauges:
             recent = await billable_totals(session, settled_until, now)
         _add(self._settled, newly_settled)
         self._settled_until = settled_until
-        totals = {model: list(row) for model, row in self._settled.items()}
+        totals = {key: list(row) for key, row in self._settled.items()}
         _add(totals, recent)
 
         gauge = self._metrics.billable_month_to_date
         # A new month starts at zero for every model seen before (in multiprocess mode a
         # removed label would linger in the shared files, so it is set to 0 instead).
-        for model in self._shown - set(totals):
+        for model, variant in self._shown - set(totals):
             for unit in UNITS:
-                gauge.labels(model, unit).set(0)
-        for model, (requests, items, compute_us) in totals.items():
-            gauge.labels(model, "requests").set(requests)
-            gauge.labels(model, "items").set(items)
-            gauge.labels(model, "compute_seconds").set(compute_us / 1e6)
+                gauge.labels(model, variant, unit).set(0)
+        for (model, variant), (requests, items, compute_us) in totals.items():
+            gauge.labels(model, variant, "requests").set(requests)
+            gauge.labels(model, variant, "items").set(items)
+            gauge.labels(model, variant, "compute_seconds").set(compute_us / 1e6)
         self._shown |= set(totals)
         self._metrics.billable_month_to_date_refreshed.set(now.timestamp())

@@ -15,9 +15,15 @@ from app.orm import UsageEvent
 @dataclass(frozen=True, slots=True)
 class ModelTotals:
     model: str
+    variant: str  # "" for the base model
     requests: int
     items: int
     compute_us: int
+
+    @property
+    def ref(self) -> str:
+        """The model as called: ``cnn`` or ``cnn:int8``."""
+        return f"{self.model}:{self.variant}" if self.variant else self.model
 
 
 def _day(dialect: str) -> ColumnElement[Any]:
@@ -25,6 +31,19 @@ def _day(dialect: str) -> ColumnElement[Any]:
         return func.strftime("%Y-%m-%d", UsageEvent.created_at)
     # Connections run with timezone=UTC, so the cast buckets by UTC day.
     return func.to_char(func.date_trunc("day", UsageEvent.created_at), "YYYY-MM-DD")
+
+
+def _variant() -> ColumnElement[str]:
+    """The row's variant, "" for the base model (stored as NULL)."""
+    return func.coalesce(UsageEvent.variant, "")
+
+
+def model_ref() -> ColumnElement[str]:
+    """The model as called, variants apart: ``cnn`` or ``cnn:int8`` (the ledger keeps the
+    name and the variant in two columns; a report by model must not merge variants)."""
+    model = func.coalesce(UsageEvent.model, "")
+    variant = _variant()
+    return case((variant == "", model), else_=model + ":" + variant)
 
 
 def _measures() -> tuple[ColumnElement[Any], ...]:
@@ -43,7 +62,8 @@ async def usage_buckets(
     session: AsyncSession, customer_id: int, start: datetime, end: datetime, group_by: GroupBy
 ) -> list[UsageBucket]:
     dialect = session.get_bind().dialect.name
-    key = _day(dialect) if group_by is GroupBy.day else func.coalesce(UsageEvent.model, "")
+    keys = {GroupBy.day: _day(dialect), GroupBy.model: model_ref(), GroupBy.variant: _variant()}
+    key = keys[group_by]
     stmt = (
         select(
             key.label("key"),
@@ -79,7 +99,7 @@ async def usage_cells(
     SQL on the (customer_id, created_at) index: one row per cell, never per request."""
     day = _day(session.get_bind().dialect.name)
     model = func.coalesce(UsageEvent.model, "")
-    variant = func.coalesce(UsageEvent.variant, "")
+    variant = _variant()
     stmt = (
         select(
             day.label("day"),
@@ -113,11 +133,13 @@ async def usage_cells(
 async def billable_totals(
     session: AsyncSession, start: datetime, end: datetime
 ) -> list[ModelTotals]:
-    """Billable requests, items and compute time per model in ``[start, end)``, all
-    customers together (the ledger behind tollgate_billable_month_to_date)."""
+    """Billable requests, items and compute time per model and variant in ``[start, end)``,
+    all customers together (the ledger behind tollgate_billable_month_to_date)."""
+    variant = _variant()
     stmt = (
         select(
             UsageEvent.model,
+            variant.label("variant"),
             func.count().label("requests"),
             func.coalesce(func.sum(UsageEvent.items.cast(Integer)), 0).label("items"),
             func.coalesce(func.sum(UsageEvent.compute_us), 0).label("compute_us"),
@@ -127,10 +149,10 @@ async def billable_totals(
             UsageEvent.created_at >= start,
             UsageEvent.created_at < end,
         )
-        .group_by(UsageEvent.model)
+        .group_by(UsageEvent.model, variant)
     )
     return [
-        ModelTotals(r.model or "", int(r.requests), int(r.items), int(r.compute_us))
+        ModelTotals(r.model or "", str(r.variant), int(r.requests), int(r.items), int(r.compute_us))
         for r in (await session.execute(stmt)).all()
     ]
 
@@ -168,7 +190,7 @@ async def totals_by_day(session: AsyncSession, start: datetime, end: datetime) -
 @dataclass(frozen=True, slots=True)
 class DayModelTotals:
     day: str
-    model: str
+    model: str  # as called, variants apart: cnn, cnn:int8
     requests: int
     items: int
 
@@ -176,9 +198,10 @@ class DayModelTotals:
 async def customer_usage_by_day_and_model(
     session: AsyncSession, customer_id: int, start: datetime, end: datetime
 ) -> list[DayModelTotals]:
-    """A customer's requests and items per UTC day and model in ``[start, end)``."""
+    """A customer's requests and items per UTC day and model (as called: variants apart)
+    in ``[start, end)``."""
     day = _day(session.get_bind().dialect.name)
-    model = func.coalesce(UsageEvent.model, "")
+    model = model_ref()
     stmt = (
         select(
             day.label("day"),

@@ -7,12 +7,21 @@ from pydantic import BaseModel, Field
 
 
 class GroupBy(StrEnum):
+    """How a usage report is bucketed. ``model``: by the model as called, variants apart
+    (``cnn``, ``cnn:int8``); ``variant``: by variant name across models, ``""`` for the base
+    (uncompressed) models; ``day``: by UTC day."""
+
     day = "day"
     model = "model"
+    variant = "variant"
 
 
 class UsageBucket(BaseModel):
-    key: str
+    key: str = Field(
+        description='The bucket: a UTC day (YYYY-MM-DD); a model as called ("cnn", '
+        '"cnn:int8"); or a variant name ("int8"; "" for the base models); "total" for the '
+        "total"
+    )
     requests: int
     billable_requests: int
     errors: int
@@ -25,7 +34,10 @@ class UsageReport(BaseModel):
     customer_id: int
     start: datetime
     end: datetime
-    group_by: GroupBy
+    group_by: GroupBy = Field(
+        description='day, model (name or name:variant, variants apart) or variant ("" for '
+        "the base models)"
+    )
     data: list[UsageBucket]
     total: UsageBucket
 

@@ -1,6 +1,9 @@
 """Prometheus metrics, held in a per-app registry created in the lifespan.
 
-Labels are model, version, device, unit and status only: never an API key or a customer.
+Labels are model, variant, version, device, unit and status only: never an API key or a
+customer. ``variant`` is the variant served (``int8``, ``pruned``, ...) and empty for the base
+model: Prometheus treats an empty label as an absent one, so ``{variant=""}`` selects the base
+models and ``sum by (model)`` adds every variant of a model together.
 """
 
 from __future__ import annotations
@@ -108,6 +111,11 @@ def exposition_registry(metrics: Metrics) -> CollectorRegistry:
     return registry
 
 
+def metric_variant(variant: str | None) -> str:
+    """The ``variant`` label of a model variant: its name, or "" for the base model."""
+    return variant or ""
+
+
 class Metrics:
     def __init__(
         self, registry: CollectorRegistry | None = None, gpu: GpuCollector | None = None
@@ -122,28 +130,28 @@ class Metrics:
         PlatformCollector(registry=r)
         self.requests_total = Counter(
             "tollgate_requests_total",
-            "Inference requests by model, version and HTTP status.",
-            ["model", "version", "status"],
+            "Inference requests by model, variant, version and HTTP status.",
+            ["model", "variant", "version", "status"],
             registry=r,
         )
         self.request_duration = Histogram(
             "tollgate_request_duration_seconds",
             "Wall time of inference requests, from arrival to response, metering included.",
-            ["model"],
+            ["model", "variant"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.inference_duration = Histogram(
             "tollgate_inference_duration_seconds",
             "Time spent in the model's forward pass per call.",
-            ["model", "version", "device"],
+            ["model", "variant", "version", "device"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.items_total = Counter(
             "tollgate_items_total",
-            "Items (batch elements) predicted, by model and version.",
-            ["model", "version"],
+            "Items (batch elements) predicted, by model, variant and version.",
+            ["model", "variant", "version"],
             registry=r,
         )
         self.meter_batch_size = Histogram(
@@ -172,14 +180,14 @@ class Metrics:
         self.batch_size = Histogram(
             "tollgate_inference_batch_size",
             "Items per forward pass (dynamic batching across requests).",
-            ["model", "version"],
+            ["model", "variant", "version"],
             buckets=_BATCH_BUCKETS,
             registry=r,
         )
         self.queue_seconds = Histogram(
             "tollgate_inference_queue_seconds",
             "Time a request waited in its model's batch queue.",
-            ["model", "version"],
+            ["model", "variant", "version"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -212,8 +220,8 @@ class Metrics:
         self.billable_month_to_date = Gauge(
             "tollgate_billable_month_to_date",
             "Billable usage in the current UTC calendar month, read from the usage ledger, "
-            "by model and unit (requests, items, compute_seconds).",
-            ["model", "unit"],
+            "by model, variant and unit (requests, items, compute_seconds).",
+            ["model", "variant", "unit"],
             multiprocess_mode="livemax",
             registry=r,
         )

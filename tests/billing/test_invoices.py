@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.clock import ManualClock
 from app.keys.schemas import CreatedKey, Scope
 from app.limits.policy import MAX_PER_MINUTE
+from app.money.periods import Period
 from tests.billing.helpers import add_usage, assign, create_plan
+from tests.billing.pdftext import pdf_words
 from tests.conftest import bearer, make_key
 
 SEPT = "2026-09"
@@ -421,6 +424,78 @@ async def test_variants_priced_separately(
         ("fp32", "100", 200),
         ("int8", "100", 100),
     ]
+
+
+async def test_variants_called_through_v1_are_billed_apart_and_named(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    admin: CreatedKey,
+    finance: CreatedKey,
+    clock: ManualClock,
+) -> None:
+    """The base cnn (``fp32``) and cnn:int8 priced apart, called through /v1: one invoice,
+    two lines, each naming its variant (JSON, CSV and PDF), at different amounts."""
+    plan = await create_plan(
+        client,
+        admin,
+        name="by-variant-v1",
+        currency="usd",
+        components=[
+            {
+                "unit": "request",
+                "pricing": "per_unit",
+                "unit_price": "0.50",
+                "model": "cnn",
+                "variant": "fp32",
+            },
+            {
+                "unit": "request",
+                "pricing": "per_unit",
+                "unit_price": "0.20",
+                "model": "cnn",
+                "variant": "int8",
+            },
+        ],
+    )
+    key = await make_key(app, "variant-buyer")
+    period = Period.containing(clock.now())
+    await assign(app, key.customer_id, plan["id"], period.start, immediately=True)
+    image = {"inputs": [[[0.5] * 28] * 28] * 3}
+    served = []
+    for ref, times in (("cnn", 3), ("cnn:int8", 2)):
+        for _ in range(times):
+            response = await client.post(
+                f"/v1/models/{ref}/predict", json=image, headers=bearer(key)
+            )
+            assert response.status_code == 200, response.text
+            served.append((response.json()["model"], response.json()["variant"]))
+    assert served == [("cnn", None)] * 3 + [("cnn:int8", "int8")] * 2
+
+    clock.set(period.end + timedelta(days=2))  # past the close grace
+    await _close(client, finance, str(period))
+    invoice = await _invoice_for(client, finance, key.customer_id, str(period))
+    lines = [
+        (x["model"], x["variant"], x["quantity"], x["amount_minor"], x["description"])
+        for x in invoice["lines"]
+    ]
+    assert lines == [
+        ("cnn", "fp32", "3", 150, "cnn, variant fp32 (base): 0.50 per request"),
+        ("cnn", "int8", "2", 40, "cnn, variant int8: 0.20 per request"),
+    ]
+    assert invoice["total_minor"] == 190
+
+    csv_text = (
+        await client.get(f"/finance/invoices/{invoice['id']}.csv", headers=bearer(finance))
+    ).text
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    assert [(r["variant"], r["description"]) for r in rows] == [
+        ("fp32", "cnn, variant fp32 (base): 0.50 per request"),
+        ("int8", "cnn, variant int8: 0.20 per request"),
+    ]
+    pdf = await client.get(f"/finance/invoices/{invoice['id']}.pdf", headers=bearer(finance))
+    words = pdf_words(pdf.content)
+    for *_, description in lines:
+        assert description in words, description
 
 
 @pytest.mark.parametrize("bad", ["0", str(2**63), "9" * 25, "9" * 5000])

@@ -68,9 +68,11 @@ async def test_concurrent_requests_get_their_own_outputs(
     got = [o["logits"] for r in responses for o in r.json()["outputs"]]
     np.testing.assert_allclose(np.array(got), expected, rtol=1e-4, atol=1e-4)
 
-    forwards = _sample(exposition, 'tollgate_inference_batch_size_count{model="cnn"')
-    items = _sample(exposition, 'tollgate_inference_batch_size_sum{model="cnn"')
-    at_most_4 = _sample(exposition, 'tollgate_inference_batch_size_bucket{le="4.0",model="cnn"')
+    forwards = _sample(exposition, 'tollgate_inference_batch_size_count{model="cnn",variant=""')
+    items = _sample(exposition, 'tollgate_inference_batch_size_sum{model="cnn",variant=""')
+    at_most_4 = _sample(
+        exposition, 'tollgate_inference_batch_size_bucket{le="4.0",model="cnn",variant=""'
+    )
     # One warm-up-free run: 24 items in fewer forwards than requests, never over the cap.
     assert items == 24
     assert forwards < len(payloads)

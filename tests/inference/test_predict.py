@@ -81,6 +81,7 @@ async def test_single_item_and_linreg_values(app: FastAPI, client: httpx.AsyncCl
     assert single.status_code == 200
     body = single.json()
     assert body["model"] == "linreg" and body["version"] == "1"
+    assert body["variant"] is None  # the base model
     assert body["request_id"] == single.headers["x-request-id"]
     assert body["outputs"][0]["target"][0] == pytest.approx(float(expected[0]), rel=1e-5)
     assert body["usage"]["items"] == 1 and body["usage"]["compute_ms"] >= 0

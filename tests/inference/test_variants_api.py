@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.keys.schemas import Scope
 from models.data import digits_split
@@ -92,3 +93,61 @@ async def test_unknown_or_empty_variant_is_404(app: FastAPI, client: httpx.Async
             "/v1/models/linreg/predict", json={"inputs": [0.1] * 10}, headers=bearer(key)
         )
     ).status_code == 200
+
+
+async def test_the_variant_served_is_named_in_answers_metrics_and_ledger(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """cnn:int8 answers as cnn:int8 everywhere (/v1, /v2, metrics, the ledger); the base
+    model keeps its plain name, variant null in /v1 and "" as a metric label."""
+    key = await make_key(app)
+    _, test = digits_split()
+    one = test.x[:1].numpy()
+    for ref, variant in (("cnn", None), ("cnn:int8", "int8")):
+        v1 = await client.post(
+            f"/v1/models/{ref}/predict", json={"inputs": one.tolist()}, headers=bearer(key)
+        )
+        assert v1.status_code == 200, v1.text
+        assert (v1.json()["model"], v1.json()["variant"]) == (ref, variant)
+
+        tensor = {"name": "image", "shape": list(one.shape), "datatype": "FP32"}
+        v2 = await client.post(
+            f"/v2/models/{ref}/infer",
+            json={"inputs": [{**tensor, "data": one.ravel().tolist()}]},
+            headers=bearer(key),
+        )
+        assert v2.status_code == 200, v2.text
+        assert v2.json()["model_name"] == ref
+        # V2 parameters are never null: the base model has none.
+        assert v2.json().get("parameters") == ({"variant": variant} if variant else None)
+        metadata = await client.get(f"/v2/models/{ref}", headers=bearer(key))
+        assert metadata.json()["name"] == ref
+
+    rows = await ledger(app)
+    assert sorted((r.endpoint, r.model, r.variant or "") for r in rows) == [
+        ("v1.predict", "cnn", ""),
+        ("v1.predict", "cnn", "int8"),
+        ("v2.infer", "cnn", ""),
+        ("v2.infer", "cnn", "int8"),
+    ]
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families((await client.get("/metrics")).text)
+        for sample in family.samples
+    }
+    for variant in ("", "int8"):
+        labels = {"model": "cnn", "variant": variant, "version": "1"}
+        for name, extra in (
+            ("tollgate_requests_total", {"status": "200"}),
+            ("tollgate_items_total", {}),
+            ("tollgate_inference_duration_seconds_count", {"device": "cpu"}),
+            ("tollgate_inference_batch_size_sum", {}),  # items: no warm-up forward in it
+            ("tollgate_inference_queue_seconds_count", {}),
+        ):
+            wanted = (name, tuple(sorted({**labels, **extra}.items())))
+            assert samples.get(wanted) == 2.0, wanted
+        duration = (
+            "tollgate_request_duration_seconds_count",
+            (("model", "cnn"), ("variant", variant)),
+        )
+        assert samples.get(duration) == 2.0, duration

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from app.config import Settings
+from app.keys.schemas import Scope
 from app.main import create_app
 from app.metering.writer import LedgerUnavailable, UsageRow
 from app.resources import resources
@@ -198,6 +199,43 @@ async def test_usage_endpoint_reports_own_customer_only(
         headers=bearer(mine),
     )
     assert empty.json()["data"] == []
+
+
+async def test_usage_by_model_keeps_variants_apart_and_by_variant_adds_models(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """``group_by=model`` keys by the model as called (``cnn`` and ``cnn:int8`` apart);
+    ``group_by=variant`` keys by variant across models, "" for the base models."""
+    key = await make_key(app, "variants", (Scope.predict, Scope.billing))
+    image = [[[0.5] * 28] * 28] * 3
+    calls = [("cnn", image), ("cnn:int8", image), ("cnn:int8", [image, image])]
+    calls += [("cnn:pruned", image), ("linreg", ROW), ("cnn:int8", [1])]  # the last: a 422
+    for ref, inputs in calls:
+        await client.post(f"/v1/models/{ref}/predict", json={"inputs": inputs}, headers=bearer(key))
+
+    def buckets(body: dict) -> list[tuple[str, int, int, int]]:  # type: ignore[type-arg]
+        return [(b["key"], b["requests"], b["billable_requests"], b["items"]) for b in body["data"]]
+
+    by_model = await client.get("/v1/usage", params={"group_by": "model"}, headers=bearer(key))
+    assert by_model.status_code == 200, by_model.text
+    assert buckets(by_model.json()) == [
+        ("cnn", 1, 1, 1),
+        ("cnn:int8", 3, 2, 3),
+        ("cnn:pruned", 1, 1, 1),
+        ("linreg", 1, 1, 1),
+    ]
+    by_variant = await client.get("/v1/usage", params={"group_by": "variant"}, headers=bearer(key))
+    assert by_variant.status_code == 200, by_variant.text
+    assert by_variant.json()["group_by"] == "variant"
+    assert buckets(by_variant.json()) == [("", 2, 2, 2), ("int8", 3, 2, 3), ("pruned", 1, 1, 1)]
+    assert by_variant.json()["total"] == by_model.json()["total"]
+    # The customer's own billing view answers the same.
+    for group_by, report in (("model", by_model), ("variant", by_variant)):
+        billing = await client.get(
+            "/v1/billing/usage", params={"group_by": group_by}, headers=bearer(key)
+        )
+        assert billing.status_code == 200, billing.text
+        assert billing.json()["data"] == report.json()["data"]
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,11 @@ async def test_metrics_export_the_documented_series_without_secrets(
     exposition = response.text
     for name in REQUIRED:
         assert f"# TYPE {name} " in exposition, name
-    assert 'tollgate_requests_total{model="linreg",status="200",version="1"} 1.0' in exposition
+    # variant "" is the base model (docs/operations.md)
+    assert (
+        'tollgate_requests_total{model="linreg",status="200",variant="",version="1"} 1.0'
+        in exposition
+    )
     assert 'status="422"' in exposition
     # Promise 6: never a key, prefix or customer in metrics or logs.
     for secret in (key.secret, key.prefix, "metrics-customer"):

@@ -102,7 +102,7 @@ async def test_month_to_date_billable_usage_is_read_from_the_ledger(
         key = await make_key(app, "month-to-date")
         for payload in ({"inputs": [0.0] * 10}, {"inputs": [[0.0] * 10] * 3}, {"inputs": [1]}):
             await client.post("/v1/models/linreg/predict", json=payload, headers=bearer(key))
-        series = 'tollgate_billable_month_to_date{model="linreg",unit="%s"}'
+        series = 'tollgate_billable_month_to_date{model="linreg",unit="%s",variant=""}'
         # Set from the ledger, not by the request path: unchanged until the next refresh.
         assert _value(exposition(), series % "requests") == _value(before, series % "requests")
         await gauges.refresh()
