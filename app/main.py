@@ -245,7 +245,10 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.add_middleware(
-        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, responses=responses
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        responses=responses,
+        upload_body_bytes=2 * settings.max_archive_bytes + settings.max_body_bytes,
     )
     install_error_handlers(app)
     app.include_router(inference_router)

@@ -3,20 +3,27 @@ each replica's actual state. Every write changes the catalog, which every replic
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import UploadFile
 
 from app.auth.deps import Admin, ProtectedRoute
 from app.catalog import repository
+from app.catalog.errors import ArchiveTooLarge
+from app.catalog.uploads import UploadLimits
 from app.clock.deps import ClockDep
 from app.config import request_settings
 from app.db.session import SessionDep
-from app.errors import error_schema
+from app.errors import BadRequest, error_schema
 from app.inference import management
-from app.inference.deps import catalog_sync
+from app.inference.deps import catalog_sync, model_store
 from app.inference.deps import registry as _registry
 from app.inference.endpoints import _info
 from app.inference.schemas import ModelInfo
@@ -161,3 +168,156 @@ async def set_default_version(
         session, actor, sync, registry, name, body.version
     )
     return _info(served, registry)
+
+
+class SkippedVariant(BaseModel):
+    variant: str
+    reason: str
+
+
+class UploadedVersion(BaseModel):
+    model: str
+    version: str
+    sha256: str = Field(description="sha256 of the uploaded archive")
+    format: str = Field(description="torchscript or torch_export")
+    variants: list[ModelInfo] = Field(
+        description="The base and every variant built, measured, published or not (with why)"
+    )
+    skipped: list[SkippedVariant] = Field(description="Variants not built, and why")
+
+
+_UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    400: error_schema("Not multipart/form-data with an archive and a manifest"),
+    409: error_schema("That version exists already (versions are immutable): version_exists"),
+    413: error_schema("The archive exceeds TOLLGATE_MAX_ARCHIVE_BYTES: archive_too_large"),
+    422: error_schema(
+        "The manifest, archive or eval data failed validation: invalid_archive, with "
+        "details.code (manifest_invalid, manifest_mismatch, archive_rejected, load_failed, "
+        "output_shape, output_dtype, nan_output, eval_invalid, timeout, memory_limit, crashed)"
+    ),
+}
+_MULTIPART_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["archive", "manifest"],
+                    "properties": {
+                        "archive": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "torch.jit.save file or torch.export .pt2",
+                        },
+                        "manifest": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "The manifest JSON (docs/models.md)",
+                        },
+                        "eval": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": ".npz with inputs and labels (classification) "
+                            "or targets (regression)",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+MODEL_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+VERSION = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"
+
+
+async def _spool(part: UploadFile, target: Path, limit: int | None, what: str) -> None:
+    """Copy an uploaded part to ``target``, refusing it past ``limit`` bytes."""
+    written = 0
+    with target.open("wb") as out:
+        while chunk := await part.read(1 << 20):
+            written += len(chunk)
+            if limit is not None and written > limit:
+                raise ArchiveTooLarge(f"the {what} exceeds {limit} bytes", details={"limit": limit})
+            out.write(chunk)
+
+
+@router.post(
+    "/{name}/versions/{version}",
+    status_code=201,
+    responses=_UPLOAD_ERRORS,
+    openapi_extra=_MULTIPART_BODY,
+)
+async def upload_version(
+    actor: Admin,
+    request: Request,
+    session: SessionDep,
+    sync: Sync,
+    name: Annotated[str, PathParam(pattern=MODEL_NAME)],
+    version: Annotated[str, PathParam(pattern=VERSION)],
+) -> UploadedVersion:
+    """Add a model version from a self-contained archive (multipart: ``archive``,
+    ``manifest``, optional ``eval``). It is validated in a child process with a time and
+    memory limit; int8 (and on a GPU host fp16) variants are built and measured; the
+    version is stored, registered and loaded by every replica. Audited. Nothing is kept
+    when it is refused."""
+    settings = request_settings(request)
+    # Read only after the key was checked (the Admin dependency): the body is not parsed
+    # for a caller who may not upload.
+    async with request.form(max_files=3, max_fields=3) as form:
+        archive_part, manifest_part, eval_part = (
+            form.get(k) for k in ("archive", "manifest", "eval")
+        )
+        if not isinstance(archive_part, UploadFile) or manifest_part is None:
+            raise BadRequest(
+                "send multipart/form-data with an 'archive' file and a 'manifest' "
+                "(file or field), and optionally an 'eval' .npz file"
+            )
+        scratch = Path(tempfile.mkdtemp(prefix="tollgate-upload-"))
+        try:
+            archive = scratch / "archive"
+            await _spool(archive_part, archive, settings.max_archive_bytes, "archive")
+            if isinstance(manifest_part, UploadFile):
+                manifest_raw: bytes | str = await manifest_part.read(1 << 20)
+            else:
+                manifest_raw = manifest_part
+            eval_path = None
+            if isinstance(eval_part, UploadFile):
+                eval_path = scratch / "eval.npz"
+                await _spool(eval_part, eval_path, settings.max_archive_bytes, "eval data")
+            registry = _registry(request)
+            served = await management.add_version(
+                session,
+                actor,
+                sync,
+                registry,
+                model_store(request),
+                UploadLimits(
+                    max_archive_bytes=settings.max_archive_bytes,
+                    timeout_s=settings.validation_timeout_s,
+                    memory_bytes=settings.validation_memory_bytes,
+                    tolerance=settings.variant_tolerance,
+                    measure_seconds=settings.measure_seconds,
+                ),
+                name=name,
+                version=version,
+                archive=archive,
+                manifest_raw=manifest_raw,
+                eval_path=eval_path,
+            )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    base = served[0].manifest
+    skipped = (base.compression or {}).get("skipped_variants", "")
+    return UploadedVersion(
+        model=name,
+        version=version,
+        sha256=base.sha256,
+        format=base.archive_format,
+        variants=[_info(s, registry) for s in served],
+        skipped=[
+            SkippedVariant(variant=v, reason=r)
+            for v, _, r in (item.partition(": ") for item in skipped.split("; ") if item)
+        ],
+    )

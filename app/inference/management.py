@@ -4,10 +4,15 @@ notified (app/inference/sync.py), so the response can say what this replica now 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import Actor
 from app.catalog import service as catalog
+from app.catalog import uploads
+from app.catalog.store import ModelStore
+from app.catalog.uploads import Progress, UploadLimits
 from app.inference.registry import ModelRegistry, ServedModel
 from app.inference.sync import CatalogSync
 
@@ -61,3 +66,41 @@ async def set_default_version(
     await catalog.set_default_version(session, actor, name, version)
     await _commit_and_apply(session, sync)
     return registry.find(name)
+
+
+async def add_version(
+    session: AsyncSession,
+    actor: Actor,
+    sync: CatalogSync,
+    registry: ModelRegistry,
+    store: ModelStore,
+    limits: UploadLimits,
+    *,
+    name: str,
+    version: str,
+    archive: Path,
+    manifest_raw: bytes | str,
+    eval_path: Path | None = None,
+    progress: Progress | None = None,
+) -> list[ServedModel]:
+    """Upload a version (app/catalog/uploads.py), commit it, and have this replica load its
+    published variants before answering; the others load them when notified."""
+    added = await uploads.add_version(
+        session,
+        actor,
+        store,
+        limits,
+        name=name,
+        version=version,
+        archive=archive,
+        manifest_raw=manifest_raw,
+        eval_path=eval_path,
+        progress=progress,
+    )
+    try:
+        await session.commit()
+    except BaseException:
+        uploads.discard(store, added)
+        raise
+    await sync.reconcile(force_report=True)
+    return [v for v in registry.list() if v.name == name and v.version == version]

@@ -21,12 +21,29 @@ class BodyTooLarge(PayloadTooLarge):
     type = "body_too_large"
 
 
+def is_upload(scope: Scope) -> bool:
+    """``POST /admin/models/{name}/versions/{version}``: a model archive upload."""
+    if scope["method"] != "POST":
+        return False
+    parts = scope["path"].split("/")
+    return len(parts) == 6 and parts[1:3] == ["admin", "models"] and parts[4] == "versions"
+
+
 class RequestContextMiddleware:
     def __init__(
-        self, app: ASGIApp, *, max_body_bytes: int, responses: ResponseCounter | None = None
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        responses: ResponseCounter | None = None,
+        upload_body_bytes: int | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # Model uploads (POST /admin/models/{name}/versions/{version}) carry an archive
+        # far above a prediction's size: they get their own limit (the archive, an eval
+        # set and the manifest); the archive's own limit is checked as it is read.
+        self.upload_body_bytes = upload_body_bytes or max_body_bytes
         self.responses = responses or ResponseCounter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -51,7 +68,7 @@ class RequestContextMiddleware:
                 message["headers"] = [*message["headers"], (b"x-request-id", header_id)]
             await send(message)
 
-        limit = self.max_body_bytes
+        limit = self.upload_body_bytes if is_upload(scope) else self.max_body_bytes
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
