@@ -1,4 +1,4 @@
-"""The ``tollgate`` command: serve, migrate, and manage customers, keys, plans and billing.
+"""The ``tollgate`` command: serve, migrate, and manage customers, keys, plans, billing and models.
 
 Every write calls the same service function as its API endpoint, which does the write and
 records its audit row (actor ``cli``) in one transaction; a command only parses its
@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
 
 import typer
@@ -28,10 +30,15 @@ keys_cli = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
 plans_cli = typer.Typer(help="Price plans.", no_args_is_help=True)
 billing_cli = typer.Typer(help="Close periods and inspect invoices.", no_args_is_help=True)
 customers_cli = typer.Typer(help="Customers.", no_args_is_help=True)
+models_cli = typer.Typer(
+    help="The model catalog: add versions from archives, load, unload, publish, default.",
+    no_args_is_help=True,
+)
 cli.add_typer(customers_cli, name="customers")
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(plans_cli, name="plans")
 cli.add_typer(billing_cli, name="billing")
+cli.add_typer(models_cli, name="models")
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -876,6 +883,185 @@ def billing_credit(
         }
 
     typer.echo(json.dumps(_run_or_exit(work)))
+
+
+UPLOAD_STAGES = ("hashing", "validating", "storing", "registering")
+
+
+@models_cli.command("add")
+def models_add(
+    name: Annotated[str, typer.Argument(help="The model's name, as the manifest gives it")],
+    version: Annotated[str, typer.Argument(help="The new version (versions are immutable)")],
+    archive: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, help="torch.jit.save file or torch.export .pt2"
+        ),
+    ],
+    manifest: Annotated[
+        Path, typer.Option("--manifest", exists=True, dir_okay=False, help="Manifest JSON")
+    ],
+    eval_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--eval",
+            exists=True,
+            dir_okay=False,
+            help=".npz with inputs and labels (classification) or targets (regression)",
+        ),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr")] = True,
+) -> None:
+    """Add a model version from an archive: validated in a child process, int8 (and on a
+    GPU host fp16) variants built and measured, stored and registered; running replicas
+    load it within seconds. Prints the version and its variants as JSON."""
+    from tqdm import tqdm
+
+    from app.catalog import uploads
+    from app.catalog.records import ModelCard
+    from app.catalog.repository import snapshot
+    from app.catalog.store import DirectoryStore
+    from app.errors import AppError
+
+    settings = get_settings()
+    store = DirectoryStore(settings.model_store_dir, settings.models_dir)
+    limits = uploads.UploadLimits(
+        max_archive_bytes=settings.max_archive_bytes,
+        timeout_s=settings.validation_timeout_s,
+        memory_bytes=settings.validation_memory_bytes,
+        tolerance=settings.variant_tolerance,
+        measure_seconds=settings.measure_seconds,
+    )
+    bar = tqdm(total=len(UPLOAD_STAGES), disable=not progress, unit="step", file=sys.stderr)
+
+    def stage(what: str) -> None:
+        done = next((i for i, s in enumerate(UPLOAD_STAGES) if what.startswith(s)), 0)
+        bar.n = done
+        bar.set_description(what)
+        bar.refresh()
+
+    async def run() -> list[ModelCard]:
+        engine = build_engine(settings.database_url, pool_size=1)
+        try:
+            async with build_sessionmaker(engine)() as session:
+                added = await uploads.add_version(
+                    session,
+                    CLI,
+                    store,
+                    limits,
+                    name=name,
+                    version=version,
+                    archive=archive,
+                    manifest_raw=manifest.read_bytes(),
+                    eval_path=eval_data,
+                    progress=stage,
+                )
+                try:
+                    await session.commit()
+                except BaseException:
+                    uploads.discard(store, added)
+                    raise
+                catalog = await snapshot(session)
+                return [c for c in catalog.cards if (c.name, c.version) == (name, version)]
+        finally:
+            await engine.dispose()
+
+    try:
+        cards = asyncio.run(run())
+    except AppError as exc:
+        bar.close()
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    bar.n = len(UPLOAD_STAGES)
+    bar.set_description("done")
+    bar.close()
+    typer.echo(
+        json.dumps({"model": name, "version": version, "variants": [_card(c) for c in cards]})
+    )
+
+
+def _card(card: object) -> dict[str, object]:
+    from app.catalog.records import ModelCard
+
+    assert isinstance(card, ModelCard)
+    return {
+        "id": card.ref,
+        "version": card.version,
+        "published": card.published,
+        "unpublished_reason": card.unpublished_reason,
+        "loaded": card.loaded,
+        "sha256": card.sha256,
+        "size_bytes": card.size_bytes,
+        "metrics": card.metrics,
+        "measured": card.measured,
+    }
+
+
+@models_cli.command("list")
+def models_list() -> None:
+    """Every model, version and variant in the catalog, one JSON object per line."""
+    from app.catalog.repository import snapshot
+
+    catalog = _in_transaction(snapshot)
+    for card in catalog.cards:
+        row = _card(card)
+        row["default"] = card.version == catalog.default_version(card.name)
+        typer.echo(json.dumps(row))
+
+
+def _catalog_write(action: str, ref: str, version: str) -> None:
+    from app.catalog import service
+
+    async def work(session: AsyncSession) -> object:
+        if action in ("load", "unload"):
+            return await service.set_loaded(session, CLI, ref, version, action == "load")
+        if action in ("publish", "unpublish"):
+            return await service.set_published(session, CLI, ref, version, action == "publish")
+        return await service.set_default_version(session, CLI, ref, version)
+
+    result = _run_or_exit(work)
+    typer.echo(
+        json.dumps(_card(result))
+        if action != "default"
+        else json.dumps({"model": ref, "default_version": version})
+    )
+
+
+REF_HELP = "name (the base model) or name:variant"
+
+
+@models_cli.command("load")
+def models_load(
+    ref: Annotated[str, typer.Argument(help=REF_HELP)], version: Annotated[str, typer.Argument()]
+) -> None:
+    """Have every replica load exactly this variant of this version."""
+    _catalog_write("load", ref, version)
+
+
+@models_cli.command("unload")
+def models_unload(
+    ref: Annotated[str, typer.Argument(help=REF_HELP)], version: Annotated[str, typer.Argument()]
+) -> None:
+    """Have every replica unload exactly this variant (others keep serving)."""
+    _catalog_write("unload", ref, version)
+
+
+@models_cli.command("publish")
+def models_publish(
+    ref: Annotated[str, typer.Argument(help=REF_HELP)],
+    version: Annotated[str, typer.Argument()],
+    off: Annotated[bool, typer.Option("--off", help="Take it out of service instead")] = False,
+) -> None:
+    """Publish a variant (or with --off, unpublish it)."""
+    _catalog_write("unpublish" if off else "publish", ref, version)
+
+
+@models_cli.command("default")
+def models_default(
+    name: Annotated[str, typer.Argument()], version: Annotated[str, typer.Argument()]
+) -> None:
+    """Serve this version to requests that name none."""
+    _catalog_write("default", name, version)
 
 
 def main() -> None:

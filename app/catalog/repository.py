@@ -72,7 +72,7 @@ async def snapshot(session: AsyncSession) -> CatalogSnapshot:
         .join(ModelVariant, ModelVariant.version_id == ModelVersion.id)
         .order_by(ModelVersion.model_name, ModelVersion.id, ModelVariant.variant)
     )
-    cards = tuple(to_card(version, variant) for version, variant in rows.tuples())
+    cards = tuple(to_card(version, variant) for version, variant in rows.all())
     return CatalogSnapshot(revision=rev, defaults=defaults, cards=cards)
 
 

@@ -196,7 +196,9 @@ async def _register(
         for built, uri in rows:
             compression: dict[str, Any] = dict(built.compression)
             if built.variant is None and report.skipped:
-                compression["skipped_variants"] = "; ".join(f"{v}: {r}" for v, r in report.skipped)
+                compression["skipped_variants"] = [
+                    {"variant": v, "reason": r} for v, r in report.skipped
+                ]
             session.add(
                 ModelVariant(
                     version_id=version.id,

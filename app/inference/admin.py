@@ -309,15 +309,12 @@ async def upload_version(
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     base = served[0].manifest
-    skipped = (base.compression or {}).get("skipped_variants", "")
+    skipped = (base.compression or {}).get("skipped_variants", [])
     return UploadedVersion(
         model=name,
         version=version,
         sha256=base.sha256,
         format=base.archive_format,
         variants=[_info(s, registry) for s in served],
-        skipped=[
-            SkippedVariant(variant=v, reason=r)
-            for v, _, r in (item.partition(": ") for item in skipped.split("; ") if item)
-        ],
+        skipped=[SkippedVariant.model_validate(item) for item in skipped],
     )

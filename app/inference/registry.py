@@ -229,6 +229,11 @@ class ModelRegistry:
                 if served is not None and self._snapshot is snapshot:
                     self._add(served)
 
+    async def settled(self) -> None:
+        """Wait for a reconcile in progress (possibly another task's) to finish."""
+        async with self._apply_lock:
+            pass
+
     def _stale(self, key: Key, card: ModelCard) -> bool:
         """A served variant whose archive the catalog no longer names (never for an
         immutable version; a safety net)."""

@@ -103,6 +103,8 @@ class CatalogSync:
         if snapshot is not self._registry.snapshot:
             await self._registry.apply(snapshot)
             force_report = True
+        else:
+            await self._registry.settled()  # another task may be applying this revision
         await self._report(force=force_report)
         return snapshot.revision
 
