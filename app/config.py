@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     # Replicas re-read the model catalog when notified (Postgres LISTEN/NOTIFY) and at least
     # this often; each reports what it serves at least every heartbeat.
     catalog_poll_s: float = Field(default=2.0, gt=0)
+    catalog_listen: bool = True  # false: polling only (e.g. behind a pooler without LISTEN)
     catalog_heartbeat_s: float = Field(default=10.0, gt=0)
     # Uploads (POST /admin/models/{name}/versions/{version}): the archive's size limit; the
     # validation child's time and address-space limits; how far a compressed variant's

@@ -156,6 +156,7 @@ def create_app(
             app_clock,
             poll_s=settings.catalog_poll_s,
             heartbeat_s=settings.catalog_heartbeat_s,
+            listen=settings.catalog_listen,
         )
         await sync.start_up()
         registry.start()

@@ -43,6 +43,7 @@ class CatalogSync:
         *,
         poll_s: float,
         heartbeat_s: float,
+        listen: bool = True,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._database_url = database_url
@@ -51,6 +52,7 @@ class CatalogSync:
         self._clock = clock
         self._poll_s = poll_s
         self._heartbeat_s = heartbeat_s
+        self._listen_enabled = listen
         self.replica_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._started_at = clock.now()
         self._wake = asyncio.Event()
@@ -77,7 +79,8 @@ class CatalogSync:
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._run(), name="catalog-sync"))
-        if make_url(self._database_url).get_backend_name() == "postgresql":
+        postgres = make_url(self._database_url).get_backend_name() == "postgresql"
+        if postgres and self._listen_enabled:
             self._tasks.append(asyncio.create_task(self._listen(), name="catalog-listen"))
 
     async def stop(self) -> None:
