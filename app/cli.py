@@ -122,6 +122,17 @@ def migrate(
     typer.echo(f"database migrated to {revision}")
     if revision == "head":
         _ensure_operator(operator_name)
+        _seed_catalog()
+
+
+def _seed_catalog() -> None:
+    """Register the shipped models in the catalog (servers do it too, at start-up), so
+    ``tollgate models list`` shows them from the start."""
+    from app.catalog.service import seed_builtin
+
+    added = _run_or_exit(lambda session: seed_builtin(session, get_settings().models_dir))
+    if added:
+        typer.echo(f"model catalog: registered the shipped {', '.join(added)}")
 
 
 def _ensure_operator(name: str) -> None:

@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import HTTPConnection
 
 DEV_SECRET = "dev-insecure-secret-change-me"  # noqa: S105 - refused outside development
-# How a float32 model runs on the CPU (app/inference/graph.py).
+# How a float32 model runs on the CPU (app/catalog/graph.py).
 CpuGraph = Literal["script", "channels_last", "eager"]
 
 
@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     # Torch execution: a small pool of worker threads keeps torch off the event loop.
     inference_threads: int = Field(default=2, gt=0)
     torch_threads: int = Field(default=1, gt=0)
-    # How float32 models run on the CPU (app/inference/graph.py): an optimized TorchScript
+    # How float32 models run on the CPU (app/catalog/graph.py): an optimized TorchScript
     # graph checked against eager at load, channels-last eager, or plain eager.
     cpu_graph: CpuGraph = "script"
 

@@ -51,7 +51,7 @@ from torch import nn
 from torch.nn import functional
 from tqdm import tqdm
 
-from app.inference.graph import applies_to, optimize_for_cpu
+from app.catalog.graph import applies_to, optimize_for_cpu
 from models.architectures import DigitsCNN, DigitsCNNSlim
 from models.data import Split, digits_split
 from models.manifest import (
@@ -199,7 +199,7 @@ def timings(
 ) -> tuple[dict[str, float], str]:
     """Items/s of ``module`` on ``sample`` (already in its input dtype) as Tollgate serves it
     on a CPU, and the graph that was: through the server's CPU graph
-    (``app/inference/graph.py``) where ``cpu_graph``, else eager."""
+    (``app/catalog/graph.py``) where ``cpu_graph``, else eager."""
     graph = "eager"
     if cpu_graph:
         module, graph = optimize_for_cpu(module, tuple(sample.shape[1:]), "script")
@@ -679,7 +679,10 @@ def remeasure(out: Path, repeats: int, env: dict[str, Any], train: Split) -> Non
         quantized = manifest.format == "quantized_state_dict"
         with allow_nondeterministic() if quantized else contextlib.nullcontext():
             timed, graph = timings(
-                module, sample, repeats, manifest.format == "state_dict" and applies_to(manifest.dtype)
+                module,
+                sample,
+                repeats,
+                manifest.format == "state_dict" and applies_to(manifest.dtype),
             )
         raw["measured"] = {**raw.get("measured", {}), **timed}
         raw["measured_env"] = {**raw.get("measured_env", {}), **env, "cpu_graph": graph}

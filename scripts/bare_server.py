@@ -5,7 +5,7 @@ request path is compared against. Same stack as Tollgate (uvicorn, orjson, torch
 worker thread, one torch thread). Run: ``python -m scripts.bare_server --port 8101``.
 
 ``--graph script`` runs each float32 model through the same CPU graph optimization Tollgate
-serves with (``app/inference/graph.py``), for a like-for-like comparison of the request path
+serves with (``app/catalog/graph.py``), for a like-for-like comparison of the request path
 alone; the default (eager) is the plain endpoint a developer would write.
 """
 
@@ -23,8 +23,8 @@ import uvicorn
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
+from app.catalog.graph import CpuGraph, optimize_for_cpu
 from app.config import shipped_models_dir
-from app.inference.graph import CpuGraph, optimize_for_cpu
 from models.manifest import discover, load_weights
 
 

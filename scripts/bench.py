@@ -353,7 +353,7 @@ def render(results: list[Result], args: argparse.Namespace, rows: int, served: i
         f"{args.rounds} alternating rounds, median shown.",
         "",
         "Bare: a plain FastAPI endpoint, eager torch. Bare script: the same endpoint running "
-        "the CPU graph Tollgate serves (app/inference/graph.py), isolating the request path.",
+        "the CPU graph Tollgate serves (app/catalog/graph.py), isolating the request path.",
         "",
         "| scenario | bare items/s | bare script items/s | Tollgate items/s | ratio vs bare "
         "| ratio vs bare script | bare p50 / p99 ms | bare script p50 / p99 ms "

@@ -6,7 +6,7 @@ Each mode runs in its own subprocess (oneDNN fusion and inductor change process-
 pinned to CPU 0 when ``taskset`` exists. Per mode: the time of a batch of 32 and items/s over a
 fixed sequence of mixed batch sizes (1-64, what the dynamic batcher forms), after 100 warm-up
 calls of that sequence. Modes: ``eager``, ``channels_last`` and ``script`` as Tollgate builds
-them (app/inference/graph.py); ``onednn`` (TorchScript with oneDNN Graph fusion) and
+them (app/catalog/graph.py); ``onednn`` (TorchScript with oneDNN Graph fusion) and
 ``inductor`` (``torch.compile``, freezing, dynamic shapes), which Tollgate does not use:
 results in docs/benchmarks.md.
 """
@@ -27,7 +27,7 @@ SIZES = (1, 2, 5, 8, 16, 31, 32, 33, 48, 63, 64)
 
 
 def _module(model_dir: Path, mode: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
-    from app.inference.graph import _build
+    from app.catalog.graph import _build
     from models.manifest import load_manifest, load_weights
 
     manifest = load_manifest(model_dir / "manifest.json")

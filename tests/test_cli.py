@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -392,3 +393,43 @@ def test_migrate_never_makes_an_existing_customer_the_operator(tmp_path: Path) -
     staff = _tollgate("keys", "create", "--operator", "--scope", "admin", env=env)
     assert staff.returncode == 0, staff.stderr
     assert "(id 2), scopes admin" in staff.stderr
+
+
+def test_models_add_list_unload_and_immutable_versions(tmp_path: Path) -> None:
+    """``tollgate models add`` validates, compresses and registers an archive (a progress
+    bar on stderr, the variants as JSON on stdout); the catalog lists it; a variant unloads
+    on its own; the same version again is refused."""
+    from tests.catalog.mlp import write_mlp
+
+    env = {
+        **os.environ,
+        "TOLLGATE_DATABASE_URL": f"sqlite:///{tmp_path}/cli.db",
+        "TOLLGATE_MODEL_STORE_DIR": str(tmp_path / "store"),
+        "TOLLGATE_MEASURE_SECONDS": "0.02",
+    }
+    migrated = _tollgate("migrate", env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "cnn/1" in migrated.stdout and "linreg/1" in migrated.stdout
+    made = write_mlp(tmp_path, "torch_export")
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({**made.manifest, "name": "digits", "version": "2"}))
+    add = ["models", "add", "digits", "2", str(made.archive), "--manifest", str(manifest)]
+    added = _tollgate(*add, "--eval", str(made.eval_npz), env=env)
+    assert added.returncode == 0, added.stderr
+    assert "done" in added.stderr  # the progress bar's last state
+    variants = {v["id"]: v for v in json.loads(added.stdout)["variants"]}
+    assert set(variants) == {"digits", "digits:int8"}
+    assert variants["digits:int8"]["published"]
+    assert variants["digits:int8"]["metrics"]["accuracy"] > 0.9
+    assert len(list((tmp_path / "store").rglob("*.pt*"))) == 2
+
+    unloaded = _tollgate("models", "unload", "digits:int8", "2", env=env)
+    assert unloaded.returncode == 0, unloaded.stderr
+    listed = [json.loads(line) for line in _tollgate("models", "list", env=env).stdout.splitlines()]
+    state = {(m["id"], m["version"]): m["loaded"] for m in listed}
+    assert state[("digits", "2")] and not state[("digits:int8", "2")]
+    assert state[("cnn:int8", "1")]
+
+    again = _tollgate(*add, env=env)
+    assert again.returncode == 1
+    assert "already exists" in again.stderr

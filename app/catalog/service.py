@@ -51,23 +51,27 @@ def _shipped(models_dir: Path) -> dict[str, dict[str, list[tuple[str, dict[str, 
 
 
 async def seed_builtin(session: AsyncSession, models_dir: Path) -> list[str]:
-    """Register the models shipped in the package that the catalog has never had (a model
-    name already there is left as the admins left it). Safe to run from every replica at
-    once: the loser of a race sees the winner's rows. Returns the names added."""
+    """Register each version shipped in the package that the catalog has never had (a
+    version already there is left as the admins left it: load state, publication,
+    default). Safe to run from every replica at once: the loser of a race sees the
+    winner's rows. Returns the ``name/version`` pairs added."""
     added = []
-    known = set((await session.scalars(select(CatalogModel.name))).all())
+    known = set(
+        (await session.execute(select(ModelVersion.model_name, ModelVersion.version))).tuples()
+    )
     for name, versions in _shipped(models_dir).items():
-        if name in known:
-            continue
-        try:
-            async with session.begin_nested():
-                session.add(CatalogModel(name=name, default_version=None))
-                await session.flush()
-                for version in sorted(versions, key=version_key):
+        for version in sorted(versions, key=version_key):
+            if (name, version) in known:
+                continue
+            try:
+                async with session.begin_nested():
+                    if await session.get(CatalogModel, name) is None:
+                        session.add(CatalogModel(name=name, default_version=None))
+                        await session.flush()
                     await _add_builtin_version(session, name, version, versions[version])
-        except IntegrityError:
-            continue  # another replica seeded it first
-        added.append(name)
+            except IntegrityError:
+                continue  # another replica seeded it first
+            added.append(f"{name}/{version}")
     if added:
         await repository.bump_revision(session)
         log.info("shipped models registered", extra={"models": added})

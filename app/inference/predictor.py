@@ -18,9 +18,9 @@ import numpy.typing as npt
 import torch
 
 from app.catalog.archive import ArchiveFormat, load_archive
+from app.catalog.graph import CpuGraph, applies_to, optimize_for_cpu
 from app.catalog.records import ModelCard
 from app.inference.errors import BatchTooLarge, InvalidTensor
-from app.inference.graph import CpuGraph, applies_to, optimize_for_cpu
 from app.inference.warmup import warm_up
 
 Array = npt.NDArray[np.float32]
@@ -102,7 +102,7 @@ class Predictor:
         self.device = torch.device("cpu")
         self.device_type = "cpu"  # self.device.type, read per request (a plain str is cheaper)
         self.input_dtype = torch.float16 if manifest.dtype == "float16" else torch.float32
-        self.graph: CpuGraph = "eager"  # how the forward pass runs (app/inference/graph.py)
+        self.graph: CpuGraph = "eager"  # how the forward pass runs (app/catalog/graph.py)
         self._module: torch.nn.Module | None = None
 
     def load(

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from app.catalog.graph import CpuGraph
 from app.catalog.records import CatalogSnapshot, ModelCard, version_key
 from app.catalog.service import parse_ref
 from app.catalog.store import ModelStore
@@ -33,7 +34,6 @@ from app.config import ModelOverride
 from app.errors import Unprocessable
 from app.inference.batcher import Batcher
 from app.inference.errors import ModelNotFound, ModelUnavailable
-from app.inference.graph import CpuGraph
 from app.inference.predictor import LoadedModules, Predictor
 from app.observability.metrics import Metrics
 
@@ -128,6 +128,9 @@ class ModelRegistry:
         self._served: dict[Key, ServedModel] = {}  # loaded, or unavailable on this hardware
         self._failed: dict[Key, str] = {}  # wanted but failed to load: why
         self._loading: set[Key] = set()
+        # (ref, version) -> the served model, for the hot path: a request resolves its model
+        # with one dict lookup; cleared whenever the snapshot or the served set changes.
+        self._routes: dict[tuple[str, str | None], ServedModel] = {}
         self._started = False
         self._apply_lock = asyncio.Lock()
 
@@ -175,6 +178,7 @@ class ModelRegistry:
             return None
 
     def _add(self, served: ServedModel) -> None:
+        self._routes.clear()
         self._served[(served.name, served.version, served.variant)] = served
         self._failed.pop((served.name, served.version, served.variant), None)
         if served.batcher is not None and self._started:
@@ -193,6 +197,7 @@ class ModelRegistry:
     def apply_now(self, snapshot: CatalogSnapshot) -> None:
         """Load everything ``snapshot`` wants, on this thread (start-up, before serving)."""
         self._snapshot = snapshot
+        self._routes.clear()
         for card in snapshot.wanted():
             if card.key not in self._served:
                 served = self._try_build(card)
@@ -210,6 +215,7 @@ class ModelRegistry:
             wanted = {c.key: c for c in snapshot.wanted()}
             gone = [k for k in self._served if k not in wanted or self._stale(k, wanted[k])]
             removed = [self._served.pop(k) for k in gone]
+            self._routes.clear()
             for key in [k for k in self._failed if k not in wanted]:
                 del self._failed[key]
             self._metrics.models_loaded.set(self.loaded)
@@ -323,8 +329,13 @@ class ModelRegistry:
     def get(self, ref: str, version: str | None = None) -> ServedModel:
         """A variant that can serve now: 404 if unknown, unpublished or unloaded; 422 if
         this hardware cannot run it; 503 while it loads or if it failed to load here."""
+        served = self._routes.get((ref, version))
+        if served is not None:
+            return served
         served = self.find(ref, version)
         if served.available:
+            if len(self._routes) < 10_000:  # names come from callers: bound it
+                self._routes[(ref, version)] = served
             return served
         reason = served.unavailable_reason or f"{ref} is unavailable"
         if served.state in ("unpublished", "unloaded"):

@@ -10,8 +10,8 @@ import torch
 from fastapi import FastAPI
 from torch import nn
 
+from app.catalog.graph import optimize_for_cpu
 from app.inference import graph
-from app.inference.graph import optimize_for_cpu
 from app.main import create_app
 from app.resources import resources
 from models.data import digits_split
@@ -55,7 +55,7 @@ class _BakesInBatchSize(nn.Module):
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # provoked on purpose
 def test_a_trace_that_changes_the_function_is_refused(caplog: pytest.LogCaptureFixture) -> None:
     module = _BakesInBatchSize().eval()
-    with caplog.at_level(logging.WARNING, logger="app.inference.graph"):
+    with caplog.at_level(logging.WARNING, logger="app.catalog.graph"):
         served, used = optimize_for_cpu(module, ITEM, "script")
     assert used == "channels_last"
     assert "outputs differ from eager" in caplog.text
