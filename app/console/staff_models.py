@@ -5,6 +5,7 @@ endpoints."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable
 
 from fastapi import APIRouter, Request
@@ -16,6 +17,7 @@ from app.console.staff_common import AdminForm, attempt, text
 from app.console.web import render, secure
 from app.db.session import SessionDep
 from app.inference import management
+from app.inference.admin import MODEL_NAME, VERSION, upload_from_form
 from app.inference.deps import catalog_sync
 from app.inference.deps import registry as _registry
 from app.inference.endpoints import _info
@@ -63,6 +65,28 @@ async def _change(
             session, user.principal, sync, registry, name, version
         )
     _, error = await attempt(session, call)
+    if error is not None:
+        return _page(request, user, [error.message], error.status_code)
+    return secure(RedirectResponse("/console/models", status_code=303))
+
+
+@router.post("/models/upload")
+async def upload(request: Request, user: AdminForm, session: SessionDep) -> Response:
+    """Add a version from an archive, a manifest and optional eval data: the same function
+    as ``POST /admin/models/{name}/versions/{version}``."""
+    form = await request.form()  # parsed (and its files spooled) by the CSRF check
+    name, version = text(form, "name"), text(form, "version")
+    if (
+        not name
+        or not version
+        or not re.fullmatch(MODEL_NAME, name)
+        or not re.fullmatch(VERSION, version)
+    ):
+        return _page(request, user, ["give a model name (a-z, 0-9, - or _) and a version"], 422)
+    sync = catalog_sync(request)
+    _, error = await attempt(
+        session, upload_from_form(request, session, user.principal, sync, name, version, form)
+    )
     if error is not None:
         return _page(request, user, [error.message], error.status_code)
     return secure(RedirectResponse("/console/models", status_code=303))

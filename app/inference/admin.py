@@ -3,6 +3,7 @@ each replica's actual state. Every write changes the catalog, which every replic
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 from datetime import datetime
@@ -12,8 +13,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.datastructures import UploadFile
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import FormData, UploadFile
 
+from app.audit.service import Actor
 from app.auth.deps import Admin, ProtectedRoute
 from app.catalog import repository
 from app.catalog.errors import ArchiveTooLarge
@@ -26,6 +29,7 @@ from app.inference import management
 from app.inference.deps import catalog_sync, model_store
 from app.inference.deps import registry as _registry
 from app.inference.endpoints import _info
+from app.inference.registry import ServedModel
 from app.inference.schemas import ModelInfo
 from app.inference.sync import CatalogSync, seen_since
 from app.validation import MAX_VERSION, Text
@@ -243,6 +247,59 @@ async def _spool(part: UploadFile, target: Path, limit: int | None, what: str) -
             out.write(chunk)
 
 
+async def upload_from_form(
+    request: Request,
+    session: AsyncSession,
+    actor: Actor,
+    sync: CatalogSync,
+    name: str,
+    version: str,
+    form: FormData,
+) -> list[ServedModel]:
+    """Add ``name``/``version`` from a parsed multipart form (``archive``, ``manifest`` as a
+    file or a field, optional ``eval``): the upload endpoint's and the console's."""
+    settings = request_settings(request)
+    archive_part, manifest_part, eval_part = (form.get(k) for k in ("archive", "manifest", "eval"))
+    if not isinstance(archive_part, UploadFile) or manifest_part is None:
+        raise BadRequest(
+            "send multipart/form-data with an 'archive' file and a 'manifest' "
+            "(file or field), and optionally an 'eval' .npz file"
+        )
+    scratch = Path(tempfile.mkdtemp(prefix="tollgate-upload-"))
+    try:
+        archive = scratch / "archive"
+        await _spool(archive_part, archive, settings.max_archive_bytes, "archive")
+        if isinstance(manifest_part, UploadFile):
+            manifest_raw: bytes | str = await manifest_part.read(1 << 20)
+        else:
+            manifest_raw = manifest_part
+        eval_path = None
+        if isinstance(eval_part, UploadFile) and eval_part.filename:
+            eval_path = scratch / "eval.npz"
+            await _spool(eval_part, eval_path, settings.max_archive_bytes, "eval data")
+        return await management.add_version(
+            session,
+            actor,
+            sync,
+            _registry(request),
+            model_store(request),
+            UploadLimits(
+                max_archive_bytes=settings.max_archive_bytes,
+                timeout_s=settings.validation_timeout_s,
+                memory_bytes=settings.validation_memory_bytes,
+                tolerance=settings.variant_tolerance,
+                measure_seconds=settings.measure_seconds,
+            ),
+            name=name,
+            version=version,
+            archive=archive,
+            manifest_raw=manifest_raw,
+            eval_path=eval_path,
+        )
+    finally:
+        await asyncio.to_thread(shutil.rmtree, scratch, True)
+
+
 @router.post(
     "/{name}/versions/{version}",
     status_code=201,
@@ -262,52 +319,11 @@ async def upload_version(
     memory limit; int8 (and on a GPU host fp16) variants are built and measured; the
     version is stored, registered and loaded by every replica. Audited. Nothing is kept
     when it is refused."""
-    settings = request_settings(request)
     # Read only after the key was checked (the Admin dependency): the body is not parsed
     # for a caller who may not upload.
     async with request.form(max_files=3, max_fields=3) as form:
-        archive_part, manifest_part, eval_part = (
-            form.get(k) for k in ("archive", "manifest", "eval")
-        )
-        if not isinstance(archive_part, UploadFile) or manifest_part is None:
-            raise BadRequest(
-                "send multipart/form-data with an 'archive' file and a 'manifest' "
-                "(file or field), and optionally an 'eval' .npz file"
-            )
-        scratch = Path(tempfile.mkdtemp(prefix="tollgate-upload-"))
-        try:
-            archive = scratch / "archive"
-            await _spool(archive_part, archive, settings.max_archive_bytes, "archive")
-            if isinstance(manifest_part, UploadFile):
-                manifest_raw: bytes | str = await manifest_part.read(1 << 20)
-            else:
-                manifest_raw = manifest_part
-            eval_path = None
-            if isinstance(eval_part, UploadFile):
-                eval_path = scratch / "eval.npz"
-                await _spool(eval_part, eval_path, settings.max_archive_bytes, "eval data")
-            registry = _registry(request)
-            served = await management.add_version(
-                session,
-                actor,
-                sync,
-                registry,
-                model_store(request),
-                UploadLimits(
-                    max_archive_bytes=settings.max_archive_bytes,
-                    timeout_s=settings.validation_timeout_s,
-                    memory_bytes=settings.validation_memory_bytes,
-                    tolerance=settings.variant_tolerance,
-                    measure_seconds=settings.measure_seconds,
-                ),
-                name=name,
-                version=version,
-                archive=archive,
-                manifest_raw=manifest_raw,
-                eval_path=eval_path,
-            )
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        served = await upload_from_form(request, session, actor, sync, name, version, form)
+    registry = _registry(request)
     base = served[0].manifest
     skipped = (base.compression or {}).get("skipped_variants", [])
     return UploadedVersion(

@@ -22,9 +22,12 @@ class BodyTooLarge(PayloadTooLarge):
 
 
 def is_upload(scope: Scope) -> bool:
-    """``POST /admin/models/{name}/versions/{version}``: a model archive upload."""
+    """``POST /admin/models/{name}/versions/{version}`` or the console's upload form: a
+    model archive upload."""
     if scope["method"] != "POST":
         return False
+    if scope["path"] == "/console/models/upload":
+        return True
     parts = scope["path"].split("/")
     return len(parts) == 6 and parts[1:3] == ["admin", "models"] and parts[4] == "versions"
 

@@ -3,7 +3,9 @@ calls the API's services; these tests read what an admin would see."""
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import httpx
 import pytest
@@ -478,3 +480,29 @@ async def test_audit_log_filters_and_paginates_newest_first(
     assert f"{per_page + 4} in all" in by_actor.text
     assert "0 in all" in (await client.get("/console/audit?until=2000-01-01")).text
     assert f"{per_page + 4} in all" in (await client.get("/console/audit?since=2000-01-01")).text
+
+
+async def test_models_page_uploads_a_version_and_shows_a_refusal(
+    app: FastAPI, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """The console's upload form runs the same upload as the API: the new version and its
+    int8 variant appear on the page; a bad manifest is shown next to the form."""
+    from tests.catalog.mlp import write_mlp
+
+    _, csrf = await _admin(app, client)
+    made = write_mlp(tmp_path, "torchscript")
+    manifest = json.dumps({**made.manifest, "name": "console-mlp", "version": "1"}).encode()
+    files = {
+        "archive": ("model.pt", made.archive.read_bytes()),
+        "manifest": ("manifest.json", manifest),
+        "eval": ("eval.npz", made.eval_npz.read_bytes()),
+    }
+    form = {"csrf_token": csrf, "name": "console-mlp", "version": "1"}
+    done = await client.post("/console/models/upload", data=form, files=files, timeout=300)
+    assert done.status_code == 303, done.text
+    page = (await client.get("/console/models")).text
+    assert "console-mlp" in page and "int8" in page
+    wrong = {**form, "version": "2"}  # the manifest says version 1
+    refused = await client.post("/console/models/upload", data=wrong, files=files, timeout=300)
+    assert refused.status_code == 422
+    assert 'role="alert"' in refused.text and "uploaded as console-mlp version 2" in refused.text
