@@ -81,8 +81,11 @@ def _build(module: torch.nn.Module, item_shape: tuple[int, ...], mode: CpuGraph)
         # Upstream's TorchScript deprecation notices; a TracerWarning still shows (and a
         # trace it warns about is caught by _check).
         warnings.filterwarnings("ignore", message=r".*is deprecated", category=Warning)
-        with torch.no_grad():
-            traced = torch.jit.trace(clone, example)  # type: ignore[no-untyped-call]
+        if isinstance(clone, torch.jit.ScriptModule):
+            traced = clone  # a TorchScript archive: already a graph
+        else:
+            with torch.no_grad():
+                traced = torch.jit.trace(clone, example)  # type: ignore[no-untyped-call]
         optimized: torch.nn.Module = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
     return optimized
 
