@@ -32,6 +32,8 @@ from torch import nn
 from models.manifest import MANIFEST_FILENAME, discover, load_weights, sha256_bytes
 
 ARCHIVE_FILE = "model.pt"
+# Top-level keys this step adds to every shipped manifest (besides models.manifest's keys).
+PACKAGED_KEYS: frozenset[str] = frozenset({"archive", "license", "preprocessing"})
 LICENSE = "MIT (trained by Tollgate on scikit-learn's bundled datasets, BSD-3-Clause)"
 PREPROCESSING = {
     "cnn": (

@@ -10,6 +10,7 @@ ignored, so the development environment's editable ``tollgate`` cannot leak in (
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -108,7 +109,10 @@ def test_the_wheel_carries_models_and_migrations(installed: Installed) -> None:
     for manifest in (REPO_ROOT / "models").glob("*/*/manifest.json"):
         shipped = manifest.relative_to(REPO_ROOT).as_posix()
         assert shipped in names
-        assert shipped.replace("manifest.json", "weights.pt") in names
+        # the server loads only the TorchScript archive; training's weights.pt stays behind
+        archive = json.loads(manifest.read_text(encoding="utf-8"))["archive"]["file"]
+        assert shipped.replace("manifest.json", archive) in names
+        assert shipped.replace("manifest.json", "weights.pt") not in names
     for script in (REPO_ROOT / "migrations" / "versions").glob("*.py"):
         assert script.relative_to(REPO_ROOT).as_posix() in names
     assert {"migrations/env.py", "migrations/script.py.mako", "app/db/migrate.py"} <= names

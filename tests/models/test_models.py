@@ -13,6 +13,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.metrics import r2_score
 
 import models
+from app.catalog.archive import inspect_archive, load_archive
 from models.architectures import ARCHITECTURES, DiabetesLinReg, DigitsCNN
 from models.data import Split, diabetes_split, digits_preprocess, digits_split, indices_sha256
 from models.manifest import (
@@ -27,6 +28,7 @@ from models.manifest import (
     parse_manifest,
     sha256_file,
 )
+from models.package import PACKAGED_KEYS
 from models.train import LinRegConfig, serialize_state_dict, train_linreg, write_artifacts
 
 MODELS_ROOT = Path(models.__file__).resolve().parent
@@ -64,10 +66,36 @@ def test_manifest_is_canonical_json_with_exact_keys(name: str, version: str) -> 
     path = MODELS_ROOT / name / version / "manifest.json"
     text = path.read_text(encoding="utf-8")
     raw = json.loads(text)
-    assert REQUIRED_KEYS <= set(raw) <= REQUIRED_KEYS | OPTIONAL_KEYS
+    # models.package adds the archive block and the card's license and preprocessing notes
+    assert (
+        REQUIRED_KEYS | PACKAGED_KEYS <= set(raw) <= REQUIRED_KEYS | OPTIONAL_KEYS | PACKAGED_KEYS
+    )
     assert raw["variant"] is None
     assert text == json.dumps(raw, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
     assert raw["training"]["seed"] == raw["dataset"]["seed"] == 0
+
+
+@pytest.mark.parametrize(
+    "manifest_dir",
+    [d for d, _ in discover(MODELS_ROOT)],
+    ids=lambda d: d.relative_to(MODELS_ROOT).as_posix(),
+)
+def test_archive_is_the_one_recorded_and_reproduces_the_trained_weights(manifest_dir: Path) -> None:
+    """Tollgate serves only ``model.pt`` (models.package): it must be the file the manifest
+    names, a TorchScript archive that loads without the repository's classes, and compute
+    what the trained weights compute."""
+    manifest = load_manifest(manifest_dir / "manifest.json")
+    block = manifest.raw["archive"]
+    archive = manifest_dir / block["file"]
+    assert block["format"] == "torchscript" == inspect_archive(archive)
+    assert (sha256_file(archive), archive.stat().st_size) == (block["sha256"], block["bytes"])
+    if manifest.requires_device == "cuda":
+        return  # fp16: checked against eager when packaged; no CPU fp16 forward here
+    x = torch.rand(4, *manifest.inputs[0].shape, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        want = load_weights(manifest_dir, manifest)(x)
+        got = load_archive(archive, "torchscript")(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(("name", "version"), SHIPPED)

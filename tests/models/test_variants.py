@@ -26,6 +26,7 @@ from models.manifest import (
     parse_manifest,
     sha256_file,
 )
+from models.package import PACKAGED_KEYS
 from models.quantization import allow_nondeterministic
 
 MODELS_ROOT = Path(models.__file__).resolve().parent
@@ -85,7 +86,10 @@ def test_variant_manifest_fields(variant: str, base: tuple[Path, Manifest]) -> N
     text = (mdir / "manifest.json").read_text(encoding="utf-8")
     raw = json.loads(text)
     assert text == json.dumps(raw, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-    assert REQUIRED_KEYS <= set(raw) <= REQUIRED_KEYS | OPTIONAL_KEYS
+    # models.package adds the archive block and the card's license and preprocessing notes
+    assert (
+        REQUIRED_KEYS | PACKAGED_KEYS <= set(raw) <= REQUIRED_KEYS | OPTIONAL_KEYS | PACKAGED_KEYS
+    )
     assert manifest.variant == variant
     assert raw["base"] == {"name": "cnn", "version": "1"}
     fmt, dtype, device, architecture = EXPECTED[variant]
