@@ -28,7 +28,10 @@ async def test_list_and_describe_models(app: FastAPI, client: httpx.AsyncClient)
     names = {m["name"] for m in listing}
     assert {"cnn", "linreg"} <= names
     cnn = (await client.get("/v1/models/cnn", headers=bearer(key))).json()
-    assert cnn["inputs"] == [{"name": "image", "shape": [3, 28, 28], "dtype": "float32"}]
+    # the declared value range is part of the card (inputs outside it are refused)
+    assert cnn["inputs"] == [
+        {"name": "image", "shape": [3, 28, 28], "dtype": "float32", "range": [0.0, 1.0]}
+    ]
     assert cnn["labels"] == [str(i) for i in range(10)]
     assert cnn["metrics"]["test_accuracy"] >= 0.97
     assert cnn["device"] == "cpu"

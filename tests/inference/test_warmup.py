@@ -17,9 +17,10 @@ import torch
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.catalog.service import shipped_snapshot
+from app.catalog.store import DirectoryStore
 from app.inference.predictor import Array, Predictor
 from app.inference.warmup import RUNS_PER_SIZE, warm_up_sizes
-from models.manifest import discover
 from tests.conftest import bearer, ledger, make_key
 from tests.paths import REPO_ROOT
 
@@ -35,10 +36,12 @@ class _CountingPredictor(Predictor):
 
 
 def _loaded(name: str, max_batch_items: int) -> _CountingPredictor:
-    manifest_dir, manifest = next(
-        (d, m) for d, m in discover(REPO_ROOT / "models") if m.name == name and m.variant is None
+    models_dir = REPO_ROOT / "models"
+    card = next(
+        c for c in shipped_snapshot(models_dir).cards if c.name == name and c.variant is None
     )
-    predictor = _CountingPredictor(manifest_dir, manifest, max_batch_items=max_batch_items)
+    archive = DirectoryStore(models_dir, models_dir).local_path(card.archive_uri)
+    predictor = _CountingPredictor(archive, card, max_batch_items=max_batch_items)
     predictor.forwards = []
     predictor.load(torch.device("cpu"))  # built here, not taken from the session's modules
     return predictor
