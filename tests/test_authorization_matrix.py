@@ -92,6 +92,8 @@ EXPECTED: dict[tuple[str, str], dict[str, int | str]] = {
     ("GET", "/admin/models"): ADMIN,
     ("POST", "/admin/models/{name}/versions/{version}/load"): ADMIN,
     ("POST", "/admin/models/{name}/versions/{version}/unload"): ADMIN,
+    ("POST", "/admin/models/{name}/versions/{version}"): ADMIN,
+    ("PUT", "/admin/models/{name}/versions/{version}/published"): ADMIN,
     ("PUT", "/admin/models/{name}/default"): ADMIN,
     ("POST", "/finance/periods/{period}/close"): FINANCE,
     ("GET", "/finance/invoices"): FINANCE,
