@@ -4,6 +4,10 @@ No auth, no metering, no validation beyond what numpy does: the ceiling Tollgate
 request path is compared against. Same stack as Tollgate (uvicorn, orjson, torch in a
 worker thread, one torch thread). Run: ``python -m scripts.bare_server --port 8101``.
 
+It serves the very archives Tollgate serves (each shipped base model's ``model.pt``, read
+with ``app.catalog.archive.load_archive``), not modules rebuilt from training weights, so a
+difference in the benchmark is the request path's and never the model's.
+
 ``--graph script`` runs each float32 model through the same CPU graph optimization Tollgate
 serves with (``app/catalog/graph.py``), for a like-for-like comparison of the request path
 alone; the default (eager) is the plain endpoint a developer would write.
@@ -14,7 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -23,20 +27,25 @@ import uvicorn
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
+from app.catalog.archive import ArchiveFormat, load_archive
 from app.catalog.graph import CpuGraph, optimize_for_cpu
+from app.catalog.service import shipped_snapshot
+from app.catalog.store import DirectoryStore
 from app.config import shipped_models_dir
-from models.manifest import discover, load_weights
 
 
 def build(graph: CpuGraph = "eager") -> FastAPI:
     torch.set_num_threads(1)
+    models_dir = shipped_models_dir()
+    store = DirectoryStore(models_dir, builtin_root=models_dir)  # builtin: URIs only
     modules: dict[str, tuple[torch.nn.Module, tuple[str, ...] | None]] = {}
-    for mdir, manifest in discover(shipped_models_dir()):
-        if manifest.variant is not None:
+    for card in shipped_snapshot(models_dir).cards:
+        if card.variant is not None:
             continue
-        module = load_weights(mdir, manifest).eval()
-        module, _ = optimize_for_cpu(module, tuple(manifest.inputs[0].shape), graph)
-        modules[manifest.name] = (module, manifest.labels)
+        fmt = cast(ArchiveFormat, card.archive_format)
+        module = load_archive(store.local_path(card.archive_uri), fmt)
+        module, _ = optimize_for_cpu(module, tuple(card.inputs[0].shape), graph)
+        modules[card.name] = (module, card.labels)
     executor = ThreadPoolExecutor(max_workers=2)
     app = FastAPI()
 

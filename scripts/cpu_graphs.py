@@ -27,26 +27,28 @@ SIZES = (1, 2, 5, 8, 16, 31, 32, 33, 48, 63, 64)
 
 
 def _module(model_dir: Path, mode: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
+    from app.catalog.archive import load_archive
     from app.catalog.graph import _build
     from models.manifest import load_manifest, load_weights
 
     manifest = load_manifest(model_dir / "manifest.json")
-    module = load_weights(model_dir, manifest).eval()
     shape = tuple(manifest.inputs[0].shape)
-    if mode == "eager":
-        return module, shape
-    if mode in ("channels_last", "script"):
-        return _build(module, shape, mode), shape  # type: ignore[arg-type]
-    if mode == "onednn":
-        torch.jit.enable_onednn_fusion(True)
-        with torch.no_grad():
-            traced = torch.jit.trace(module, torch.rand(2, *shape))  # type: ignore[no-untyped-call]
-            return torch.jit.freeze(traced), shape
     if mode == "inductor":
+        # torch.compile traces Python modules, not TorchScript: the trained eager module
         import torch._inductor.config as inductor
 
         inductor.freezing = True
+        module = load_weights(model_dir, manifest).eval()
         return torch.compile(module, dynamic=True), shape  # type: ignore[return-value]
+    # The archive Tollgate serves (models.package), as Tollgate loads it.
+    archive = load_archive(model_dir / manifest.raw["archive"]["file"], "torchscript")
+    if mode == "eager":
+        return archive, shape
+    if mode in ("channels_last", "script"):
+        return _build(archive, shape, mode), shape  # type: ignore[arg-type]
+    if mode == "onednn":
+        torch.jit.enable_onednn_fusion(True)
+        return torch.jit.freeze(archive), shape  # type: ignore[arg-type]
     raise SystemExit(f"unknown mode {mode!r}")
 
 
