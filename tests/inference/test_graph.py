@@ -10,8 +10,8 @@ import torch
 from fastapi import FastAPI
 from torch import nn
 
-from app.catalog.graph import optimize_for_cpu
 from app.catalog import graph
+from app.catalog.graph import optimize_for_cpu
 from app.main import create_app
 from app.resources import resources
 from models.data import digits_split
