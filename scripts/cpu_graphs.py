@@ -48,7 +48,7 @@ def _module(model_dir: Path, mode: str) -> tuple[torch.nn.Module, tuple[int, ...
         return _build(archive, shape, mode), shape  # type: ignore[arg-type]
     if mode == "onednn":
         torch.jit.enable_onednn_fusion(True)
-        return torch.jit.freeze(archive), shape  # type: ignore[arg-type]
+        return torch.jit.freeze(archive), shape
     raise SystemExit(f"unknown mode {mode!r}")
 
 
