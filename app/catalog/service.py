@@ -56,9 +56,12 @@ async def seed_builtin(session: AsyncSession, models_dir: Path) -> list[str]:
     default). Safe to run from every replica at once: the loser of a race sees the
     winner's rows. Returns the ``name/version`` pairs added."""
     added = []
-    known = set(
-        (await session.execute(select(ModelVersion.model_name, ModelVersion.version))).tuples()
-    )
+    known = {
+        (name, version)
+        for name, version in await session.execute(
+            select(ModelVersion.model_name, ModelVersion.version)
+        )
+    }
     for name, versions in _shipped(models_dir).items():
         for version in sorted(versions, key=version_key):
             if (name, version) in known:
@@ -141,6 +144,8 @@ async def set_loaded(
     ``cnn`` is the base model only, ``cnn:int8`` the int8 variant only."""
     version_row, variant_row = await _variant(session, ref, version)
     before = variant_row.loaded
+    if before == loaded:  # already so: nothing to record, nothing for replicas to do
+        return repository.to_card(version_row, variant_row)
     variant_row.loaded = loaded
     await session.flush()
     await record(
@@ -162,6 +167,8 @@ async def set_published(
     """Publish a variant (callers may use it; replicas load it) or take it out of service."""
     version_row, variant_row = await _variant(session, ref, version)
     before = {"published": variant_row.published, "reason": variant_row.unpublished_reason}
+    if variant_row.published == published:
+        return repository.to_card(version_row, variant_row)
     variant_row.published = published
     if published:
         variant_row.unpublished_reason = None

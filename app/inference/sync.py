@@ -58,6 +58,7 @@ class CatalogSync:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_report = 0.0
+        self._report_lock = asyncio.Lock()
 
     async def start_up(self) -> None:
         """Register the shipped models if the catalog lacks them, read it and load what it
@@ -90,8 +91,10 @@ class CatalogSync:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        # Best effort, and bounded: a replica that cannot say goodbye ages out of
+        # /admin/models after three heartbeats anyway.
         with contextlib.suppress(Exception):
-            async with self._sessionmaker() as session:
+            async with asyncio.timeout(2.0), self._sessionmaker() as session:
                 await repository.forget_replica(session, self.replica_id)
                 await session.commit()
 
@@ -112,10 +115,19 @@ class CatalogSync:
         return snapshot.revision
 
     async def _report(self, *, force: bool) -> None:
+        """Write what this replica serves (one report at a time; a failed report is logged,
+        never the caller's failure: the next one catches up)."""
         now = asyncio.get_running_loop().time()
         if not force and now - self._last_report < self._heartbeat_s:
             return
         self._last_report = now
+        try:
+            async with self._report_lock:
+                await self._save_report()
+        except Exception:
+            log.warning("could not report this replica's models", exc_info=True)
+
+    async def _save_report(self) -> None:
         async with self._sessionmaker() as session:
             await repository.save_replica(
                 session,
