@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from app.catalog.service import shipped_snapshot
+from app.catalog.store import DirectoryStore
 from app.config import Settings, shipped_models_dir
 from app.inference.registry import ModelRegistry
 from app.observability.metrics import Metrics
@@ -58,10 +60,10 @@ def ceiling(device: str, refs: list[str], seconds: float) -> dict[str, dict[int,
     """Items/s of each model's served predictor, in process, per batch size, with the torch
     thread count the server uses."""
     torch.set_num_threads(Settings().torch_threads)
-    registry = ModelRegistry(
-        shipped_models_dir(), Metrics(), device=device, max_batch_items=64, threads=1
-    )
-    registry.load_all()
+    models = shipped_models_dir()
+    store = DirectoryStore(Path(tempfile.mkdtemp(prefix="tollgate-gpu-store-")), models)
+    registry = ModelRegistry(store, Metrics(), device=device, max_batch_items=64, threads=1)
+    registry.apply_now(shipped_snapshot(models))
     _, test = digits_split()
     out: dict[str, dict[int, float]] = {}
     for ref in refs:
