@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test lint bench train openapi assets screenshots clean
+.PHONY: install run test lint bench bench-replicas train openapi assets screenshots clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ bench: install  ## bounded loopback load vs a bare FastAPI endpoint; period clos
 	$(BIN)/python -m scripts.bench
 	$(BIN)/python -m scripts.bench_close
 	$(BIN)/python -m scripts.bench_console
+
+bench-replicas: install  ## 1, 2 and 4 server processes on one Postgres and Redis: req/s, ledger commits, what saturates (docs/scaling.md)
+	$(BIN)/python -m scripts.bench_replicas
 
 train: install  ## rebuild the shipped model weights and manifests (deterministic)
 	$(BIN)/python -m models.train
