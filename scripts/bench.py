@@ -29,7 +29,8 @@ from scripts.loadgen import v2_binary_body
 
 ROOT = Path(__file__).resolve().parent.parent
 PG = os.environ.get("TOLLGATE_BENCH_PG", "postgres@127.0.0.1:5432")
-BENCH_DB = "tollgate_bench"
+# Its own database name per run if set, so two benches on one Postgres do not drop each other's.
+BENCH_DB = os.environ.get("TOLLGATE_BENCH_DB", "tollgate_bench")
 SECRET = "bench-secret-0123456789abcdef"  # noqa: S105 - a throwaway bench database
 
 
@@ -53,9 +54,46 @@ def _ms(value: str) -> float:
     return float(m[1]) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m[2]]
 
 
+def cload() -> Path:
+    """``scripts/cload.c`` built into var/bench: the load generator where ``wrk`` is absent
+    (same model: one thread, closed loop, keep-alive, latency from send to last byte)."""
+    binary = ROOT / "var" / "bench" / "cload"
+    source = ROOT / "scripts" / "cload.c"
+    if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cc", "-O2", "-o", str(binary), str(source)], check=True)
+    return binary
+
+
+def run_cload(
+    url: str, body: bytes, headers: dict[str, str], conns: int, seconds: int
+) -> dict[str, float]:
+    m = re.fullmatch(r"http://127\.0\.0\.1:(\d+)(/.*)", url)
+    if not m:
+        raise ValueError(url)
+    head = [f"POST {m[2]} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json"]
+    head += [f"{k}: {v}" for k, v in headers.items()]
+    head.append(f"Content-Length: {len(body)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        request = Path(tmp) / "request"
+        request.write_bytes(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        cmd = ["taskset", "-c", "1", str(cload()), m[1], str(conns), str(seconds), str(request)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()
+    values = dict(zip(out[::2], out[1::2], strict=True))
+    return {
+        "rps": float(values["rps"]),
+        "p50": float(values["p50_us"]) / 1e3,
+        "p99": float(values["p99_us"]) / 1e3,
+        "requests": int(values["requests"]),
+        "non_2xx": int(values["non2xx"]),
+    }
+
+
 def run_wrk(
     url: str, body: bytes, headers: dict[str, str], conns: int, seconds: int
 ) -> dict[str, float]:
+    if shutil.which("wrk") is None:
+        return run_cload(url, body, headers, conns, seconds)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "body.json").write_bytes(body)
         lines = ['wrk.method = "POST"', 'wrk.headers["Content-Type"] = "application/json"']
@@ -116,8 +154,8 @@ def main() -> None:
         help="Comma-separated scenario name prefixes to run (e.g. 'S1,S2'); default: all.",
     )
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is needed: apt-get install -y wrk")
+    if shutil.which("wrk") is None and shutil.which("cc") is None:
+        sys.exit("wrk (apt-get install -y wrk) or a C compiler for scripts/cload.c is needed")
 
     db_url = prepare_db()
     env = {
@@ -347,9 +385,10 @@ def render(results: list[Result], args: argparse.Namespace, rows: int, served: i
         items = next((r.items for r in results if r.scenario == scenario), 1)
         return None if rps is None else rps * items
 
+    client = "wrk" if shutil.which("wrk") else "cload"
     lines = [
         f"Machine: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}; "
-        f"server pinned to CPU 0, wrk (-t1 -d{args.seconds}s) on CPU 1; "
+        f"server pinned to CPU 0, {client} (-t1 -d{args.seconds}s) on CPU 1; "
         f"{args.rounds} alternating rounds, median shown.",
         "",
         "Bare: a plain FastAPI endpoint, eager torch. Bare script: the same endpoint running "
