@@ -45,6 +45,10 @@ class Result:
     requests: int
     non_2xx: int
     items: int = 1
+    # Tollgate only: the ledger's commit round trip during the run (the server's own
+    # tollgate_meter_commit_seconds), which every 200 waits for: the machine's fsync shows here.
+    commit_ms: float | None = None
+    rows_per_commit: float | None = None
 
 
 def _ms(value: str) -> float:
@@ -129,6 +133,24 @@ def run_wrk(
         "requests": total,
         "non_2xx": int(bad[1]) if bad else 0,
     }
+
+
+def meter_totals(metrics_url: str) -> tuple[float, float, float]:
+    """(commit seconds, commits, rows) so far, from the server's Prometheus text."""
+    import urllib.request
+
+    with urllib.request.urlopen(metrics_url, timeout=5) as r:  # noqa: S310 - loopback only
+        text = r.read().decode()
+
+    def value(name: str) -> float:
+        m = re.search(rf"^{name} ([\d.e+-]+)$", text, re.M)
+        return float(m[1]) if m else 0.0
+
+    return (
+        value("tollgate_meter_commit_seconds_sum"),
+        value("tollgate_meter_commit_seconds_count"),
+        value("tollgate_meter_batch_size_sum"),
+    )
 
 
 def prepare_db() -> str:
@@ -303,8 +325,17 @@ def main() -> None:
                 for sc in scenarios:
                     target = sc.url.format(model=sc.model)
                     warm = run_wrk(target, sc.body, sc.headers, sc.connections, 2)
+                    is_tollgate = server_name.startswith("tollgate")
+                    metrics = "http://127.0.0.1:8102/metrics"
+                    before = meter_totals(metrics) if is_tollgate else None
                     r = run_wrk(target, sc.body, sc.headers, sc.connections, args.seconds)
-                    if server_name.startswith("tollgate"):
+                    commit_ms = rows_per_commit = None
+                    if before is not None:
+                        after = meter_totals(metrics)
+                        seconds, commits, rows = (a - b for a, b in zip(after, before, strict=True))
+                        if commits:
+                            commit_ms, rows_per_commit = 1e3 * seconds / commits, rows / commits
+                    if is_tollgate:
                         served += int(warm["requests"] - warm["non_2xx"])
                         served += int(r["requests"] - r["non_2xx"])
                     results.append(
@@ -318,12 +349,19 @@ def main() -> None:
                             int(r["requests"]),
                             int(r["non_2xx"]),
                             sc.items,
+                            commit_ms,
+                            rows_per_commit,
                         )
+                    )
+                    ledger = (
+                        f" commit {commit_ms:5.2f} ms ({rows_per_commit:.1f} rows)"
+                        if commit_ms is not None and rows_per_commit is not None
+                        else ""
                     )
                     print(
                         f"round {rnd} {server_name:22} {sc.name:42} {r['rps']:8.0f} req/s "
                         f"{r['rps'] * sc.items:9.0f} items/s p50 {r['p50']:6.2f} ms "
-                        f"p99 {r['p99']:6.2f} ms non-2xx {r['non_2xx']}",
+                        f"p99 {r['p99']:6.2f} ms non-2xx {r['non_2xx']}{ledger}",
                         flush=True,
                     )
 
@@ -454,6 +492,18 @@ def render(results: list[Result], args: argparse.Namespace, rows: int, served: i
                 f"S3 on cnn:{variant}: JSON {json_v:,.0f} items/s, binary {bin_v:,.0f} "
                 f"items/s: binary/JSON = {bin_v / json_v:.2f}x",
             ]
+    commits = [
+        (r.scenario, r.round, r.commit_ms, r.rows_per_commit)
+        for r in results
+        if r.server == "tollgate" and r.commit_ms is not None
+    ]
+    if commits:
+        lines += [
+            "",
+            "Ledger commit round trip during each Tollgate run (tollgate_meter_commit_seconds: "
+            "every 200 waits for one): "
+            + "; ".join(f"{s} round {n}: {ms:.2f} ms, {k:.1f} rows" for s, n, ms, k in commits),
+        ]
     lines += [
         "",
         f"Ledger check: {rows:,} billable usage rows for {served:,} 2xx responses "
