@@ -1,6 +1,8 @@
 /* Closed-loop HTTP/1.1 keep-alive load generator (a stand-in for wrk where wrk is absent).
  * cload PORT CONNECTIONS SECONDS REQUEST_FILE  -> prints "requests N non2xx N seconds S p50_us X p99_us Y"
- * REQUEST_FILE holds the whole raw request (head + body). One thread, epoll. */
+ * REQUEST_FILE holds the whole raw request (head + body). One thread, epoll. Responses must
+ * carry Content-Length (no chunked bodies) and fit in 64 KiB: what the bench's servers send.
+ * Only responses completed within SECONDS count; latency is send to last byte. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
