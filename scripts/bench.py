@@ -29,7 +29,8 @@ from scripts.loadgen import v2_binary_body
 
 ROOT = Path(__file__).resolve().parent.parent
 PG = os.environ.get("TOLLGATE_BENCH_PG", "postgres@127.0.0.1:5432")
-BENCH_DB = "tollgate_bench"
+# Its own database name per run if set, so two benches on one Postgres do not drop each other's.
+BENCH_DB = os.environ.get("TOLLGATE_BENCH_DB", "tollgate_bench")
 SECRET = "bench-secret-0123456789abcdef"  # noqa: S105 - a throwaway bench database
 
 
@@ -44,6 +45,10 @@ class Result:
     requests: int
     non_2xx: int
     items: int = 1
+    # Tollgate only: the ledger's commit round trip during the run (the server's own
+    # tollgate_meter_commit_seconds), which every 200 waits for: the machine's fsync shows here.
+    commit_ms: float | None = None
+    rows_per_commit: float | None = None
 
 
 def _ms(value: str) -> float:
@@ -53,9 +58,46 @@ def _ms(value: str) -> float:
     return float(m[1]) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m[2]]
 
 
+def cload() -> Path:
+    """``scripts/cload.c`` built into var/bench: the load generator where ``wrk`` is absent
+    (same model: one thread, closed loop, keep-alive, latency from send to last byte)."""
+    binary = ROOT / "var" / "bench" / "cload"
+    source = ROOT / "scripts" / "cload.c"
+    if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cc", "-O2", "-o", str(binary), str(source)], check=True)
+    return binary
+
+
+def run_cload(
+    url: str, body: bytes, headers: dict[str, str], conns: int, seconds: int
+) -> dict[str, float]:
+    m = re.fullmatch(r"http://127\.0\.0\.1:(\d+)(/.*)", url)
+    if not m:
+        raise ValueError(url)
+    head = [f"POST {m[2]} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json"]
+    head += [f"{k}: {v}" for k, v in headers.items()]
+    head.append(f"Content-Length: {len(body)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        request = Path(tmp) / "request"
+        request.write_bytes(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        cmd = ["taskset", "-c", "1", str(cload()), m[1], str(conns), str(seconds), str(request)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()
+    values = dict(zip(out[::2], out[1::2], strict=True))
+    return {
+        "rps": float(values["rps"]),
+        "p50": float(values["p50_us"]) / 1e3,
+        "p99": float(values["p99_us"]) / 1e3,
+        "requests": int(values["requests"]),
+        "non_2xx": int(values["non2xx"]),
+    }
+
+
 def run_wrk(
     url: str, body: bytes, headers: dict[str, str], conns: int, seconds: int
 ) -> dict[str, float]:
+    if shutil.which("wrk") is None:
+        return run_cload(url, body, headers, conns, seconds)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "body.json").write_bytes(body)
         lines = ['wrk.method = "POST"', 'wrk.headers["Content-Type"] = "application/json"']
@@ -93,6 +135,24 @@ def run_wrk(
     }
 
 
+def meter_totals(metrics_url: str) -> tuple[float, float, float]:
+    """(commit seconds, commits, rows) so far, from the server's Prometheus text."""
+    import urllib.request
+
+    with urllib.request.urlopen(metrics_url, timeout=5) as r:  # noqa: S310 - loopback only
+        text = r.read().decode()
+
+    def value(name: str) -> float:
+        m = re.search(rf"^{name} ([\d.e+-]+)$", text, re.M)
+        return float(m[1]) if m else 0.0
+
+    return (
+        value("tollgate_meter_commit_seconds_sum"),
+        value("tollgate_meter_commit_seconds_count"),
+        value("tollgate_meter_batch_size_sum"),
+    )
+
+
 def prepare_db() -> str:
     with psycopg.connect(f"postgresql://{PG}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
@@ -116,8 +176,8 @@ def main() -> None:
         help="Comma-separated scenario name prefixes to run (e.g. 'S1,S2'); default: all.",
     )
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is needed: apt-get install -y wrk")
+    if shutil.which("wrk") is None and shutil.which("cc") is None:
+        sys.exit("wrk (apt-get install -y wrk) or a C compiler for scripts/cload.c is needed")
 
     db_url = prepare_db()
     env = {
@@ -265,8 +325,17 @@ def main() -> None:
                 for sc in scenarios:
                     target = sc.url.format(model=sc.model)
                     warm = run_wrk(target, sc.body, sc.headers, sc.connections, 2)
+                    is_tollgate = server_name.startswith("tollgate")
+                    metrics = "http://127.0.0.1:8102/metrics"
+                    before = meter_totals(metrics) if is_tollgate else None
                     r = run_wrk(target, sc.body, sc.headers, sc.connections, args.seconds)
-                    if server_name.startswith("tollgate"):
+                    commit_ms = rows_per_commit = None
+                    if before is not None:
+                        after = meter_totals(metrics)
+                        seconds, commits, rows = (a - b for a, b in zip(after, before, strict=True))
+                        if commits:
+                            commit_ms, rows_per_commit = 1e3 * seconds / commits, rows / commits
+                    if is_tollgate:
                         served += int(warm["requests"] - warm["non_2xx"])
                         served += int(r["requests"] - r["non_2xx"])
                     results.append(
@@ -280,12 +349,19 @@ def main() -> None:
                             int(r["requests"]),
                             int(r["non_2xx"]),
                             sc.items,
+                            commit_ms,
+                            rows_per_commit,
                         )
+                    )
+                    ledger = (
+                        f" commit {commit_ms:5.2f} ms ({rows_per_commit:.1f} rows)"
+                        if commit_ms is not None and rows_per_commit is not None
+                        else ""
                     )
                     print(
                         f"round {rnd} {server_name:22} {sc.name:42} {r['rps']:8.0f} req/s "
                         f"{r['rps'] * sc.items:9.0f} items/s p50 {r['p50']:6.2f} ms "
-                        f"p99 {r['p99']:6.2f} ms non-2xx {r['non_2xx']}",
+                        f"p99 {r['p99']:6.2f} ms non-2xx {r['non_2xx']}{ledger}",
                         flush=True,
                     )
 
@@ -347,9 +423,10 @@ def render(results: list[Result], args: argparse.Namespace, rows: int, served: i
         items = next((r.items for r in results if r.scenario == scenario), 1)
         return None if rps is None else rps * items
 
+    client = "wrk" if shutil.which("wrk") else "cload"
     lines = [
         f"Machine: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}; "
-        f"server pinned to CPU 0, wrk (-t1 -d{args.seconds}s) on CPU 1; "
+        f"server pinned to CPU 0, {client} (-t1 -d{args.seconds}s) on CPU 1; "
         f"{args.rounds} alternating rounds, median shown.",
         "",
         "Bare: a plain FastAPI endpoint, eager torch. Bare script: the same endpoint running "
@@ -415,6 +492,18 @@ def render(results: list[Result], args: argparse.Namespace, rows: int, served: i
                 f"S3 on cnn:{variant}: JSON {json_v:,.0f} items/s, binary {bin_v:,.0f} "
                 f"items/s: binary/JSON = {bin_v / json_v:.2f}x",
             ]
+    commits = [
+        (r.scenario, r.round, r.commit_ms, r.rows_per_commit)
+        for r in results
+        if r.server == "tollgate" and r.commit_ms is not None
+    ]
+    if commits:
+        lines += [
+            "",
+            "Ledger commit round trip during each Tollgate run (tollgate_meter_commit_seconds: "
+            "every 200 waits for one): "
+            + "; ".join(f"{s} round {n}: {ms:.2f} ms, {k:.1f} rows" for s, n, ms, k in commits),
+        ]
     lines += [
         "",
         f"Ledger check: {rows:,} billable usage rows for {served:,} 2xx responses "
