@@ -87,9 +87,15 @@ class CatalogSync:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            # Bounded: a task stuck in a network call (a listener whose connection hangs)
+            # must not hold up the shutdown; it is abandoned with the event loop.
+            done, pending = await asyncio.wait(self._tasks, timeout=2.0)
+            for task in done:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    task.result()
+            if pending:
+                log.warning("catalog sync tasks did not stop within 2 s; abandoning them")
         self._tasks.clear()
         # Best effort, and bounded: a replica that cannot say goodbye ages out of
         # /admin/models after three heartbeats anyway.
