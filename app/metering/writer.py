@@ -246,14 +246,16 @@ def _refused_value(exc: BaseException) -> bool:
 # exactly the rows it inserted (a request id already present, e.g. on a retry, returns
 # nothing), and they are summed per rollup key and upserted. One statement is one
 # transaction, so a rollup can never hold a row the ledger lacks or miss one it has; the
-# sums are sorted by key so concurrent lanes lock rollup rows in one order (no deadlock).
+# rows are inserted in request id order and the sums upserted in key order, so two batches
+# that share rows (a retry racing its own first attempt) take their locks in one order and
+# cannot deadlock.
 # The dedupe key is (request_id, created_at): see the migration ledger_partitions.
 _PG_COLUMNS = ", ".join(_COLUMNS)
 # Built from constant column lists, never from input.
 _PG_INSERT = (
     "WITH inserted AS ("  # noqa: S608
     f"INSERT INTO usage_events ({_PG_COLUMNS}) SELECT {_PG_COLUMNS} "
-    "FROM json_populate_recordset(NULL::usage_events, $1::json) "
+    "FROM json_populate_recordset(NULL::usage_events, $1::json) ORDER BY request_id "
     "ON CONFLICT (request_id, created_at) DO NOTHING "
     "RETURNING customer_id, api_key_id, model, version, variant, billable, status_code, "
     "items, compute_us, created_at) "
