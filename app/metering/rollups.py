@@ -90,3 +90,16 @@ async def upsert_rollups(conn: AsyncConnection, sums: list[dict[str, Any]]) -> N
             set_={m: table[m] + stmt.excluded[m] for m in ROLLUP_MEASURES},
         )
     )
+
+
+# Rebuilds every rollup from the ledger in one statement (Postgres): for benchmarks and
+# backfills that load rows in bulk, around the writer. Run it on an empty usage_hourly.
+FILL_FROM_LEDGER_SQL = """
+INSERT INTO usage_hourly (customer_id, hour, api_key_id, model, version, variant, billable,
+                          requests, errors, items, compute_us)
+SELECT customer_id, date_trunc('hour', created_at, 'UTC'), api_key_id, coalesce(model, ''),
+       coalesce(version, ''), coalesce(variant, ''), billable, count(*),
+       count(*) FILTER (WHERE status_code >= 400), sum(items), sum(compute_us)
+FROM usage_events
+GROUP BY 1, 2, 3, 4, 5, 6, 7
+"""
