@@ -148,13 +148,18 @@ async def _measure(url: str, customers: int) -> dict[str, object]:
     out["preview p50/p99 ms"] = await timed(preview_one)
     out["usage by day p50/p99 ms"] = await timed(await usage(GroupBy.day))
     out["usage by model p50/p99 ms"] = await timed(await usage(GroupBy.model))
-    t = time.perf_counter()
-    async with sessions() as session, session.begin():
-        result = await close_period(
-            session, "bench", PERIOD, grace=timedelta(0), seller=seller, now=datetime.now(UTC)
-        )
-    out["close s"] = time.perf_counter() - t
-    out["invoices"] = len(result.created)
+    # The close writes every invoice (flushed), then rolls back: the database is left as
+    # generated, so a run with --reuse measures the same close again.
+    async with sessions() as session:
+        t = time.perf_counter()
+        async with session.begin():
+            result = await close_period(
+                session, "bench", PERIOD, grace=timedelta(0), seller=seller, now=datetime.now(UTC)
+            )
+            await session.flush()
+            out["close s"] = time.perf_counter() - t
+            out["invoices"] = len(result.created)
+            await session.rollback()
     await engine.dispose()
     return out
 
@@ -163,18 +168,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="measure again on the database a previous run kept (TOLLGATE_BENCH_KEEP=1)",
+    )
     args = parser.parse_args()
-    with psycopg.connect(f"postgresql://{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB}"')
     url = f"postgresql://{PG}/{DB}"
-    run_migrations(url)
-    t0 = time.perf_counter()
-    setup = _generate(url, args.customers, args.rows)
-    asyncio.run(_assign(url, args.customers))
-    print(f"rows={args.rows:,} customers={args.customers} setup {time.perf_counter() - t0:.0f} s")
-    for k, v in setup.items():
-        print(f"  {k}: {v:,.1f}" if isinstance(v, float) else f"  {k}: {v:,}")
+    if args.reuse:
+        with psycopg.connect(url) as conn:
+            rows = conn.execute("SELECT count(*) FROM usage_events").fetchone()[0]  # type: ignore[index]
+        print(f"rows={rows:,} customers={args.customers} (reused)")
+    else:
+        with psycopg.connect(f"postgresql://{PG}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{DB}"')
+        run_migrations(url)
+        t0 = time.perf_counter()
+        setup = _generate(url, args.customers, args.rows)
+        asyncio.run(_assign(url, args.customers))
+        took = time.perf_counter() - t0
+        print(f"rows={args.rows:,} customers={args.customers} setup {took:.0f} s")
+        for k, v in setup.items():
+            print(f"  {k}: {v:,.1f}" if isinstance(v, float) else f"  {k}: {v:,}")
     for k, v in asyncio.run(_measure(url, args.customers)).items():
         shown = (
             f"{v[0]:.1f} / {v[1]:.1f}"

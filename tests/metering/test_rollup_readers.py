@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.billing.rating import aggregate_usage
+from app.billing.rating import aggregate_usage, aggregate_usage_by_customer
 from app.config import Settings
 from app.db.engine import build_engine, build_sessionmaker
 from app.metering.repository import usage_cells
@@ -135,6 +135,11 @@ async def test_rollup_readers_equal_raw_sums(
                 got[(a.model, a.variant, "items")] += a.items
                 got[(a.model, a.variant, "compute_us")] += a.compute_us
             assert +got == +_expected(customer, start, end)
+        # Closing a period reads every customer at once: the same answer.
+        everyone = await aggregate_usage_by_customer(session, start, end)
+        for customer in (1, 2):
+            alone = await aggregate_usage(session, customer, start, end)
+            assert sorted(everyone.get(customer, []), key=repr) == sorted(alone, key=repr)
         cells = await usage_cells(session, 1, start, end)
     mine = [r for r in _rows() if r["customer_id"] == 1 and start <= r["created_at"] < end]
     assert sum(c.requests for c in cells) == len(mine)
