@@ -40,7 +40,7 @@ from scripts.bench_close import PLANS
 from tests.conftest import run_migrations
 
 PG = os.environ.get("TOLLGATE_BENCH_PG", "postgres@127.0.0.1:5432")
-DB = "tollgate_bench_ledger"
+DB = os.environ.get("TOLLGATE_BENCH_DB", "tollgate_bench_ledger")
 PERIOD = Period(2026, 9)
 RUNS = 50
 
