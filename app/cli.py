@@ -39,6 +39,8 @@ cli.add_typer(keys_cli, name="keys")
 cli.add_typer(plans_cli, name="plans")
 cli.add_typer(billing_cli, name="billing")
 cli.add_typer(models_cli, name="models")
+ledger_cli = typer.Typer(help="The usage ledger's storage.", no_args_is_help=True)
+cli.add_typer(ledger_cli, name="ledger")
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -1092,6 +1094,50 @@ def _configuration_error(problems: list[str]) -> NoReturn:
     for problem in problems:
         typer.echo(f"configuration error: {problem}", err=True)
     raise SystemExit(2)
+
+
+@ledger_cli.command("partitions")
+def ledger_partitions(
+    detach_before: Annotated[
+        str | None,
+        typer.Option(
+            help="YYYY-MM: detach (for archive) every monthly partition that ends before "
+            "this month starts. Detached partitions stay as plain tables of the same name."
+        ),
+    ] = None,
+) -> None:
+    """Create the ledger's monthly partitions ahead (Postgres), optionally detach old ones,
+    and list what is attached. On SQLite (one table) it lists nothing."""
+    from datetime import UTC, datetime
+
+    from app.metering import partitions
+
+    cutoff = None
+    if detach_before is not None:
+        try:
+            cutoff = datetime.strptime(detach_before, "%Y-%m").replace(tzinfo=UTC)
+        except ValueError:
+            typer.echo("error: --detach-before must be YYYY-MM", err=True)
+            raise typer.Exit(2) from None
+    settings = get_settings()
+
+    async def run() -> dict[str, list[str]]:
+        engine = build_engine(settings.database_url, pool_size=1)
+        try:
+            async with engine.begin() as conn:
+                now = SystemClock().now()
+                created = await partitions.ensure_partitions(
+                    conn, now, settings.ledger_partitions_ahead
+                )
+                detached = (
+                    await partitions.detach_before(conn, cutoff) if cutoff is not None else []
+                )
+                attached = [p.name for p in await partitions.list_partitions(conn)]
+            return {"created": created, "detached": detached, "attached": attached}
+        finally:
+            await engine.dispose()
+
+    typer.echo(json.dumps(asyncio.run(run())))
 
 
 if __name__ == "__main__":

@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     meter_commit_timeout_s: float = Field(default=5.0, gt=0)
     # Commits in flight at once, one connection each (SQLite: always 1).
     meter_lanes: int = Field(default=2, gt=0, le=16)
+    # The ledger's monthly partitions (Postgres): months created ahead, and how many full
+    # months before the current one stay attached (unset: keep every month attached).
+    ledger_partitions_ahead: int = Field(default=3, ge=1, le=24)
+    ledger_retention_months: int | None = Field(default=None, gt=0)
 
     # Rate limits: shared through Redis when set (else per process).
     redis_url: str | None = None

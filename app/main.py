@@ -52,6 +52,7 @@ from app.limits.ratelimit import (
 )
 from app.metering.endpoints import router as usage_router
 from app.metering.month_to_date import MonthToDateGauges
+from app.metering.partitions import PartitionMaintenance
 from app.metering.writer import MeterWriter
 from app.observability.endpoints import router as ops_router
 from app.observability.logging import configure_logging
@@ -180,6 +181,10 @@ def create_app(
             sessionmaker, metrics, settings.month_to_date_refresh_s, app_clock
         )
         month_to_date.start()
+        partitions = PartitionMaintenance(
+            engine, app_clock, settings.ledger_partitions_ahead, settings.ledger_retention_months
+        )
+        partitions.start()
         app.resources = State(
             settings=settings,
             clock=app_clock,
@@ -225,6 +230,7 @@ def create_app(
             await last_used.stop()
             await spend.stop()
             await month_to_date.stop()
+            await partitions.stop()
             responses.metrics = None
             await limiter.close()
             await registry.close()

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from app.config import get_settings
 from app.db.engine import build_engine, normalize_url
 from app.orm import Base
+from app.orm.usage import PARTITION_NAME
 
 config = context.config
 if config.config_file_name is not None:  # the alembic command with alembic.ini
@@ -28,12 +29,18 @@ def _url() -> str:
     return normalize_url(config.attributes.get("database_url") or get_settings().database_url)
 
 
+def _include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """The ledger's partitions are not mapped: they are the partitioned table's storage."""
+    return not (type_ == "table" and name is not None and PARTITION_NAME.match(name))
+
+
 def _configure(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=_include_name,
     )
     with context.begin_transaction():
         context.run_migrations()

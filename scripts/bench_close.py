@@ -20,6 +20,7 @@ from app.billing.parties import seller_snapshot
 from app.billing.service import close_period
 from app.config import Settings
 from app.db.engine import build_engine, build_sessionmaker
+from app.metering.rollups import FILL_FROM_LEDGER_SQL
 from app.money.periods import Period
 from app.plans import service as plans
 from app.plans.schemas import ComponentIn, Effective, PlanAssign, PlanCreate, TierIn
@@ -85,6 +86,7 @@ async def setup(url: str, customers: int, rows: int) -> None:
             "FROM generate_series(1, %s) g JOIN api_keys k ON k.id = 1 + g %% %s",
             (PERIOD.start, rows, customers),
         )
+        c.execute(FILL_FROM_LEDGER_SQL)  # the hourly rollups billing reads (issue 17)
         c.execute("ANALYZE")
     engine = build_engine(url)
     async with build_sessionmaker(engine)() as session, session.begin():

@@ -28,6 +28,7 @@ from app.db.engine import build_engine, build_sessionmaker
 from app.keys.schemas import Scope
 from app.keys.service import create_key
 from app.main import create_app
+from app.metering.rollups import FILL_FROM_LEDGER_SQL
 from app.money.periods import Period
 from app.plans import service as plans
 from app.plans.schemas import ComponentIn, Effective, PlanAssign, PlanCreate
@@ -63,6 +64,7 @@ async def setup(url: str, customers: int, rows: int, now: datetime) -> tuple[str
             "FROM generate_series(1, %s) g JOIN api_keys k ON k.id = 1 + g %% %s",
             (start, rows, customers),
         )
+        c.execute(FILL_FROM_LEDGER_SQL)  # the hourly rollups billing reads (issue 17)
         c.execute("ANALYZE")
     engine = build_engine(url)
     async with build_sessionmaker(engine)() as session, session.begin():

@@ -32,7 +32,7 @@ from app.billing.errors import (
     PlanNotRatable,
 )
 from app.billing.parties import SellerSnapshot
-from app.billing.rating import rate_customer
+from app.billing.rating import aggregate_usage_by_customer, rate_customer
 from app.money.periods import Period
 from app.orm import Customer, Invoice, InvoiceLine
 
@@ -143,12 +143,13 @@ async def _draft_period(
         await session.scalars(select(Invoice.customer_id).where(Invoice.period == str(period)))
     )
     customers = select(Customer).where(Customer.is_operator.is_(False)).order_by(Customer.id)
+    usage = await aggregate_usage_by_customer(session, period.start, period.end)  # one read
     for customer in await session.scalars(customers):
         if customer.id in closed:
             result.already_closed.append(customer.id)
             continue
         try:
-            rated = await rate_customer(session, customer.id, period)
+            rated = await rate_customer(session, customer.id, period, period_usage=usage)
         except PlanNotRatable as exc:  # rating only reads: nothing to undo
             log.warning("customer not invoiced: %s", exc.message, extra={"period": str(period)})
             details = exc.details if isinstance(exc.details, dict) else {}

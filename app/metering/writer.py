@@ -29,13 +29,12 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DataError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.errors import ServiceUnavailable
+from app.metering.rollups import insert_usage
 from app.observability.metrics import Metrics
-from app.orm import UsageEvent
 from app.tasks import BackgroundLoop
 
 log = logging.getLogger("tollgate.meter")
@@ -191,8 +190,9 @@ class MeterWriter:
 
     async def _insert_with_retry(self, lane: _Lane, rows: list[UsageRow]) -> None:
         """One retry on a fresh connection (a server restart or a killed idle connection
-        should not cost a batch). Safe because the insert skips request ids already present:
-        if the first attempt did commit, the retry writes nothing twice."""
+        should not cost a batch). Safe because the insert skips request ids already present
+        and only rows it inserted reach the rollups: if the first attempt did commit, the
+        retry writes and counts nothing twice."""
         try:
             await self._insert(lane, rows)
         except Exception as exc:
@@ -218,12 +218,7 @@ class MeterWriter:
                 await _insert_postgres(lane.driver, rows)
             else:
                 async with conn.begin():
-                    await conn.execute(
-                        sqlite_insert(UsageEvent).on_conflict_do_nothing(
-                            index_elements=["request_id"]
-                        ),
-                        [{c: getattr(r, c) for c in _COLUMNS} for r in rows],
-                    )
+                    await insert_usage(conn, [{c: getattr(r, c) for c in _COLUMNS} for r in rows])
         except BaseException:
             lane.conn = lane.driver = None
             with contextlib.suppress(Exception):
@@ -246,12 +241,34 @@ def _refused_value(exc: BaseException) -> bool:
 # column (asyncpg encodes 14 arrays), 79 us as one JSON text; Postgres does the parsing on
 # its own core. Run outside an explicit transaction, the statement is its own transaction,
 # committed (and, with synchronous_commit on, flushed to WAL) before it returns.
+#
+# The same statement keeps the hourly rollups (usage_hourly): the INSERT's RETURNING gives
+# exactly the rows it inserted (a request id already present, e.g. on a retry, returns
+# nothing), and they are summed per rollup key and upserted. One statement is one
+# transaction, so a rollup can never hold a row the ledger lacks or miss one it has; the
+# rows are inserted in request id order and the sums upserted in key order, so two batches
+# that share rows (a retry racing its own first attempt) take their locks in one order and
+# cannot deadlock.
+# The dedupe key is (request_id, created_at): see the migration ledger_partitions.
 _PG_COLUMNS = ", ".join(_COLUMNS)
-# Built from the constant column list above, never from input.
+# Built from constant column lists, never from input.
 _PG_INSERT = (
-    f"INSERT INTO usage_events ({_PG_COLUMNS}) SELECT {_PG_COLUMNS} "  # noqa: S608
-    "FROM json_populate_recordset(NULL::usage_events, $1::json) "
-    "ON CONFLICT (request_id) DO NOTHING"
+    "WITH inserted AS ("  # noqa: S608
+    f"INSERT INTO usage_events ({_PG_COLUMNS}) SELECT {_PG_COLUMNS} "
+    "FROM json_populate_recordset(NULL::usage_events, $1::json) ORDER BY request_id "
+    "ON CONFLICT (request_id, created_at) DO NOTHING "
+    "RETURNING customer_id, api_key_id, model, version, variant, billable, status_code, "
+    "items, compute_us, created_at) "
+    "INSERT INTO usage_hourly AS h (customer_id, hour, api_key_id, model, version, variant, "
+    "billable, requests, errors, items, compute_us) "
+    "SELECT customer_id, date_trunc('hour', created_at, 'UTC'), api_key_id, "
+    "coalesce(model, ''), coalesce(version, ''), coalesce(variant, ''), billable, count(*), "
+    "count(*) FILTER (WHERE status_code >= 400), sum(items), sum(compute_us) "
+    "FROM inserted GROUP BY 1, 2, 3, 4, 5, 6, 7 ORDER BY 1, 2, 3, 4, 5, 6, 7 "
+    "ON CONFLICT (customer_id, hour, api_key_id, model, version, variant, billable) "
+    "DO UPDATE SET requests = h.requests + excluded.requests, "
+    "errors = h.errors + excluded.errors, items = h.items + excluded.items, "
+    "compute_us = h.compute_us + excluded.compute_us"
 )
 
 

@@ -22,7 +22,7 @@ from app.orm.console import ConsoleSession
 from app.orm.customers import Customer
 from app.orm.keys import ApiKey
 from app.orm.plans import CustomerPlan, Plan, PlanVersion
-from app.orm.usage import UsageEvent
+from app.orm.usage import UsageEvent, UsageHourly
 
 __all__ = [
     "ApiKey",
@@ -46,4 +46,5 @@ __all__ = [
     "PlanVersion",
     "StripeEvent",
     "UsageEvent",
+    "UsageHourly",
 ]

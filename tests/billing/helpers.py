@@ -7,10 +7,9 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import insert
 
 from app.keys.schemas import CreatedKey
-from app.orm import UsageEvent
+from app.metering.rollups import insert_usage
 from app.plans import service as plans
 from app.plans.schemas import Effective, PlanAssign
 from app.resources import resources
@@ -51,7 +50,8 @@ async def add_usage(
         for _ in range(count)
     ]
     async with resources(app).engine.begin() as conn:
-        await conn.execute(insert(UsageEvent), rows)
+        # As the meter writer does: the rows and their hourly rollups in one transaction.
+        await insert_usage(conn, rows)
 
 
 async def create_plan(client: httpx.AsyncClient, admin: CreatedKey, **plan: Any) -> dict[str, Any]:
