@@ -15,11 +15,16 @@ def _rows(conn: object, table: str) -> int:
 
 
 def test_every_table_the_migrations_create_is_emptied_between_tests(pg_engine: Engine) -> None:
-    """A table added by a migration but not mapped (so not emptied) fails here."""
+    """A table added by a migration but not mapped (so not emptied) fails here. The monthly
+    partitions of ``usage_events`` are emptied through it, so they are not listed."""
     with pg_engine.connect() as conn:
         tables = set(
             conn.execute(
-                text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+                text(
+                    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')"
+                    " AND NOT c.relispartition"
+                )
             ).scalars()
         )
     assert tables - {"alembic_version"} == set(CLEANED_TABLES)
