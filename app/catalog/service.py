@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit.service import Actor, record
 from app.catalog import repository
 from app.catalog.errors import ModelNotFound
-from app.catalog.records import CatalogSnapshot, ModelCard, card_from, version_key
+from app.catalog.records import CatalogSnapshot, ModelCard, version_key
 from app.catalog.store import BUILTIN
 from app.orm import CatalogModel, ModelVariant, ModelVersion
 
@@ -81,40 +81,52 @@ async def seed_builtin(session: AsyncSession, models_dir: Path) -> list[str]:
     return added
 
 
+def _contract(entries: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The version's contract: its base manifest without the keys that describe one file."""
+    base = next((m for _, m in entries if m.get("variant") is None), entries[0][1])
+    return {k: v for k, v in base.items() if k not in _VARIANT_KEYS}
+
+
+def _builtin_variant(rel: str, manifest: dict[str, Any]) -> ModelVariant:
+    """The catalog row of one shipped archive (not yet tied to its version's row)."""
+    archive = manifest["archive"]
+    variant = manifest.get("variant")
+    compression = dict(manifest.get("compression") or {})
+    if variant is not None:
+        compression["description"] = manifest["description"]
+    return ModelVariant(
+        variant=variant or "",
+        archive_format=archive["format"],
+        archive_uri=f"{BUILTIN}{rel}/{archive['file']}",
+        archive_sha256=archive["sha256"],
+        archive_bytes=archive["bytes"],
+        dtype=manifest.get("dtype", "float32"),
+        requires_device=manifest.get("requires_device"),
+        published=True,
+        unpublished_reason=None,
+        loaded=True,
+        metrics=manifest.get("metrics", {}),
+        measured=manifest.get("measured", {}),
+        compression=compression or None,
+    )
+
+
 async def _add_builtin_version(
     session: AsyncSession, name: str, version: str, entries: list[tuple[str, dict[str, Any]]]
 ) -> None:
-    base = next((m for _, m in entries if m.get("variant") is None), entries[0][1])
-    contract = {k: v for k, v in base.items() if k not in _VARIANT_KEYS}
     row = ModelVersion(
-        model_name=name, version=version, manifest=contract, source="builtin", created_by="builtin"
+        model_name=name,
+        version=version,
+        manifest=_contract(entries),
+        source="builtin",
+        created_by=BUILTIN_ACTOR,
     )
     session.add(row)
     await session.flush()
     for rel, manifest in entries:
-        archive = manifest["archive"]
-        variant = manifest.get("variant")
-        compression = dict(manifest.get("compression") or {})
-        if variant is not None:
-            compression["description"] = manifest["description"]
-        session.add(
-            ModelVariant(
-                version_id=row.id,
-                variant=variant or "",
-                archive_format=archive["format"],
-                archive_uri=f"{BUILTIN}{rel}/{archive['file']}",
-                archive_sha256=archive["sha256"],
-                archive_bytes=archive["bytes"],
-                dtype=manifest.get("dtype", "float32"),
-                requires_device=manifest.get("requires_device"),
-                published=True,
-                unpublished_reason=None,
-                loaded=True,
-                metrics=manifest.get("metrics", {}),
-                measured=manifest.get("measured", {}),
-                compression=compression or None,
-            )
-        )
+        variant = _builtin_variant(rel, manifest)
+        variant.version_id = row.id
+        session.add(variant)
     await session.flush()
 
 
@@ -220,33 +232,9 @@ def shipped_snapshot(models_dir: Path) -> CatalogSnapshot:
     """The shipped models as a fresh catalog would hold them, read from the package alone:
     what a replica serves when the database cannot be read at start-up (revision 0, so the
     first successful read of the real catalog replaces it)."""
-    cards = []
-    for versions in _shipped(models_dir).values():
+    cards: list[ModelCard] = []
+    for name, versions in _shipped(models_dir).items():
         for version, entries in versions.items():
-            base = next((m for _, m in entries if m.get("variant") is None), entries[0][1])
-            contract = {k: v for k, v in base.items() if k not in _VARIANT_KEYS}
-            for rel, manifest in entries:
-                archive = manifest["archive"]
-                compression = dict(manifest.get("compression") or {})
-                if manifest.get("variant") is not None:
-                    compression["description"] = manifest["description"]
-                cards.append(
-                    card_from(
-                        contract,
-                        version=version,
-                        variant=manifest.get("variant"),
-                        archive_format=archive["format"],
-                        archive_uri=f"{BUILTIN}{rel}/{archive['file']}",
-                        sha256=archive["sha256"],
-                        size_bytes=archive["bytes"],
-                        dtype=manifest.get("dtype", "float32"),
-                        requires_device=manifest.get("requires_device"),
-                        published=True,
-                        unpublished_reason=None,
-                        loaded=True,
-                        metrics=manifest.get("metrics", {}),
-                        measured=manifest.get("measured", {}),
-                        compression=compression or None,
-                    )
-                )
+            row = ModelVersion(model_name=name, version=version, manifest=_contract(entries))
+            cards.extend(repository.to_card(row, _builtin_variant(rel, m)) for rel, m in entries)
     return CatalogSnapshot(revision=0, defaults={}, cards=tuple(cards))
