@@ -53,8 +53,7 @@ class Batcher:
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
         self._carry: _Job | None = None
         m = predictor.manifest
-        ref = f"{m.name}:{m.variant}" if m.variant else m.name
-        self._loop = BackgroundLoop(f"batcher-{ref}", self._run_next_batch)
+        self._loop = BackgroundLoop(f"batcher-{m.ref}", self._run_next_batch)
         self._in_flight = 0  # submitted and not yet answered
         self._stopped = False
         self._idle = asyncio.Event()

@@ -69,7 +69,7 @@ class ServedModel:
 
     @property
     def ref(self) -> str:
-        return f"{self.name}:{self.variant}" if self.variant else self.name
+        return self.manifest.ref
 
     @property
     def device(self) -> str:
