@@ -133,8 +133,9 @@ class Predictor:
         ``numbers_only``: the caller knows ``inputs`` holds nothing but (nested lists of)
         numbers (``_parse_inputs`` on a body without strings, booleans or nulls). They are
         then read straight to float32, one pass instead of a float64 array and a copy (the
-        35 KB image: 114 -> 92 us on the bench VM); anything that pass refuses, e.g. a
-        ragged list, is read again the general way for its precise message."""
+        35 KB image, parse and decode: 132 -> 122 us, docs/benchmarks.md); anything that
+        pass refuses (a ragged list, an empty object) is read again the general way for its
+        precise message."""
         batch: Array | None = None
         if numbers_only:
             try:

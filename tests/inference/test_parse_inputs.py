@@ -115,6 +115,8 @@ def _answer(predictor: Predictor, inputs: Any, numbers_only: bool) -> Any:
         [-3.0, 0.5],
         7,  # a bare number
         [0.5, 1e30],
+        [0.5, {}],  # no quote, no letter: the fast path's guess, refused by numpy
+        [0.5, []],
     ],
 )
 def test_the_fast_path_answers_as_the_general_one(inputs: Any) -> None:
