@@ -33,6 +33,13 @@ class UsageEvent(Base):
     ``(request_id, created_at)``. That still writes a row at most once: a request's row is
     built once, with its time, and a retried batch re-sends the identical row. SQLite keeps
     one table with the same constraint, so both databases dedupe the same way.
+
+    ``api_key_id`` and ``customer_id`` are checked through :class:`UsageHourly`'s foreign
+    keys, not here: every ledger row is written in the same statement or transaction as the
+    rollup row that counts it, so a row naming an unknown key fails there and rolls back,
+    and a customer or key with usage cannot be deleted. The check is then paid once per
+    rollup row (hour, key, model) instead of once per request (migration
+    ``ledger_keys_on_rollups``).
     The physical primary key on Postgres is ``(id, created_at)``; ``id`` alone still
     identifies a row (one sequence feeds every partition), so the mapper keys on it.
     """
@@ -41,14 +48,15 @@ class UsageEvent(Base):
     __table_args__ = (
         UniqueConstraint("request_id", "created_at"),
         Index("ix_usage_events_customer_id_created_at", "customer_id", "created_at"),
-        Index("ix_usage_events_created_at", "created_at"),
+        # BRIN on Postgres (rows arrive in time order); SQLite ignores the option.
+        Index("ix_usage_events_created_at", "created_at", postgresql_using="brin"),
         {"postgresql_partition_by": "RANGE (created_at)"},
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(String(64))
-    api_key_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("api_keys.id"))
-    customer_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("customers.id"))
+    api_key_id: Mapped[int] = mapped_column(BigInteger)
+    customer_id: Mapped[int] = mapped_column(BigInteger)
     endpoint: Mapped[str] = mapped_column(String(64))
     model: Mapped[str | None] = mapped_column(String(128))
     version: Mapped[str | None] = mapped_column(String(32))
@@ -71,16 +79,19 @@ class UsageHourly(Base):
     it sums, from the rows actually inserted, so a rollup always equals the raw sum of its
     rows (``app/metering/rollups.py``). NULL model, version and variant are stored as ""
     (a NULL would never conflict, so the upsert could not find its row); readers map ""
-    back to NULL. No foreign keys: the rows it sums already hold them, and an upsert on the
-    hot path should not pay for the checks again.
+    back to NULL. It holds the ledger's foreign keys to customers and API keys (see
+    :class:`UsageEvent`); an upsert that adds to an existing row changes no key column, so
+    the database checks a key once per rollup row, not per request.
     """
 
     __tablename__ = "usage_hourly"
     __table_args__ = (Index("ix_usage_hourly_hour", "hour"),)
 
-    customer_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("customers.id"), primary_key=True
+    )
     hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
-    api_key_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("api_keys.id"), primary_key=True)
     model: Mapped[str] = mapped_column(String(128), primary_key=True)
     version: Mapped[str] = mapped_column(String(32), primary_key=True)
     variant: Mapped[str] = mapped_column(String(32), primary_key=True)
