@@ -33,6 +33,22 @@ _SEED = (
     "(1, 1, 'tg_keys0001', 'abcd', '1', '[\"predict\"]', CURRENT_TIMESTAMP), "
     "(2, 2, 'tg_keys0002', 'abcd', '2', '[\"predict\"]', CURRENT_TIMESTAMP)",
 )
+_KEYS_SQL = text(
+    "SELECT c.conrelid::regclass::text, c.confrelid::regclass::text FROM pg_constraint c "
+    "WHERE c.contype = 'f' AND c.conrelid::regclass::text LIKE 'usage_%' ORDER BY 1, 2"
+)
+_METHOD = text(
+    "SELECT am.amname FROM pg_class i JOIN pg_am am ON am.oid = i.relam "
+    "WHERE i.relname = 'ix_usage_events_created_at'"
+)
+_PARTITION_METHODS = text(
+    "SELECT DISTINCT am.amname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+    "JOIN pg_am am ON am.oid = i.relam JOIN pg_inherits h ON h.inhrelid = x.indrelid "
+    "WHERE h.inhparent = 'usage_events'::regclass AND x.indkey::text = "
+    "(SELECT attnum::text FROM pg_attribute WHERE attrelid = 'usage_events'::regclass "
+    "AND attname = 'created_at')"
+)
+
 _COUNTS = text("SELECT (SELECT count(*) FROM usage_events), (SELECT count(*) FROM usage_hourly)")
 
 
@@ -141,41 +157,87 @@ def test_migration_moves_the_keys_and_makes_the_time_index_brin(scratch_pg: str)
                 "now() - make_interval(hours => i) FROM generate_series(1, 500) i"
             )
         )
-    keys = text(
-        "SELECT c.conrelid::regclass::text, c.confrelid::regclass::text FROM pg_constraint c "
-        "WHERE c.contype = 'f' AND c.conrelid::regclass::text LIKE 'usage_%' ORDER BY 1, 2"
-    )
-    method = text(
-        "SELECT am.amname FROM pg_class i JOIN pg_am am ON am.oid = i.relam "
-        "WHERE i.relname = 'ix_usage_events_created_at'"
-    )
-    partition_methods = text(
-        "SELECT DISTINCT am.amname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
-        "JOIN pg_am am ON am.oid = i.relam JOIN pg_inherits h ON h.inhrelid = x.indrelid "
-        "WHERE h.inhparent = 'usage_events'::regclass AND x.indkey::text = "
-        "(SELECT attnum::text FROM pg_attribute WHERE attrelid = 'usage_events'::regclass "
-        "AND attname = 'created_at')"
-    )
     with engine.connect() as conn:
-        before = conn.execute(keys).all()
-        assert conn.scalar(method) == "btree"
+        before = conn.execute(_KEYS_SQL).all()
+        assert conn.scalar(_METHOD) == "btree"
     assert {t for t, _ in before if t != "usage_events"}  # the partitions carry the keys too
     assert ("usage_events", "customers") in before
 
     run_migrations(scratch_pg)
     with engine.connect() as conn:
-        assert conn.execute(keys).all() == [
+        assert conn.execute(_KEYS_SQL).all() == [
             ("usage_hourly", "api_keys"),
             ("usage_hourly", "customers"),
         ]
-        assert conn.scalar(method) == "brin"
-        assert conn.execute(partition_methods).scalars().all() == ["brin"]
+        assert conn.scalar(_METHOD) == "brin"
+        assert conn.execute(_PARTITION_METHODS).scalars().all() == ["brin"]
         assert conn.scalar(text("SELECT count(*) FROM usage_events")) == 500
     command.check(alembic_config(scratch_pg))
 
     command.downgrade(alembic_config(scratch_pg), BEFORE)
     with engine.connect() as conn:
-        assert conn.execute(keys).all() == before
-        assert conn.scalar(method) == "btree"
+        assert conn.execute(_KEYS_SQL).all() == before
+        assert conn.scalar(_METHOD) == "btree"
         assert conn.scalar(text("SELECT count(*) FROM usage_events")) == 500
     engine.dispose()
+
+
+def test_an_interrupted_run_is_completed_by_the_next(scratch_pg: str) -> None:
+    """The index is built outside a transaction, so a killed migration leaves work half done:
+    one key moved, the new parent index, one partition's index attached, another's built but
+    not attached, and a partition the partition job created meanwhile. Running the migration
+    again finishes it, with one index on created_at per partition."""
+    run_migrations(scratch_pg, BEFORE)
+    engine = create_engine(
+        scratch_pg.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
+    with engine.connect() as conn:
+        for stmt in _SEED:
+            conn.execute(text(stmt))
+        parts = conn.scalars(
+            text(
+                "SELECT c.relname FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid "
+                "WHERE h.inhparent = 'usage_events'::regclass ORDER BY c.relname"
+            )
+        ).all()
+        for stmt in (
+            "ALTER TABLE usage_hourly ADD CONSTRAINT fk_usage_hourly_api_key_id_api_keys "
+            "FOREIGN KEY (api_key_id) REFERENCES api_keys (id)",
+            "ALTER TABLE usage_events DROP CONSTRAINT fk_usage_events_api_key_id_api_keys",
+            "CREATE INDEX ix_usage_events_created_at_brin ON ONLY usage_events USING brin "
+            "(created_at)",
+            f"CREATE INDEX {parts[0]}_created_at_brin ON {parts[0]} USING brin (created_at)",
+            f"ALTER INDEX ix_usage_events_created_at_brin ATTACH PARTITION "
+            f"{parts[0]}_created_at_brin",
+            f"CREATE INDEX {parts[1]}_created_at_brin ON {parts[1]} USING brin (created_at)",
+            "CREATE TABLE usage_events_p2031_01 PARTITION OF usage_events "
+            "FOR VALUES FROM ('2031-01-01 00:00:00+00') TO ('2031-02-01 00:00:00+00')",
+        ):
+            conn.execute(text(stmt))
+
+    run_migrations(scratch_pg)
+    with engine.connect() as conn:
+        assert conn.execute(_KEYS_SQL).all() == [
+            ("usage_hourly", "api_keys"),
+            ("usage_hourly", "customers"),
+        ]
+        assert conn.scalar(_METHOD) == "brin"
+        assert conn.scalar(
+            text("SELECT indisvalid FROM pg_index WHERE indexrelid = "
+                 "'ix_usage_events_created_at'::regclass")
+        )  # fmt: skip
+        per_partition = conn.execute(
+            text(
+                "SELECT c.relname, count(x.indexrelid) FROM pg_inherits h "
+                "JOIN pg_class c ON c.oid = h.inhrelid "
+                "LEFT JOIN pg_index x ON x.indrelid = c.oid AND x.indkey::text = "
+                "(SELECT attnum::text FROM pg_attribute WHERE attrelid = c.oid "
+                "AND attname = 'created_at') "
+                "WHERE h.inhparent = 'usage_events'::regclass GROUP BY 1 ORDER BY 1"
+            )
+        ).all()
+        assert conn.execute(_PARTITION_METHODS).scalars().all() == ["brin"]
+    engine.dispose()
+    assert "usage_events_p2031_01" in dict(per_partition)
+    assert {n for _, n in per_partition} == {1}
+    command.check(alembic_config(scratch_pg))
