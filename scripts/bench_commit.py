@@ -40,7 +40,7 @@ def _rows(key_id: int, customer_id: int, n: int) -> str:
 
 async def run(dbs: list[str], rows: int, rounds: int, per_round: int) -> dict[str, list[float]]:
     conns, keys = {}, {}
-    for db in dbs:
+    for db in dict.fromkeys(dbs):  # one connection per database, even if named twice
         conn = await asyncpg.connect(f"postgresql://{PG}/{db}")
         key = await conn.fetchrow("SELECT id, customer_id FROM api_keys ORDER BY id DESC LIMIT 1")
         if key is None:

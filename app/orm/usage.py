@@ -48,8 +48,7 @@ class UsageEvent(Base):
     __table_args__ = (
         UniqueConstraint("request_id", "created_at"),
         Index("ix_usage_events_customer_id_created_at", "customer_id", "created_at"),
-        # BRIN on Postgres (rows arrive in time order); SQLite ignores the option.
-        Index("ix_usage_events_created_at", "created_at", postgresql_using="brin"),
+        Index("ix_usage_events_created_at", "created_at"),
         {"postgresql_partition_by": "RANGE (created_at)"},
     )
 
