@@ -19,14 +19,16 @@ measured no difference: 0.534 vs 0.537 ms.)
 
 Rows are not touched, and on Postgres the ledger keeps taking writes:
 - the keys move in one short transaction that first locks the rollups, the ledger (and its
-  partitions) and the two referenced tables. A writer's statement, once its plan is cached
-  (asyncpg prepares it once per connection), locks them in that same order: usage_hourly
+  partitions) and the two referenced tables (adding or dropping a foreign key locks the
+  table it references exclusively; key lookups wait for those milliseconds, and their
+  cache covers most requests). A writer's statement, once its plan is cached (asyncpg
+  prepares it once per connection), locks the first three in that same order: usage_hourly
   (its target), usage_events, then the partition a row goes to; so the two queue instead of
-  deadlocking. For any other order (a writer's first execution), no attempt waits more than
-  100 ms for a lock (well under Postgres's 1 s deadlock check): on a timeout it releases what
-  it took (a savepoint) and tries again, for up to 60 s, then fails, to be run again. The
-  new keys go on NOT VALID: enforced on every new row from the commit, no scan under the
-  lock;
+  deadlocking. For any other order (a writer's first execution, a transaction that read a
+  customer before writing usage), no lock of the move is waited for more than 100 ms (well
+  under Postgres's 1 s deadlock check): on a timeout the attempt releases everything it
+  took (a savepoint) and starts again, for up to 60 s, then fails, to be run again. The new
+  keys go on NOT VALID: enforced on every new row from the commit, no scan under the lock;
 - then, outside a transaction (Alembic's autocommit block), they are validated against the
   existing rollups under a lock that does not block writes.
 Each step skips what is already done, so an interrupted run is completed by running it again.
@@ -39,7 +41,7 @@ Create Date: 2026-12-06 21:00:00+00:00
 """
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 from alembic import op
@@ -80,41 +82,61 @@ def upgrade() -> None:
 
 def _move_keys_postgres() -> None:
     conn = op.get_bind()
-    _lock_ledger(conn)
-    for suffix, column, target in _KEYS:
-        name = f"fk_usage_hourly_{suffix}"
-        if not conn.scalar(sa.text("SELECT 1 FROM pg_constraint WHERE conname = :n"), {"n": name}):
-            op.execute(
-                f"ALTER TABLE usage_hourly ADD CONSTRAINT {name} "
-                f"FOREIGN KEY ({column}) REFERENCES {target} (id) NOT VALID"
+
+    def move() -> None:
+        for suffix, column, target in _KEYS:
+            name = f"fk_usage_hourly_{suffix}"
+            exists = conn.scalar(
+                sa.text("SELECT 1 FROM pg_constraint WHERE conname = :n"), {"n": name}
             )
-        op.execute(f"ALTER TABLE usage_events DROP CONSTRAINT IF EXISTS fk_usage_events_{suffix}")
+            if not exists:
+                conn.execute(
+                    sa.text(
+                        f"ALTER TABLE usage_hourly ADD CONSTRAINT {name} "
+                        f"FOREIGN KEY ({column}) REFERENCES {target} (id) NOT VALID"
+                    )
+                )
+            conn.execute(
+                sa.text(
+                    f"ALTER TABLE usage_events DROP CONSTRAINT IF EXISTS fk_usage_events_{suffix}"
+                )
+            )
+
+    _with_ledger_locked(conn, move)
 
 
-def _lock_ledger(conn: sa.Connection) -> None:
-    """Every lock the key move needs, all at once, without ever holding one while waiting
-    long for another (see the module docstring)."""
+def _with_ledger_locked(conn: sa.Connection, work: Callable[[], None]) -> None:
+    """Take every lock the key move needs, all at once, and run ``work`` under them, without
+    ever waiting more than 100 ms for a lock while holding another (see the module
+    docstring). Adding or dropping a foreign key also locks the referenced table
+    exclusively, so customers and api_keys are taken here too rather than found waiting
+    later; and the timeout stays on through ``work``, so a lock missed here still only costs
+    one attempt."""
     deadline = time.monotonic() + _LOCK_TRIES_FOR_S
     while True:
         attempt = conn.begin_nested()
         try:
             conn.execute(sa.text(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT}'"))
             conn.execute(sa.text("LOCK TABLE usage_hourly, usage_events IN ACCESS EXCLUSIVE MODE"))
-            conn.execute(sa.text("LOCK TABLE customers, api_keys IN SHARE ROW EXCLUSIVE MODE"))
-            conn.execute(sa.text("SET LOCAL lock_timeout = 0"))
+            conn.execute(sa.text("LOCK TABLE customers, api_keys IN ACCESS EXCLUSIVE MODE"))
+            work()
         except sa.exc.DBAPIError as exc:
-            attempt.rollback()  # releases whatever this attempt locked
+            attempt.rollback()  # releases whatever this attempt locked and undoes its work
             if getattr(exc.orig, "sqlstate", None) != "55P03" or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
             continue
-        attempt.commit()  # the locks stay with the transaction
+        attempt.commit()  # the locks and the work stay with the migration's transaction
+        conn.execute(sa.text("SET LOCAL lock_timeout = DEFAULT"))
         return
 
 
 def downgrade() -> None:
     if _postgres():
-        _lock_ledger(op.get_bind())
+        conn = op.get_bind()
+        # Locks first (as the upgrade takes them); the keys' validation then scans the
+        # ledger with no timeout, holding them: not online (module docstring).
+        _with_ledger_locked(conn, lambda: None)
         for suffix, column, target in _KEYS:
             op.execute(
                 f"ALTER TABLE usage_events ADD CONSTRAINT fk_usage_events_{suffix} "
