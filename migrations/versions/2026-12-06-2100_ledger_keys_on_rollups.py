@@ -72,12 +72,17 @@ def upgrade() -> None:
             for suffix, _, _ in _KEYS:
                 op.execute(f"ALTER TABLE usage_hourly VALIDATE CONSTRAINT fk_usage_hourly_{suffix}")
         return
-    with op.batch_alter_table("usage_hourly") as batch:
-        for suffix, column, target in _KEYS:
-            batch.create_foreign_key(f"fk_usage_hourly_{suffix}", target, [column], ["id"])
-    with op.batch_alter_table("usage_events") as batch:
+    _move_keys_sqlite(source="usage_events", target="usage_hourly")
+
+
+def _move_keys_sqlite(source: str, target: str) -> None:
+    """SQLite (batch mode: each table rebuilt): the keys go on ``target``, then off ``source``."""
+    with op.batch_alter_table(target) as batch:
+        for suffix, column, referred in _KEYS:
+            batch.create_foreign_key(f"fk_{target}_{suffix}", referred, [column], ["id"])
+    with op.batch_alter_table(source) as batch:
         for suffix, _, _ in _KEYS:
-            batch.drop_constraint(f"fk_usage_events_{suffix}", type_="foreignkey")
+            batch.drop_constraint(f"fk_{source}_{suffix}", type_="foreignkey")
 
 
 def _move_keys_postgres() -> None:
@@ -144,9 +149,4 @@ def downgrade() -> None:
             )
             op.execute(f"ALTER TABLE usage_hourly DROP CONSTRAINT fk_usage_hourly_{suffix}")
         return
-    with op.batch_alter_table("usage_events") as batch:
-        for suffix, column, target in _KEYS:
-            batch.create_foreign_key(f"fk_usage_events_{suffix}", target, [column], ["id"])
-    with op.batch_alter_table("usage_hourly") as batch:
-        for suffix, _, _ in _KEYS:
-            batch.drop_constraint(f"fk_usage_hourly_{suffix}", type_="foreignkey")
+    _move_keys_sqlite(source="usage_hourly", target="usage_events")
